@@ -1,0 +1,171 @@
+"""Borg restore drills: one case per repository and check.
+
+reachable -> encrypted -> fresh -> retained -> consistent (borg check, budgeted)
+-> extracts -> the extracted data passes every declared check.
+"""
+from __future__ import annotations
+
+import time
+import zlib
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pytest
+
+from restoredrill.checks import data as data_checks
+from restoredrill.checks.errors import CheckFailed
+from restoredrill.fixtures.borg import age_of
+from restoredrill.fixtures.common import drill_step
+from restoredrill.plan import plan_borg_check
+
+pytestmark = pytest.mark.drill_kind("borg")
+
+
+def test_reachable(borg_drill, evidence):
+    """``borg info --json REPO`` answers: the repository is there and opens."""
+    repo = borg_drill.repo
+    evidence(drill=f"borg:{repo.name}", check="reachable", repository=repo.name, location=repo.location)
+    with drill_step(f"repository {repo.name}"):
+        info = borg_drill.info
+    evidence(repository_id=info["repository"]["id"])
+
+
+def test_encrypted(borg_drill, evidence):
+    repo = borg_drill.repo
+    evidence(drill=f"borg:{repo.name}", check="encrypted", repository=repo.name)
+    with drill_step(f"repository {repo.name}"):
+        mode = borg_drill.info["encryption"]["mode"]
+    evidence(encryption=mode)
+    if repo.encryption_required and mode == "none":
+        pytest.fail(f"repository {repo.name}: expected client-side encryption (policy requires it); "
+                    f"found encryption mode 'none': anyone holding the copy can read it", pytrace=False)
+
+
+def test_fresh(borg_drill, inventory, evidence):
+    repo = borg_drill.repo
+    rpo = borg_drill.rpo(inventory)
+    limit = rpo.max_age + rpo.grace
+    evidence(drill=f"borg:{repo.name}", check="fresh", repository=repo.name,
+             rpo_hours=limit.total_seconds() / 3600)
+    with drill_step(f"repository {repo.name}"):
+        archives = borg_drill.archives
+    if not archives:
+        pytest.fail(f"repository {repo.name}: expected an archive younger than {limit}; found no archives",
+                    pytrace=False)
+    newest = archives[-1]
+    age = age_of(newest)
+    evidence(archive=newest.name, archive_time=newest.start.isoformat(), age_hours=round(age / 3600, 2),
+             archives=len(archives))
+    if age > limit.total_seconds():
+        pytest.fail(f"repository {repo.name}: expected the newest archive to be younger than {limit} "
+                    f"(RPO {repo.rpo or 'default'}); found {newest.name} from {newest.start:%Y-%m-%d %H:%M} UTC, "
+                    f"{age / 3600:.1f} h old: backups have stopped or are failing", pytrace=False)
+
+
+def test_retention(borg_drill, inventory, evidence):
+    """The archives present are what the retention policy promises (Borg's own prune rules)."""
+    from restoredrill import retention
+    repo = borg_drill.repo
+    evidence(drill=f"borg:{repo.name}", check="retention", repository=repo.name)
+    if not repo.retention:
+        pytest.fail(f"repository {repo.name}: no retention policy is named (borg.repositories[].retention); "
+                    f"name one so the drill can count what the policy promises", pytrace=False)
+    policy = retention.Policy.from_mapping(inventory.model.policies.retention[repo.retention].options())
+    zone = repo.prune_timezone or inventory.model.site.timezone
+    rpo = borg_drill.rpo(inventory)
+    with drill_step(f"repository {repo.name}"):
+        points = [retention.Point(time=a.start, name=a.name) for a in borg_drill.archives]
+    result = retention.audit(points, policy, "borg", zone, datetime.now(timezone.utc),
+                             rpo=rpo.max_age + rpo.grace)
+    evidence(policy=policy.describe(), retention=result.summary(), timezone=zone)
+    if not result.ok:
+        pytest.fail(f"repository {repo.name}: retention {repo.retention} ({policy.describe()}) does not hold: "
+                    + "; ".join(result.problems), pytrace=False)
+
+
+def test_check(borg_drill, inventory, state, evidence, progress):
+    """``borg check``: a full ``--verify-data`` on a rotation, a cheaper check in between."""
+    repo = borg_drill.repo
+    scope = f"borg:{repo.name}"
+    now = datetime.now(timezone.utc)
+    runs = state.get(scope, "runs_since_full")
+    last = state.get(scope, "last_full")
+    plan = plan_borg_check(int(runs) if runs is not None else None,
+                           datetime.fromisoformat(last) if last else None,
+                           every_runs=repo.verify_data.every_runs, max_age=repo.verify_data.max_age, now=now)
+    evidence(drill=f"borg:{repo.name}", check="check", repository=repo.name,
+             check_mode="verify-data" if plan.full else "repository+last-archive", check_reason=plan.reason)
+    progress(f"{repo.name}: borg check ({'full --verify-data' if plan.full else 'partial'})")
+    started = time.monotonic()
+    with drill_step(f"repository {repo.name}: borg check"):
+        if plan.full:
+            borg_drill.client.check(verify_data=True)
+        else:
+            budget = repo.verify_data.max_duration
+            borg_drill.client.check(repository_only=True,
+                                    max_duration=int(budget.total_seconds()) if budget else None)
+            borg_drill.client.check(archives_only=True, last=1)
+    evidence(seconds=time.monotonic() - started, runs_until_full=plan.runs_until_full)
+    if plan.full:
+        state.put(scope, "runs_since_full", "0")
+        state.put(scope, "last_full", now.isoformat())
+    else:
+        state.put(scope, "runs_since_full", str(int(runs or 0) + 1))
+
+
+def test_extract(borg_drill, extracted, evidence):
+    repo = borg_drill.repo
+    evidence(drill=f"borg:{repo.name}", check="extract", repository=repo.name,
+             archive=extracted.archive.name, archive_time=extracted.archive.start.isoformat(),
+             age_hours=round(age_of(extracted.archive) / 3600, 2), bytes_restored=extracted.bytes_restored,
+             files_restored=extracted.files, seconds=extracted.seconds)
+    if extracted.files == 0:
+        pytest.fail(f"repository {repo.name}: archive {extracted.archive.name} extracted no files", pytrace=False)
+
+
+def test_data(borg_drill, data_check, extracted, inventory, run_id, tmp_path, evidence):
+    """One declared check on the extracted data (paths, counts, spot check, SQLite, PostgreSQL, canary)."""
+    repo = borg_drill.repo
+    evidence(drill=f"borg:{repo.name}", check=data_check.id, repository=repo.name,
+             archive=extracted.archive.name)
+    started = time.monotonic()
+    with drill_step(f"repository {repo.name}, archive {extracted.archive.name}"):
+        facts = run_data_check(data_check, extracted.root, inventory, run_id, tmp_path)
+    evidence(seconds=time.monotonic() - started, **facts)
+
+
+def run_data_check(check, root: Path, inventory, run_id: str, tmp_path: Path) -> dict:
+    spec = check.spec
+    if check.kind == "paths":
+        return data_checks.check_paths_present(root, spec)
+    if check.kind == "min_files":
+        return data_checks.check_min_files(root, spec)
+    if check.kind == "spot_check":
+        source = inventory.resolve_path(spec.source)
+        return data_checks.spot_check(root, source, spec.archive_path or spec.source.lstrip("/"),
+                                      sample=spec.sample, count_tolerance=spec.count_tolerance,
+                                      mismatch_tolerance=spec.mismatch_tolerance,
+                                      seed=zlib.crc32(run_id.encode()))
+    if check.kind == "sqlite":
+        return data_checks.check_sqlite(root, spec)
+    if check.kind == "canary":
+        return data_checks.check_canary(root, spec.path, spec.equals, spec.pattern)
+    if check.kind == "postgres":
+        return restore_postgres_dump(root, spec, tmp_path)
+    raise CheckFailed(check.id, "a known check kind", check.kind)
+
+
+def restore_postgres_dump(root: Path, spec, tmp_path: Path) -> dict:
+    from restoredrill.checks.postgres import ThrowawayPostgres
+    dump = data_checks.inside(root, spec.path)
+    if not dump.is_file():
+        raise CheckFailed(spec.path, "a PostgreSQL dump", "no such file in the archive")
+    started = time.monotonic()
+    with ThrowawayPostgres(tmp_path / "pg") as server:
+        server.restore_dump(dump, spec.database)
+        for query in spec.queries:
+            rows = server.query(spec.database, query.sql)
+            found = "\n".join("\t".join(row) for row in rows)
+            if found.strip() != query.expect.strip():
+                raise CheckFailed(f"{spec.path} ({query.sql})", repr(query.expect), repr(found[:300]))
+    return {"queries": len(spec.queries), "restore_seconds": time.monotonic() - started}

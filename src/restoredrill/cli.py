@@ -1,0 +1,119 @@
+"""``restoredrill``: the command line. Exit codes: 0 every drill passed, 1 a drill failed
+or could not run, 2 usage or inventory error."""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from restoredrill import __version__
+from restoredrill.plan import KINDS, PlanError, select_kinds
+from restoredrill.runner import EXIT_FAILED, EXIT_OK, EXIT_USAGE, RunRequest, run_drills
+
+
+class UsageError(Exception):
+    pass
+
+
+class Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # argparse exits 2 too; keep its message one paragraph
+        self.print_usage(sys.stderr)
+        print(f"restoredrill: {message}", file=sys.stderr)
+        sys.exit(EXIT_USAGE)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = Parser(prog="restoredrill", description="Prove that backups restore.")
+    parser.add_argument("--version", action="version", version=f"restoredrill {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
+
+    lab = sub.add_parser("lab", help="build a throwaway lab, run the drills against it, tear it down")
+    lab.add_argument("action", nargs="?", choices=["serve"], help="serve: keep the lab up until SIGINT/SIGTERM")
+    lab.add_argument("--out", type=Path, default=Path("reports/lab"), help="reports folder (default reports/lab)")
+    lab.add_argument("--dir", type=Path, help="lab serve: folder for inventory.yaml and endpoints.json")
+    lab.add_argument("--select", action="append", choices=KINDS, metavar="KIND", help="drill kind (repeatable)")
+    lab.add_argument("--keep", action="store_true", help="keep the lab folder after the run (for debugging)")
+
+    run = sub.add_parser("run", help="run the drills against a real site or a served lab")
+    run.add_argument("--inventory", type=Path, required=True, help="inventory YAML")
+    run.add_argument("--select", action="append", choices=KINDS, metavar="KIND", help="drill kind (repeatable)")
+    run.add_argument("--junit", type=Path, help="JUnit XML file (default OUT/junit.xml)")
+    run.add_argument("--out", type=Path, help="reports folder")
+    run.add_argument("--state-dir", type=Path, help="state folder (default ~/.local/state/restoredrill)")
+    run.add_argument("--run-id", help="run identifier (default: time based)")
+    run.add_argument("-k", dest="keyword", help="only drills matching this pytest -k expression")
+
+    check = sub.add_parser("check-inventory", help="validate an inventory (never runs command: references)")
+    check.add_argument("file", type=Path)
+
+    reap = sub.add_parser("reap", help="remove what killed runs left behind")
+    reap.add_argument("--inventory", type=Path, required=True)
+    reap.add_argument("--state-dir", type=Path)
+
+    from restoredrill import prune_sim
+    sim = sub.add_parser("prune-sim", help="simulate a PBS or Borg prune on points read from stdin")
+    prune_sim.add_arguments(sim)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return COMMANDS[args.command](args)
+    except (UsageError, PlanError) as exc:
+        print(f"restoredrill: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("restoredrill: interrupted", file=sys.stderr)
+        return EXIT_FAILED
+
+
+def validated(path: Path):
+    from restoredrill.inventory import InventoryError, load_inventory
+    try:
+        return load_inventory(path)
+    except InventoryError as exc:
+        raise UsageError(str(exc)) from None
+
+
+def cmd_check_inventory(args) -> int:
+    loaded = validated(args.file)
+    inv = loaded.model
+    print(f"{args.file}: valid inventory for site {inv.site.name!r}: {len(inv.guests)} guests, "
+          f"{len(inv.borg.repositories)} Borg repositories, {len(inv.offsite.s3)} S3 targets, "
+          f"{len(inv.offsite.storage_boxes)} storage boxes (no secret was resolved, no command run)")
+    return EXIT_OK
+
+
+def cmd_run(args) -> int:
+    validated(args.inventory)
+    kinds = select_kinds(args.select)
+    extra = ["-k", args.keyword] if args.keyword else []
+    return run_drills(RunRequest(inventory=args.inventory, kinds=kinds, junit=args.junit, out_dir=args.out,
+                                 state_dir=args.state_dir, run_id=args.run_id, extra_args=extra))
+
+
+def cmd_lab(args) -> int:
+    from restoredrill.lab import cli as lab_cli
+    if args.action == "serve":
+        if args.dir is None:
+            raise UsageError("lab serve needs --dir DIR (where inventory.yaml and endpoints.json are written)")
+        return lab_cli.serve(args.dir)
+    return lab_cli.run_lab(args.out, select_kinds(args.select), keep=args.keep)
+
+
+def cmd_reap(args) -> int:
+    from restoredrill.reap import reap
+    return reap(validated(args.inventory), args.state_dir)
+
+
+def cmd_prune_sim(args) -> int:
+    from restoredrill import prune_sim
+    return prune_sim.run(args, sys.stdin, sys.stdout, sys.stderr)
+
+
+COMMANDS = {"check-inventory": cmd_check_inventory, "run": cmd_run, "lab": cmd_lab, "reap": cmd_reap,
+            "prune-sim": cmd_prune_sim}
+
+if __name__ == "__main__":
+    sys.exit(main())

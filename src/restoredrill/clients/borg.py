@@ -1,0 +1,217 @@
+"""Borg client: the only code that runs borg. Read-side subcommands only.
+
+The passphrase reaches borg through a pipe (``BORG_PASSPHRASE_FD``), never argv or
+an environment variable holding the value. Locks are waited for (``--lock-wait``)
+so a drill never fails a nightly ``borg create``; nothing here can prune, delete,
+compact, break a lock, import a key or recreate an archive.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+from restoredrill.execute import CommandError, Result, run
+
+READ_ONLY_SUBCOMMANDS = frozenset({"list", "info", "check", "extract"})
+FORBIDDEN_SUBCOMMANDS = frozenset({"prune", "delete", "compact", "break-lock", "recreate", "key",
+                                   "init", "create", "rename", "upgrade", "config", "mount", "with-lock"})
+SCRUBBED_ENV = ("BORG_PASSPHRASE", "BORG_PASSCOMMAND", "BORG_PASSPHRASE_FD", "BORG_REPO",
+                "BORG_NEW_PASSPHRASE", "BORG_KEY_FILE")
+
+
+class BorgError(RuntimeError):
+    """borg failed; ``cause`` is a short human reason, the message says repo, cause and fix."""
+
+    def __init__(self, repo: str, cause: str, detail: str = ""):
+        self.repo = repo
+        self.cause = cause
+        self.detail = detail
+        super().__init__(f"repository {repo}: {cause}" + (f"\n{detail}" if detail else ""))
+
+
+@dataclass(frozen=True)
+class Archive:
+    name: str
+    start: datetime        # tz-aware UTC
+    id: str = ""
+
+
+@dataclass
+class BorgTarget:
+    """Everything needed to reach one repository; secrets only as a resolver."""
+    name: str
+    location: str
+    base_dir: Path                        # persistent BORG_BASE_DIR for this repository
+    passphrase: Callable[[], str] | None = None
+    rsh: str | None = None                # BORG_RSH, strict host key checking
+    lock_wait_seconds: int = 600
+    binary: str = "borg"
+    remote_path: str | None = None
+    extra_env: dict[str, str] = field(default_factory=dict)
+
+
+# (pattern in borg's output, cause, fix): first match wins
+_CAUSES: Sequence[tuple[str, str]] = (
+    (r"passphrase supplied .* is incorrect|passphrase .*incorrect",
+     "wrong passphrase: the repository key did not open; check the passphrase reference"),
+    (r"REMOTE HOST IDENTIFICATION HAS CHANGED|Host key verification failed|No \S+ host key is known",
+     "the SSH host key is unknown or has changed: refusing to connect; verify the server's "
+     "fingerprint out of band and update known_hosts"),
+    (r"Repository .* does not exist|No such file or directory.*repository|Repository path .* not found",
+     "the repository does not exist at this location; check borg.repositories[].location"),
+    (r"is not a valid repository|Not a valid .*repository",
+     "the path is not a Borg repository; check the location"),
+    (r"Failed to create/acquire the lock|lock.*timeout|LockTimeout",
+     "the repository is locked (a backup or check is running?); the drill waited lock_wait and gave up "
+     "without breaking the lock"),
+    (r"Connection refused|Could not resolve hostname|No route to host|Connection timed out|"
+     r"Connection closed by remote host|Connection closed|Broken pipe",
+     "the repository's server is unreachable over SSH"),
+    (r"Permission denied \(publickey|Permission denied",
+     "SSH login or file access was refused; check the key and the forced command"),
+    (r"Remote: Borg .*: Got unexpected RPC data format|is not permitted by the restrictions|"
+     r"--restrict-to-path",
+     "the server's borg serve refused the path (restrict-to-path)"),
+    (r"Cache, or information obtained from the security directory is newer than repository|"
+     r"Attack on repository|Manifest.*newer",
+     "the repository looks older than last seen (rollback or replay?): borg refused it"),
+    (r"Data integrity error|Segment entry checksum mismatch|Index object count mismatch|"
+     r"Archive metadata damage|error found|errors found|integrity",
+     "the repository is damaged (borg check found errors)"),
+)
+
+
+def explain_failure(tail: str) -> str:
+    for pattern, cause in _CAUSES:
+        if re.search(pattern, tail, re.IGNORECASE):
+            return cause
+    return "borg failed"
+
+
+class BorgClient:
+    def __init__(self, target: BorgTarget):
+        self.target = target
+
+    # --- the choke point ------------------------------------------------------------
+    def _run(self, subcommand: str, args: Sequence[str], *, timeout: float, cwd: Path | None = None,
+             ok_codes: Sequence[int] = (0,), check: bool = True) -> Result:
+        """Run one read-side borg subcommand against the repository."""
+        if subcommand not in READ_ONLY_SUBCOMMANDS:
+            raise PermissionError(f"borg {subcommand} is not allowed: restoredrill only reads repositories")
+        argv = [self.target.binary, subcommand, f"--lock-wait={self.target.lock_wait_seconds}"]
+        if self.target.remote_path:
+            argv.append(f"--remote-path={self.target.remote_path}")
+        argv.extend(args)
+        secret = self.target.passphrase() if self.target.passphrase else None
+        read_fd = None
+        env = {k: v for k, v in os.environ.items() if k not in SCRUBBED_ENV}
+        env.update(self._environment())
+        if secret is not None:
+            read_fd = _passphrase_pipe(secret)
+            env["BORG_PASSPHRASE_FD"] = str(read_fd)
+        try:
+            return run(argv, timeout=timeout + self.target.lock_wait_seconds, env=env, cwd=cwd,
+                       pass_fds=(read_fd,) if read_fd is not None else (),
+                       secrets=(secret,) if secret else (), ok_codes=ok_codes, check=check,
+                       label=f"borg {subcommand} [{self.target.name}]")
+        except CommandError as exc:
+            raise BorgError(self.target.name, explain_failure(exc.tail or str(exc)),
+                            f"command: {' '.join(exc.argv[:2])} ...\nlast output:\n{exc.tail}") from None
+        finally:
+            if read_fd is not None:
+                os.close(read_fd)
+
+    def _environment(self) -> dict[str, str]:
+        base = self.target.base_dir
+        base.mkdir(parents=True, exist_ok=True, mode=0o700)
+        env = {
+            "BORG_BASE_DIR": str(base),
+            "TZ": "UTC",                       # list --json then gives naive UTC times
+            "LANG": "C.UTF-8", "LC_ALL": "C.UTF-8",
+            "BORG_RELOCATED_REPO_ACCESS_IS_OK": "no",
+            "BORG_UNKNOWN_UNENCRYPTED_REPO_ACCESS_IS_OK": "yes",   # to report mode none, not to hang
+            "BORG_CHECK_I_KNOW_WHAT_I_AM_DOING": "NO",
+            "BORG_DELETE_I_KNOW_WHAT_I_AM_DOING": "NO",
+            "BORG_DISPLAY_PASSPHRASE": "no",
+            "BORG_EXIT_CODES": "legacy",
+        }
+        if self.target.rsh:
+            env["BORG_RSH"] = self.target.rsh
+        env.update(self.target.extra_env)
+        return env
+
+    # --- commands -------------------------------------------------------------------
+    def version(self) -> tuple[int, ...]:
+        """``borg --version``"""
+        try:
+            out = run([self.target.binary, "--version"], timeout=60, label="borg --version").stdout
+        except CommandError as exc:
+            raise BorgError(self.target.name, f"borg cannot be run on this machine: {exc}; install "
+                            f"borgbackup (pip or apt) or set borg_binary") from None
+        match = re.search(r"(\d+)\.(\d+)\.(\d+)", out)
+        return tuple(int(x) for x in match.groups()) if match else (0,)
+
+    def repository_info(self, timeout: float = 600) -> dict:
+        """``borg info --json REPO``: repository id, location, encryption mode, cache stats."""
+        return json.loads(self._run("info", ["--json", self.target.location], timeout=timeout).stdout)
+
+    def list_archives(self, timeout: float = 600) -> list[Archive]:
+        """``borg list --json REPO``, newest last, times as UTC."""
+        data = json.loads(self._run("list", ["--json", self.target.location], timeout=timeout).stdout)
+        archives = [Archive(a["name"], parse_borg_time(a.get("start") or a["time"]), a.get("id", ""))
+                    for a in data.get("archives", [])]
+        return sorted(archives, key=lambda a: a.start)
+
+    def archive_info(self, archive: str, timeout: float = 1800) -> dict:
+        """``borg info --json REPO::ARCHIVE``: the archive's stats (original size, files)."""
+        data = json.loads(self._run("info", ["--json", f"{self.target.location}::{archive}"],
+                                    timeout=timeout).stdout)
+        return data["archives"][0]
+
+    def check(self, *, verify_data: bool = False, repository_only: bool = False,
+              archives_only: bool = False, last: int | None = None, max_duration: int | None = None,
+              timeout: float = 6 * 3600) -> Result:
+        """``borg check [--verify-data | --repository-only [--max-duration S] | --archives-only]``"""
+        args = []
+        if verify_data:
+            args.append("--verify-data")
+        if repository_only:
+            args.append("--repository-only")
+            if max_duration:
+                args.append(f"--max-duration={max_duration}")
+        if archives_only:
+            args.append("--archives-only")
+        if last:
+            args.append(f"--last={last}")
+        return self._run("check", [*args, self.target.location], timeout=timeout)
+
+    def extract(self, archive: str, destination: Path, paths: Sequence[str] = (), *,
+                dry_run: bool = False, timeout: float = 6 * 3600) -> Result:
+        """``cd DEST && borg extract REPO::ARCHIVE [PATH ...]`` (or ``--dry-run``)."""
+        args = ["--dry-run"] if dry_run else []
+        return self._run("extract", [*args, f"{self.target.location}::{archive}", *paths],
+                         timeout=timeout, cwd=destination)
+
+
+def _passphrase_pipe(secret: str) -> int:
+    """A pipe holding the passphrase; returns the read end (inheritable, for pass_fds)."""
+    data = secret.encode("utf-8") + b"\n"
+    if len(data) > 60000:
+        raise ValueError("passphrase too long for a pipe")
+    read_fd, write_fd = os.pipe()
+    try:
+        os.write(write_fd, data)
+    finally:
+        os.close(write_fd)
+    return read_fd
+
+
+def parse_borg_time(text: str) -> datetime:
+    """Borg prints naive times in the TZ it ran with; we always run it with TZ=UTC."""
+    value = datetime.fromisoformat(text)
+    return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value.astimezone(timezone.utc)

@@ -1,0 +1,95 @@
+"""The pytest plugin (entry point ``pytest11``): inventory options, parametrization,
+evidence, the one-screen summary.
+
+It stays inert unless ``--inventory`` is given or a drill asks for inventory data;
+a drill collected without an inventory is a usage error, never a silent skip.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from restoredrill.inventory import InventoryError, load_inventory
+from restoredrill.state import DEFAULT_STATE_DIR, StateStore
+
+INVENTORY_KEY = pytest.StashKey[object]()
+STATE_KEY = pytest.StashKey[StateStore]()
+ABSENT = "restoredrill_absent"
+FIXTURE_MODULES = ("restoredrill.fixtures.common", "restoredrill.fixtures.borg")
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("restoredrill", "restoredrill drills")
+    group.addoption("--inventory", metavar="FILE", help="inventory YAML the drills run against")
+    group.addoption("--state-dir", metavar="DIR", default=None,
+                    help=f"state database folder (default {DEFAULT_STATE_DIR})")
+    group.addoption("--run-id", default=None, help="identifier of this run (default: time-based)")
+    group.addoption("--keep-on-failure", action="store_true", help="keep scratch data of failed drills")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "drill_kind(kind): the drill KIND (borg, pbs, offsite, lint)")
+    config.addinivalue_line("markers", f"{ABSENT}: the inventory has nothing for this drill")
+    path = config.getoption("--inventory")
+    if path:
+        try:
+            config.stash[INVENTORY_KEY] = load_inventory(path)
+        except InventoryError as exc:
+            raise pytest.UsageError(str(exc)) from None
+        config.pluginmanager.register(SummaryCollector(), "restoredrill-summary")
+    for module in FIXTURE_MODULES:
+        if not config.pluginmanager.has_plugin(module):
+            config.pluginmanager.import_plugin(module)
+
+
+def loaded_inventory(config: pytest.Config):
+    try:
+        return config.stash[INVENTORY_KEY]
+    except KeyError:
+        raise pytest.UsageError("restoredrill drills need an inventory: pass --inventory FILE "
+                                "(see inventory/example-homelab.yaml)") from None
+
+
+def state_store(config: pytest.Config) -> StateStore:
+    if STATE_KEY not in config.stash:
+        state_dir = config.getoption("--state-dir") or DEFAULT_STATE_DIR
+        config.stash[STATE_KEY] = StateStore(Path(state_dir))
+    return config.stash[STATE_KEY]
+
+
+def parametrize_from(metafunc: pytest.Metafunc, argnames: list[str], rows: list[tuple], ids: list[str],
+                     indirect: list[str]) -> None:
+    """Parametrize, or mark the test absent (deselected, not skipped) when rows is empty."""
+    if rows:
+        metafunc.parametrize(argnames, rows, ids=ids, indirect=indirect, scope="module")
+    else:
+        metafunc.parametrize(argnames, [pytest.param(*([None] * len(argnames)),
+                                                     marks=pytest.mark.restoredrill_absent)],
+                             ids=["absent"], indirect=indirect, scope="module")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    absent = [item for item in items if item.get_closest_marker(ABSENT)]
+    if absent:
+        config.hook.pytest_deselected(items=absent)
+        items[:] = [item for item in items if not item.get_closest_marker(ABSENT)]
+
+
+class SummaryCollector:
+    """Keeps the drill results of this session for the one-screen summary."""
+
+    def __init__(self) -> None:
+        self.reports: list[pytest.TestReport] = []
+
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        if report.when == "call" or (report.when in ("setup", "teardown") and report.outcome != "passed"):
+            self.reports.append(report)
+
+    def pytest_terminal_summary(self, terminalreporter) -> None:
+        if not self.reports:
+            return
+        from restoredrill.report.summary import summary_lines
+        terminalreporter.section("restoredrill summary")
+        for line in summary_lines(self.reports):
+            terminalreporter.write_line(line)

@@ -1,0 +1,1 @@
+"""Reports: the one-screen summary (JUnit comes from pytest itself)."""

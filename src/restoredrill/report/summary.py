@@ -1,0 +1,62 @@
+"""The one-screen terminal summary: a line per drill, then one per failure."""
+from __future__ import annotations
+
+from collections import OrderedDict
+
+
+def _props(report) -> dict[str, str]:
+    return {str(k): str(v) for k, v in getattr(report, "user_properties", [])}
+
+
+def drill_of(report) -> str:
+    props = _props(report)
+    if "drill" in props:
+        return props["drill"]
+    nodeid = report.nodeid
+    return nodeid.split("[", 1)[1].rstrip("]").split("-")[0] if "[" in nodeid else nodeid
+
+
+def summary_lines(reports) -> list[str]:
+    drills: "OrderedDict[str, list]" = OrderedDict()
+    for report in reports:
+        drills.setdefault(drill_of(report), []).append(report)
+    lines = []
+    width = max((len(name) for name in drills), default=10)
+    for name, items in drills.items():
+        failed = [r for r in items if r.outcome == "failed"]
+        passed = sum(1 for r in items if r.outcome == "passed" and r.when == "call")
+        verdict = "FAIL" if failed else "PASS"
+        facts = _headline(items)
+        lines.append(f"{verdict:4}  {name:<{width}}  {passed}/{passed + len(failed)} checks{facts}")
+    for name, items in drills.items():
+        for report in items:
+            if report.outcome == "failed":
+                check = _props(report).get("check") or report.nodeid.split("::")[-1]
+                message = _first_line(report)
+                lines.append(f"  FAILED {name} {check}: {message}")
+    return lines
+
+
+def _headline(items) -> str:
+    merged: dict[str, str] = {}
+    for report in items:
+        merged.update(_props(report))
+    parts = []
+    if "archive" in merged:
+        parts.append(f"archive {merged['archive']}")
+    if "age_hours" in merged:
+        parts.append(f"age {merged['age_hours']} h")
+    if "bytes_restored" in merged:
+        parts.append(f"{int(float(merged['bytes_restored'])):,} bytes restored")
+    return ("  (" + ", ".join(parts) + ")") if parts else ""
+
+
+def _first_line(report) -> str:
+    text = getattr(report, "longreprtext", "") or str(report.longrepr or "")
+    for line in text.splitlines():
+        line = line.strip()
+        if line.startswith("E "):
+            line = line[2:].strip()
+        if line and not line.startswith(("def ", "@", ">", "_")):
+            return line[:200]
+    return "failed"

@@ -1,0 +1,61 @@
+"""Run the drill suites with pytest for the CLI, and map pytest's exit codes to ours."""
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from restoredrill import drills_dir
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+KIND_FILES = {"borg": "test_borg.py", "pbs": "test_pbs.py", "offsite": "test_offsite.py", "lint": "test_lint.py"}
+
+
+@dataclass
+class RunRequest:
+    inventory: Path
+    kinds: list[str]
+    junit: Path | None = None
+    out_dir: Path | None = None
+    state_dir: Path | None = None
+    run_id: str | None = None
+    extra_args: list[str] = field(default_factory=list)
+
+
+def pytest_args(request: RunRequest) -> list[str]:
+    base = drills_dir()
+    files = [str(base / KIND_FILES[kind]) for kind in request.kinds]
+    ini = Path(__file__).with_name("pytest-drills.ini")
+    args = [*files, "-c", str(ini), f"--rootdir={base.parent}", f"--inventory={request.inventory}",
+            "-o", "junit_family=xunit1", "-o", "console_output_style=classic", "-rfE", "--tb=short"]
+    junit = request.junit or (request.out_dir / "junit.xml" if request.out_dir else None)
+    if junit:
+        args.append(f"--junitxml={junit}")
+    if request.state_dir:
+        args.append(f"--state-dir={request.state_dir}")
+    if request.run_id:
+        args.append(f"--run-id={request.run_id}")
+    return args + request.extra_args
+
+
+def run_drills(request: RunRequest) -> int:
+    missing = [k for k in request.kinds if not (drills_dir() / KIND_FILES[k]).is_file()]
+    if missing:
+        print(f"restoredrill: the {', '.join(missing)} drills do not exist in this version; a drill that "
+              f"cannot run is a failure. Select only: borg", file=sys.stderr)
+        return EXIT_FAILED
+    if request.out_dir:
+        request.out_dir.mkdir(parents=True, exist_ok=True)
+    code = pytest.main(pytest_args(request))
+    return map_exit_code(int(code))
+
+
+def map_exit_code(code: int) -> int:
+    """pytest: 0 ok, 1 failures, 2 interrupted, 3 internal error, 4 usage, 5 nothing collected."""
+    if code == 0:
+        return EXIT_OK
+    if code == 4:
+        return EXIT_USAGE
+    return EXIT_FAILED

@@ -1,0 +1,61 @@
+"""The Borg client can only read: every write-side subcommand is refused before borg runs."""
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+
+import pytest
+
+from restoredrill.clients.borg import (FORBIDDEN_SUBCOMMANDS, READ_ONLY_SUBCOMMANDS, BorgClient, BorgTarget,
+                                       explain_failure, parse_borg_time)
+from restoredrill.plan import PlanError, choose_archive, plan_borg_check, select_kinds
+
+
+@pytest.mark.parametrize("sub", sorted(FORBIDDEN_SUBCOMMANDS))
+def test_write_side_subcommands_are_refused(sub, tmp_path):
+    client = BorgClient(BorgTarget("r", str(tmp_path), tmp_path / "base", binary="/bin/false"))
+    with pytest.raises(PermissionError, match="only reads"):
+        client._run(sub, [], timeout=5)
+
+
+def test_public_methods_use_only_read_subcommands():
+    assert READ_ONLY_SUBCOMMANDS == {"list", "info", "check", "extract"}
+    assert not READ_ONLY_SUBCOMMANDS & FORBIDDEN_SUBCOMMANDS
+    assert not any(hasattr(BorgClient, name) for name in ("prune", "delete", "compact", "break_lock", "create"))
+
+
+@pytest.mark.parametrize("tail,cause", [
+    ("passphrase supplied in BORG_PASSPHRASE, by BORG_PASSCOMMAND or via BORG_PASSPHRASE_FD is incorrect.",
+     "wrong passphrase"),
+    ("@@@ WARNING: REMOTE HOST IDENTIFICATION HAS CHANGED! @@@\nHost key verification failed.", "host key"),
+    ("Repository /x does not exist.", "does not exist"),
+    ("/tmp is not a valid repository. Check repo config.", "not a Borg repository"),
+    ("Failed to create/acquire the lock /r/lock.exclusive (timeout).", "locked"),
+    ("ssh: connect to host 127.0.0.1 port 1: Connection refused", "unreachable"),
+])
+def test_failures_are_explained(tail, cause):
+    assert cause in explain_failure(tail)
+
+
+def test_borg_times_are_utc():
+    assert parse_borg_time("2024-01-01T02:00:00.000000") == datetime(2024, 1, 1, 2, tzinfo=timezone.utc)
+
+
+def test_check_rotation_reads_everything_within_n_runs():
+    now = datetime(2026, 1, 31, tzinfo=timezone.utc)
+    assert plan_borg_check(None, None, every_runs=3, max_age=timedelta(days=30), now=now).full
+    plans = [plan_borg_check(n, now - timedelta(days=1), every_runs=3, max_age=timedelta(days=30), now=now)
+             for n in range(3)]
+    assert [p.full for p in plans] == [False, False, True]  # full, partial, partial, full, ...
+    assert plans[0].runs_until_full == 2
+    old = plan_borg_check(0, now - timedelta(days=31), every_runs=7, max_age=timedelta(days=30), now=now)
+    assert old.full and "older than 30 days" in old.reason
+
+
+def test_archive_choice_and_kinds():
+    names = ["a", "b", "c"]
+    assert choose_archive(names, "latest", "x") == "c"
+    assert choose_archive(names, "oldest", "x") == "a"
+    assert choose_archive(names, "random", "seed") == choose_archive(names, "random", "seed")
+    assert select_kinds(None) == ["borg"]
+    with pytest.raises(PlanError, match="unknown drill kind"):
+        select_kinds(["tape"])

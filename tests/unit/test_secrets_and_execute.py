@@ -1,0 +1,66 @@
+"""Secret references and the subprocess wrapper: secrets never leak into messages."""
+from __future__ import annotations
+
+import os
+import sys
+
+import pytest
+
+from restoredrill.execute import CommandError, run
+from restoredrill.secrets import SecretError, SecretRef, write_private
+
+
+def test_references_resolve_late(tmp_path, monkeypatch):
+    monkeypatch.setenv("RD_SECRET", "s3cr3t")
+    assert SecretRef.parse("env:RD_SECRET").resolve() == "s3cr3t"
+    write_private(tmp_path / "p", "from-file")
+    assert oct((tmp_path / "p").stat().st_mode & 0o777) == "0o600"
+    assert SecretRef.parse("file:p").resolve(base_dir=tmp_path) == "from-file"
+    script = tmp_path / "show.py"
+    script.write_text("print('cmd')\n")
+    assert SecretRef.parse(f"command:{sys.executable} {script}").resolve() == "cmd"
+
+
+@pytest.mark.parametrize("text", ["hunter2", "plain:x", "env:", "file:  "])
+def test_non_references_are_refused(text):
+    with pytest.raises(ValueError, match="secret reference"):
+        SecretRef.parse(text)
+
+
+def test_errors_never_hold_the_value(tmp_path, monkeypatch):
+    monkeypatch.delenv("RD_MISSING", raising=False)
+    with pytest.raises(SecretError, match="RD_MISSING is not set"):
+        SecretRef.parse("env:RD_MISSING").resolve()
+    with pytest.raises(SecretError, match="does not exist"):
+        SecretRef.parse(f"file:{tmp_path}/none").resolve()
+    script = tmp_path / "leak.py"
+    script.write_text("import sys\nprint('leak')\nsys.exit(3)\n")
+    with pytest.raises(SecretError) as info:
+        SecretRef.parse(f"command:{sys.executable} {script}").resolve()
+    assert "leak" not in str(info.value) and "code 3" in str(info.value)
+
+
+def test_run_masks_secrets_in_errors_and_keeps_the_tail():
+    with pytest.raises(CommandError) as info:
+        run([sys.executable, "-c", "import sys\nfor i in range(50): print('line', i)\n"
+             "print('token=topsecret'); sys.exit(4)"], timeout=30, secrets=["topsecret"])
+    text = str(info.value)
+    assert "code 4" in text and "token=***" in text and "topsecret" not in text
+    assert "line 49" in text and "line 0\n" not in text
+
+
+def test_run_timeout_and_missing_program():
+    with pytest.raises(CommandError, match="did not finish within 0.5 s"):
+        run([sys.executable, "-c", "import time; time.sleep(5)"], timeout=0.5)
+    with pytest.raises(CommandError, match="not installed"):
+        run(["/nonexistent/program"], timeout=5)
+
+
+def test_run_passes_fds_without_argv(tmp_path):
+    r, w = os.pipe()
+    os.write(w, b"via-fd\n")
+    os.close(w)
+    result = run([sys.executable, "-c", f"import os; print(os.read({r}, 100).decode().strip())"],
+                 timeout=30, pass_fds=(r,))
+    os.close(r)
+    assert result.stdout.strip() == "via-fd"
