@@ -29,7 +29,8 @@ def pytest_args(request: RunRequest) -> list[str]:
     files = [str(base / KIND_FILES[kind]) for kind in request.kinds]
     ini = Path(__file__).with_name("pytest-drills.ini")
     args = [*files, "-c", str(ini), f"--rootdir={base.parent}", f"--inventory={request.inventory}",
-            "-o", "junit_family=xunit1", "-o", "console_output_style=classic", "-rfE", "--tb=short"]
+            "-o", "junit_family=xunit1", "-o", "console_output_style=classic", "-rfE", "--tb=short",
+            "-p", "no:benchmark", "-p", "no:hypothesispytest"]
     junit = request.junit or (request.out_dir / "junit.xml" if request.out_dir else None)
     if junit:
         args.append(f"--junitxml={junit}")

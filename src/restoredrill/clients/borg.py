@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shlex
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -86,11 +87,15 @@ _CAUSES: Sequence[tuple[str, str]] = (
 )
 
 
+UNREACHABLE = "the repository's server is unreachable over SSH"
+UNEXPLAINED = "borg failed"
+
+
 def explain_failure(tail: str) -> str:
     for pattern, cause in _CAUSES:
         if re.search(pattern, tail, re.IGNORECASE):
             return cause
-    return "borg failed"
+    return UNEXPLAINED
 
 
 class BorgClient:
@@ -120,11 +125,31 @@ class BorgClient:
                        secrets=(secret,) if secret else (), ok_codes=ok_codes, check=check,
                        label=f"borg {subcommand} [{self.target.name}]")
         except CommandError as exc:
-            raise BorgError(self.target.name, explain_failure(exc.tail or str(exc)),
-                            f"command: {' '.join(exc.argv[:2])} ...\nlast output:\n{exc.tail}") from None
+            tail = exc.tail or str(exc)
+            cause = explain_failure(tail)
+            if cause in (UNREACHABLE, UNEXPLAINED) and self.target.rsh:
+                probe = self._probe_ssh()   # borg may drop ssh's own words when the connection dies
+                if probe:
+                    tail = f"{tail}\nssh probe: {probe}"
+                    cause = explain_failure(probe) if explain_failure(probe) != UNEXPLAINED else cause
+            raise BorgError(self.target.name, cause,
+                            f"command: {' '.join(exc.argv[:2])} ...\nlast output:\n{tail}") from None
         finally:
             if read_fd is not None:
                 os.close(read_fd)
+
+    def _probe_ssh(self) -> str:
+        """``ssh -p PORT USER@HOST true`` with the same options: what does ssh itself say?"""
+        match = re.match(r"ssh://(?:([^@/]+)@)?(\[[^\]]+\]|[^:/]+)(?::(\d+))?/", self.target.location)
+        if not match:
+            return ""
+        user, host, port = match.groups()
+        argv = [*shlex.split(self.target.rsh), "-p", port or "22", f"{user}@{host}" if user else host, "true"]
+        try:
+            result = run(argv, timeout=30, check=False, input="", label="ssh probe")
+        except CommandError as exc:
+            return str(exc)
+        return " ".join(result.stderr.split())[-500:]
 
     def _environment(self) -> dict[str, str]:
         base = self.target.base_dir

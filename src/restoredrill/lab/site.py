@@ -1,0 +1,168 @@
+"""The local lab: a throwaway site with real Borg repositories (one local, one on an SSH
+storage box) and the inventory and endpoints that describe it.
+
+Layout under the lab folder: ``source/`` (the live app data), ``repos/`` (local
+repository), ``box/`` (the storage box: sshd files) and ``box-data/`` (what it
+stores), ``secrets/`` (0600 files), ``state/`` (the lab's own state database),
+``scratch/`` (extracts), ``inventory.yaml``, ``endpoints.json``.
+"""
+from __future__ import annotations
+
+import json
+import os
+import secrets as pysecrets
+import shutil
+import time
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import yaml
+
+from restoredrill.lab.borg_history import LAB_POLICY, BorgBuilder, LabRepo, build_history
+from restoredrill.lab.dataset import build_dataset, data_checks
+from restoredrill.lab.storagebox import StorageBox
+from restoredrill.secrets import write_private
+
+MARKER = ".restoredrill-lab"
+LAB_ZONE = "Europe/Berlin"
+OWNED = ("source", "repos", "box", "box-data", "secrets", "state", "scratch", "builder",
+         "inventory.yaml", "endpoints.json", MARKER)
+
+
+class LabError(RuntimeError):
+    pass
+
+
+def prepare_dir(path: Path) -> Path:
+    """An empty folder (mode 0700), or one a previous lab left; never someone's data."""
+    path = path.resolve()
+    if path.exists() and any(path.iterdir()) and not (path / MARKER).exists():
+        raise LabError(f"{path} is not empty and not a restoredrill lab folder; give an empty or new "
+                       f"folder to --dir so that nothing of yours is touched")
+    path.mkdir(parents=True, exist_ok=True)
+    os.chmod(path, 0o700)
+    for name in OWNED:
+        target = path / name
+        if target.is_dir():
+            shutil.rmtree(target)
+        elif target.exists():
+            target.unlink()
+    (path / MARKER).write_text("made by restoredrill lab; deleted when the lab stops\n")
+    return path
+
+
+class Lab:
+    def __init__(self, root: Path):
+        self.root = prepare_dir(root)
+        self.box: StorageBox | None = None
+        self.repos: list[LabRepo] = []
+        self.timings: dict[str, float] = {}
+        self.facts: dict = {}
+
+    # --- lifecycle ---------------------------------------------------------------------
+    def __enter__(self) -> "Lab":
+        try:
+            self.start()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    def start(self) -> "Lab":
+        started = time.monotonic()
+        for sub in ("source", "repos", "box", "box-data/borg", "secrets", "state", "scratch", "builder"):
+            (self.root / sub).mkdir(parents=True, exist_ok=True)
+        os.chmod(self.root / "secrets", 0o700)
+        build_dataset(self.root / "source")
+        self.box = StorageBox(self.root / "box").start()
+        self.box.authorize_borg(self.box.borg_key_file.with_suffix(".pub"), self.root / "box-data" / "borg")
+        self.timings["storage_box"] = time.monotonic() - started
+        self.repos = [self._repo("app-local", str(self.root / "repos" / "app-local"), None),
+                      self._repo("app-offsite", self.box.repo_url(self.root / "box-data" / "borg" / "app-offsite"),
+                                 self.box.borg_rsh())]
+        newest = (datetime.now(timezone.utc) - timedelta(hours=2)).replace(second=0, microsecond=0)
+        builder = BorgBuilder(self.root / "builder", LAB_ZONE)
+        self.facts = build_history(builder, self.repos, self.root / "source", newest)
+        self.timings["borg_history"] = time.monotonic() - started - self.timings["storage_box"]
+        self.write_inventory()
+        self.write_endpoints()
+        self.timings["total"] = time.monotonic() - started
+        return self
+
+    def stop(self) -> None:
+        if self.box is not None:
+            self.box.stop()
+            self.box = None
+
+    def remove(self) -> None:
+        self.stop()
+        for name in OWNED:
+            target = self.root / name
+            if target.is_dir():
+                shutil.rmtree(target, ignore_errors=True)
+            elif target.exists():
+                target.unlink()
+
+    def _repo(self, name: str, location: str, rsh: str | None) -> LabRepo:
+        secret_file = self.root / "secrets" / f"{name}.pass"
+        write_private(secret_file, pysecrets.token_urlsafe(24))
+        return LabRepo(name, location, secret_file, rsh)
+
+    # --- descriptions ------------------------------------------------------------------
+    @property
+    def inventory_path(self) -> Path:
+        return self.root / "inventory.yaml"
+
+    @property
+    def endpoints_path(self) -> Path:
+        return self.root / "endpoints.json"
+
+    def inventory_data(self) -> dict:
+        box = self.box
+        repos = []
+        for repo in self.repos:
+            entry = {
+                "name": repo.name, "location": repo.location, "passphrase": f"file:{repo.passphrase_file}",
+                "retention": "lab", "prune_timezone": LAB_ZONE, "retention_glob": "app-*", "rpo": "daily",
+                "encryption_required": True, "lock_wait": "1m", "verify_data": {"every_runs": 3},
+                "checks": {**data_checks(), "spot_check": {
+                    "source": str(self.root / "source" / "app"), "archive_path": "app", "sample": 20}},
+            }
+            if repo.location.startswith("ssh://"):
+                entry["storage_box"] = "lab-box"
+            repos.append(entry)
+        return {
+            "version": 1,
+            "site": {"name": "restoredrill-lab", "timezone": LAB_ZONE},
+            "policies": {"retention": {"lab": dict(LAB_POLICY)},
+                         "rpo": {"daily": {"max_age": "25h", "grace": "2h"}}},
+            "scratch": {"work_dir": str(self.root / "scratch"), "min_free": "64MiB"},
+            "borg": {"repositories": repos},
+            "offsite": {"storage_boxes": [{
+                "name": "lab-box", "host": box.host, "port": box.port, "user": box.user,
+                "key_file": str(box.borg_key_file), "known_hosts_file": str(box.known_hosts_file)}]},
+        }
+
+    def write_inventory(self) -> None:
+        header = ("# Inventory of a restoredrill lab (generated; deleted when the lab stops).\n"
+                  "# Run: restoredrill run --inventory THIS_FILE\n")
+        self.inventory_path.write_text(header + yaml.safe_dump(self.inventory_data(), sort_keys=False))
+
+    def endpoints(self) -> dict:
+        box = self.box
+        return {
+            "storage_box": {"host": box.host, "port": box.port, "user": box.user,
+                            "key_file": str(box.borg_key_file), "known_hosts_file": str(box.known_hosts_file),
+                            "host_key_fingerprint": box.host_key_fingerprint},
+            "borg_repositories": [{"name": r.name, "location": r.location,
+                                   "passphrase_file": str(r.passphrase_file)} for r in self.repos],
+            "inventory": str(self.inventory_path),
+            "source_dir": str(self.root / "source"),
+        }
+
+    def write_endpoints(self) -> None:
+        self.endpoints_path.write_text(json.dumps(self.endpoints(), indent=2) + "\n")
+        os.chmod(self.endpoints_path, 0o600)

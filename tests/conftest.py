@@ -1,0 +1,85 @@
+"""Shared test fixtures: ONE lab per test session (real borg, sshd, PostgreSQL).
+
+Fault tests mutate copies or restore what they change, so the lab stays valid for
+every test that comes after.
+"""
+from __future__ import annotations
+
+import copy
+import shutil
+import subprocess
+import sys
+import xml.etree.ElementTree as ET
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import yaml
+
+
+@pytest.fixture(scope="session")
+def lab(tmp_path_factory):
+    from restoredrill.lab.site import Lab
+    with Lab(tmp_path_factory.mktemp("lab") / "site") as built:
+        yield built
+    built.remove()
+
+
+@dataclass
+class DrillRun:
+    code: int
+    stdout: str
+    stderr: str
+    cases: dict[str, dict]          # test name -> {"outcome", "message", "properties"}
+
+    def failed(self) -> dict[str, str]:
+        return {name: case["message"] for name, case in self.cases.items() if case["outcome"] != "passed"}
+
+
+def parse_junit(path: Path) -> dict[str, dict]:
+    cases = {}
+    for case in ET.parse(path).getroot().iter("testcase"):
+        outcome, message = "passed", ""
+        for tag in ("failure", "error", "skipped"):
+            node = case.find(tag)
+            if node is not None:
+                outcome = tag
+                message = (node.get("message") or "") + "\n" + (node.text or "")
+        props = {p.get("name"): p.get("value") for p in case.iter("property")}
+        cases[case.get("name")] = {"outcome": outcome, "message": message, "properties": props}
+    return cases
+
+
+def run_cli(*args: str, timeout: float = 600) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "restoredrill.cli", *args], capture_output=True, text=True,
+                          timeout=timeout)
+
+
+@pytest.fixture
+def drill(tmp_path):
+    """Run the drills on an inventory (optionally changed) with a fresh state dir; parse junit."""
+    def run(inventory: dict | Path, *extra: str) -> DrillRun:
+        if isinstance(inventory, dict):
+            path = tmp_path / "inventory.yaml"
+            path.write_text(yaml.safe_dump(inventory, sort_keys=False))
+        else:
+            path = inventory
+        out = tmp_path / "out"
+        shutil.rmtree(out, ignore_errors=True)
+        proc = run_cli("run", "--inventory", str(path), "--out", str(out), "--state-dir",
+                       str(tmp_path / "state"), *extra)
+        junit = out / "junit.xml"
+        cases = parse_junit(junit) if junit.exists() else {}
+        return DrillRun(proc.returncode, proc.stdout, proc.stderr, cases)
+    return run
+
+
+@pytest.fixture
+def lab_inventory(lab):
+    """A deep copy of the lab's inventory to change for one test."""
+    return copy.deepcopy(lab.inventory_data())
+
+
+def only_repo(inventory: dict, name: str) -> dict:
+    inventory["borg"]["repositories"] = [r for r in inventory["borg"]["repositories"] if r["name"] == name]
+    return inventory
