@@ -13,7 +13,7 @@ APT_PACKAGES=(
   # the storage box (sshd) and throwaway PostgreSQL servers for dump restores
   openssh-server openssh-client postgresql sqlite3
   # scratch guests: namespaces, ext4 images, a tiny static userland
-  iproute2 e2fsprogs busybox-static util-linux
+  iproute2 e2fsprogs busybox-static util-linux make python3-venv
 )
 
 missing=()

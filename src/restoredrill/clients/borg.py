@@ -11,6 +11,8 @@ import json
 import os
 import re
 import shlex
+import shutil
+import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -98,9 +100,20 @@ def explain_failure(tail: str) -> str:
     return UNEXPLAINED
 
 
+def resolve_binary(binary: str) -> str:
+    """``borg`` means the borg installed beside this Python (the venv's), else the one on PATH."""
+    if binary != "borg":
+        return binary
+    beside = Path(sys.executable).parent / "borg"
+    if beside.is_file():
+        return str(beside)
+    return shutil.which("borg") or binary
+
+
 class BorgClient:
     def __init__(self, target: BorgTarget):
         self.target = target
+        self.target.binary = resolve_binary(target.binary)
 
     # --- the choke point ------------------------------------------------------------
     def _run(self, subcommand: str, args: Sequence[str], *, timeout: float, cwd: Path | None = None,

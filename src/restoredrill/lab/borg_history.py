@@ -15,6 +15,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 from restoredrill import retention
+from restoredrill.clients.borg import resolve_binary
 from restoredrill.execute import run
 from restoredrill.lab.dataset import stamp_backup
 
@@ -67,7 +68,7 @@ class BorgBuilder:
         if repo.rsh:
             env["BORG_RSH"] = repo.rsh
         try:
-            return run(["borg", *args], timeout=timeout, extra_env=env, cwd=cwd, pass_fds=(read_fd,),
+            return run([resolve_binary("borg"), *args], timeout=timeout, extra_env=env, cwd=cwd, pass_fds=(read_fd,),
                        secrets=(secret,), label=f"lab borg {args[0]} [{repo.name}]")
         finally:
             os.close(read_fd)
