@@ -1,0 +1,72 @@
+"""The README's first command and the served lab, through the real CLI."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import parse_junit
+
+pytestmark = pytest.mark.e2e
+
+
+def test_lab_serve_contract_then_run_then_clean_stop(tmp_path):
+    directory = tmp_path / "served"
+    proc = subprocess.Popen([sys.executable, "-m", "restoredrill.cli", "lab", "serve", "--dir", str(directory)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        line = proc.stdout.readline()
+        assert line.startswith("READY "), line + proc.stderr.read()
+        endpoints_path = Path(line.split(" ", 1)[1].strip())
+        assert endpoints_path == directory.resolve() / "endpoints.json"
+        assert stat.S_IMODE(directory.stat().st_mode) == 0o700
+        endpoints = json.loads(endpoints_path.read_text())
+        box = endpoints["storage_box"]
+        assert set(box) >= {"host", "port", "user", "key_file", "known_hosts_file"}
+        assert box["host"] == "127.0.0.1" and all(Path(box[k]).is_absolute() for k in ("key_file", "known_hosts_file"))
+        for repo in endpoints["borg_repositories"]:
+            assert set(repo) == {"name", "location", "passphrase_file"}
+            secret = Path(repo["passphrase_file"])
+            assert secret.is_absolute() and stat.S_IMODE(secret.stat().st_mode) == 0o600
+            assert secret.read_text().strip() not in (directory / "inventory.yaml").read_text()
+        run = subprocess.run([sys.executable, "-m", "restoredrill.cli", "run", "--inventory",
+                              str(directory / "inventory.yaml"), "--select", "borg", "--out", str(tmp_path / "out"),
+                              "--state-dir", str(tmp_path / "state"), "-k", "reachable or fresh or retention"],
+                             capture_output=True, text=True, timeout=600)
+        assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
+        cases = parse_junit(tmp_path / "out" / "junit.xml")
+        assert len(cases) == 6 and all(c["outcome"] == "passed" for c in cases.values())
+        sshd_pid = int((directory / "box" / "sshd.pid").read_text())
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        code = proc.wait(timeout=60)
+    assert code == 0, proc.stderr.read()
+    with pytest.raises(ProcessLookupError):
+        os.kill(sshd_pid, 0)
+    assert not (directory / "endpoints.json").exists() and not (directory / "repos").exists()
+
+
+def test_lab_serve_refuses_a_folder_with_someone_elses_files(tmp_path):
+    (tmp_path / "precious.txt").write_text("mine")
+    proc = subprocess.run([sys.executable, "-m", "restoredrill.cli", "lab", "serve", "--dir", str(tmp_path)],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2 and "not empty" in proc.stderr
+    assert (tmp_path / "precious.txt").read_text() == "mine"
+
+
+def test_restoredrill_lab_runs_every_drill_and_tears_down(tmp_path):
+    out = tmp_path / "reports"
+    proc = subprocess.run([sys.executable, "-m", "restoredrill.cli", "lab", "--out", str(out)],
+                          capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
+    cases = parse_junit(out / "junit.xml")
+    assert len(cases) >= 2 * 12 and all(c["outcome"] == "passed" for c in cases.values())
+    assert "PASS  borg:app-local" in proc.stdout
+    built_in = proc.stdout.split("building the lab in ", 1)[1].split(" ", 1)[0]
+    assert not Path(built_in).exists()
