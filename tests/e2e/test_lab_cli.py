@@ -70,3 +70,22 @@ def test_restoredrill_lab_runs_every_drill_and_tears_down(tmp_path):
     assert "PASS  borg:app-local" in proc.stdout
     built_in = proc.stdout.split("building the lab in ", 1)[1].split(" ", 1)[0]
     assert not Path(built_in).exists()
+
+
+def test_a_plain_pip_install_finds_its_drills(lab, tmp_path):
+    """Not only editable: a wheel carries drills/ and fixtures/ and runs from anywhere."""
+    root = Path(__file__).resolve().parents[2]
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", str(venv)], check=True)
+    pip = subprocess.run([str(venv / "bin" / "pip"), "install", "-q", "--no-deps", "--no-build-isolation",
+                          str(root)], capture_output=True, text=True, timeout=600)
+    assert pip.returncode == 0, pip.stderr[-2000:]
+    installed = subprocess.run([str(venv / "bin" / "python"), "-c",
+                                "import restoredrill; print(restoredrill.drills_dir())"],
+                               capture_output=True, text=True, cwd=tmp_path, check=True).stdout.strip()
+    assert installed.startswith(str(venv)) and Path(installed, "test_borg.py").is_file()
+    run = subprocess.run([str(venv / "bin" / "restoredrill"), "run", "--inventory", str(lab.inventory_path),
+                          "--out", str(tmp_path / "out"), "--state-dir", str(tmp_path / "state"), "-k", "reachable"],
+                         capture_output=True, text=True, cwd=tmp_path, timeout=600)
+    assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
+    assert str(venv) in run.stdout  # the drills ran from the installed wheel
