@@ -1,0 +1,184 @@
+"""ThrowawayPostgres against the real PostgreSQL server binaries."""
+from __future__ import annotations
+
+import uuid
+from pathlib import Path
+
+import pytest
+
+from restoredrill.checks.postgres import (PostgresError, ThrowawayPostgres, UnsafeDumpError,
+                                          find_bin_dir)
+from restoredrill.lab.storagebox import descendants
+
+pytestmark = pytest.mark.integration
+
+CANARY_DUMP = """\
+SET standard_conforming_strings = on;
+CREATE TABLE public.canary (id integer PRIMARY KEY, note text);
+INSERT INTO public.canary VALUES (1, 'restoredrill canary; it''s \\! only text');
+COPY public.canary (id, note) FROM stdin;
+2	copy line starting with \\\\! stays data
+\\.
+CREATE FUNCTION public.answer() RETURNS integer LANGUAGE sql AS $body$ SELECT 42 $body$;
+"""
+
+
+@pytest.fixture(scope="module", autouse=True)
+def postgres_installed():
+    """Fail (never skip) with a clear message when PostgreSQL is missing."""
+    try:
+        find_bin_dir()
+    except PostgresError as exc:
+        pytest.fail(str(exc), pytrace=False)
+
+
+@pytest.fixture
+def pg(tmp_path):
+    with ThrowawayPostgres(tmp_path / "pg") as server:
+        yield server
+
+
+@pytest.fixture
+def canary_dump(tmp_path) -> Path:
+    path = tmp_path / "canary.sql"
+    path.write_text(CANARY_DUMP)
+    return path
+
+
+@pytest.fixture
+def marker() -> Path:
+    """A file that an unsafe dump would create if it ran a program."""
+    path = Path(f"/tmp/restoredrill-pwned-{uuid.uuid4().hex}")
+    yield path
+    path.unlink(missing_ok=True)
+
+
+def alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+def test_plain_dump_restores_as_an_unprivileged_role(pg, canary_dump):
+    restored = pg.restore_dump(canary_dump, "shop")
+
+    rows = pg.query("shop", "SELECT id, note FROM canary ORDER BY id")
+    powers = pg.query("shop", "SELECT rolsuper, rolcreaterole, rolcreatedb FROM pg_roles "
+                              "WHERE rolname = current_user")
+    owner = pg.query("shop", "SELECT pg_get_userbyid(datdba) FROM pg_database "
+                             "WHERE datname = current_database()")
+
+    assert pg.startup_seconds < 30
+    assert restored.dump_format == "plain" and restored.role == "restore_shop"
+    assert rows == [("1", "restoredrill canary; it's \\! only text"),
+                    ("2", "copy line starting with \\! stays data")]
+    assert pg.query("shop", "SELECT public.answer()") == [("42",)]
+    assert powers == [("f", "f", "f")]
+    assert owner == [("restore_shop",)]
+
+
+def test_query_is_read_only(pg, canary_dump):
+    pg.restore_dump(canary_dump, "shop")
+
+    with pytest.raises(PostgresError) as refused:
+        pg.query("shop", "INSERT INTO canary VALUES (3, 'no')")
+
+    assert "read-only transaction" in str(refused.value)
+    assert pg.query("shop", "SELECT count(*) FROM canary") == [("2",)]
+
+
+def test_broken_dump_fails_naming_the_file_and_the_error(pg, tmp_path):
+    broken = tmp_path / "broken.sql"
+    broken.write_text("CREATE TABLE ok (id int);\nCREATE TABL oops (id int);\nCREATE TABLE never (id int);\n")
+
+    with pytest.raises(PostgresError) as failed:
+        pg.restore_dump(broken, "broken")
+
+    message = str(failed.value)
+    assert str(broken) in message
+    assert "syntax error" in message
+    assert pg.query("broken", "SELECT count(*) FROM pg_tables WHERE tablename = 'never'") == [("0",)]
+
+
+@pytest.mark.parametrize("dangerous_line", [
+    "\\! touch {marker}",
+    "SELECT 1; \\! touch {marker}",
+    "\\o |touch {marker}",
+    "SELECT 1 \\g |touch {marker}",
+    "\\copy (SELECT 1) TO PROGRAM 'touch {marker}'",
+    "\\echo `touch {marker}`",
+    "\\encoding UTF8 \\! touch {marker}",
+    "\\connect - postgres",
+])
+def test_dump_with_program_running_meta_command_is_refused(pg, tmp_path, marker, dangerous_line):
+    dump = tmp_path / "evil.sql"
+    dump.write_text("CREATE TABLE t (id int);\n" + dangerous_line.format(marker=marker) + "\n")
+
+    with pytest.raises(UnsafeDumpError) as refused:
+        pg.restore_dump(dump, "evil")
+
+    assert str(dump) in str(refused.value) and "line 2" in str(refused.value)
+    assert not marker.exists()
+
+
+def test_copy_from_program_is_refused_by_the_server(pg, tmp_path, marker):
+    dump = tmp_path / "copy_program.sql"
+    dump.write_text(f"CREATE TABLE t (line text);\nCOPY t FROM PROGRAM 'touch {marker}';\n")
+
+    with pytest.raises(PostgresError) as refused:
+        pg.restore_dump(dump, "copyprog")
+
+    assert "pg_execute_server_program" in str(refused.value)
+    assert not marker.exists()
+
+
+def test_real_pg_dump_plain_output_restores(pg, canary_dump, tmp_path):
+    pg.restore_dump(canary_dump, "origin")
+    plain = pg.dump_database("origin", tmp_path / "origin.sql", fmt="plain")
+
+    restored = pg.restore_dump(plain, "copy_plain")
+
+    assert "\\restrict " in plain.read_text()  # pg_dump >= 15.14 wraps dumps in \restrict
+    assert restored.dump_format == "plain"
+    assert pg.query("copy_plain", "SELECT count(*) FROM canary") == [("2",)]
+
+
+@pytest.mark.parametrize("fmt", ["custom", "tar"])
+def test_archive_format_dump_restores(pg, canary_dump, tmp_path, fmt):
+    pg.restore_dump(canary_dump, "origin")
+    archive = pg.dump_database("origin", tmp_path / f"origin.{fmt}", fmt=fmt)
+
+    restored = pg.restore_dump(archive, "copy_archive")
+
+    assert restored.dump_format == fmt
+    if fmt == "custom":
+        assert archive.read_bytes().startswith(b"PGDMP")
+    assert pg.query("copy_archive", "SELECT note FROM canary WHERE id = 1") == [
+        ("restoredrill canary; it's \\! only text",)]
+
+
+def test_dump_with_owners_fails_with_a_hint(pg, tmp_path):
+    dump = tmp_path / "owned.sql"
+    dump.write_text("CREATE TABLE public.t (id int);\nALTER TABLE public.t OWNER TO postgres;\n")
+
+    with pytest.raises(PostgresError) as failed:
+        pg.restore_dump(dump, "owned")
+
+    assert f"psql:{dump}:2: ERROR" in str(failed.value)
+    assert "pg_dump --no-owner --no-privileges" in str(failed.value)
+
+
+def test_stop_leaves_no_postgres_process(tmp_path):
+    server = ThrowawayPostgres(tmp_path / "pg").start()
+    postmaster = server.pid
+    backends = [pid for pid, _ in descendants(postmaster)]
+    root = server.root_dir
+
+    server.stop()
+
+    assert backends, "a running postmaster has background processes"
+    assert not alive(postmaster)
+    assert [pid for pid in backends if alive(pid)] == []
+    assert not root.exists()
