@@ -155,13 +155,14 @@ def restore_postgres_dump(root: Path, spec, tmp_path: Path) -> dict:
         raise CheckFailed(spec.path, "a PostgreSQL dump", "no such file in the archive")
     started = time.monotonic()
     with ThrowawayPostgres(tmp_path / "pg") as server:
-        server.restore_dump(dump, spec.database)
+        restored = server.restore_dump(dump, spec.database)
         for query in spec.queries:
             rows = server.query(spec.database, query.sql)
             found = "\n".join("\t".join(row) for row in rows)
             if found.strip() != query.expect.strip():
                 raise CheckFailed(f"{spec.path} ({query.sql})", repr(query.expect), repr(found[:300]))
-    return {"queries": len(spec.queries), "restore_seconds": time.monotonic() - started}
+    return {"queries": len(spec.queries), "restore_seconds": time.monotonic() - started,
+            "dump_format": restored.dump_format, "owner_statements_skipped": restored.skipped_statements}
 
 
 def check_extract(repo, extracted, evidence) -> None:

@@ -27,10 +27,10 @@ Privileges, in layers:
   dump is scanned first and refused unless it only uses the meta-commands
   pg_dump itself writes (see :data:`ALLOWED_META_COMMANDS`).
 
-Plain dumps carry ``ALTER ... OWNER TO`` statements that an unprivileged role
-cannot run: make them with ``pg_dump --no-owner --no-privileges``, or use the
-custom format (``pg_dump -Fc``), which restores with ``pg_restore --no-owner
---no-privileges``.
+Plain dumps carry ``ALTER ... OWNER TO`` and ``GRANT``/``REVOKE`` statements that an
+unprivileged role cannot run: the private copy of a plain dump leaves out those
+one-line statements outside COPY data, as ``pg_restore --no-owner --no-privileges``
+does for the other formats (the count is part of the evidence).
 """
 from __future__ import annotations
 
@@ -86,6 +86,7 @@ class DumpRestore:
     role: str
     dump_format: str
     seconds: float
+    skipped_statements: int = 0     # OWNER TO / GRANT / REVOKE left out of a plain dump
 
 
 class ThrowawayPostgres:
@@ -315,7 +316,8 @@ class ThrowawayPostgres:
             raise PostgresError(f"cannot create database {database} for dump {dump_path}; "
                                 f"last output:\n{exc.tail}") from None
         started = time.monotonic()
-        readable = self._readable_copy(dump_path)
+        self.skipped_statements = 0
+        readable = self._readable_copy(dump_path, strip=dump_format == "plain")
         try:
             self._load(readable, dump_format, role, database)
         except CommandError as exc:
@@ -327,7 +329,8 @@ class ThrowawayPostgres:
         seconds = time.monotonic() - started
         log.info("restored %s (%s) into %s as %s in %.2f s", dump_path, dump_format, database,
                  role, seconds)
-        return DumpRestore(dump_path, database, role, dump_format, seconds)
+        return DumpRestore(dump_path, database, role, dump_format, seconds,
+                           self.skipped_statements)
 
     def _load(self, dump: Path, dump_format: str, role: str, database: str) -> None:
         if dump_format == "plain":
@@ -338,13 +341,18 @@ class ThrowawayPostgres:
                     f"--format={dump_format}", *self._client(role, database), dump]
         self._run(argv, timeout=self.timeout)
 
-    def _readable_copy(self, dump_path: Path) -> Path:
-        """The service user may not read the dump where it lies: hand it a private copy."""
-        if self.os_user is None:
+    def _readable_copy(self, dump_path: Path, *, strip: bool = False) -> Path:
+        """The service user may not read the dump where it lies: hand it a private copy
+        (for plain dumps without owner and privilege statements)."""
+        if self.os_user is None and not strip:
             return dump_path
         holder = Path(tempfile.mkdtemp(prefix="dump-", dir=self._root()))
         target = holder / dump_path.name
-        if dump_path.is_dir():
+        if strip:
+            with open(dump_path, encoding="utf-8", errors="surrogateescape") as source, \
+                    open(target, "w", encoding="utf-8", errors="surrogateescape") as out:
+                self.skipped_statements = copy_without_owner_statements(source, out)
+        elif dump_path.is_dir():
             shutil.copytree(dump_path, target)
         else:
             shutil.copyfile(dump_path, target)
@@ -412,6 +420,29 @@ def detect_dump_format(dump_path: Path) -> str:
     if header.startswith(GZIP_MAGIC):
         raise PostgresError(f"{dump_path} is gzip-compressed: decompress it first")
     return "plain"
+
+
+_OWNER_OR_PRIVILEGE = re.compile(
+    r"^(ALTER\s+[A-Z ]+?\s.*\sOWNER\s+TO\s.*|GRANT\s.*|REVOKE\s.*|ALTER\s+DEFAULT\s+PRIVILEGES\s.*);\s*$")
+_COPY_FROM_STDIN = re.compile(r"^COPY\s.*\sFROM\s+stdin;\s*$", re.IGNORECASE)
+
+
+def copy_without_owner_statements(source, out) -> int:
+    """Copy a plain dump line by line, leaving out one-line OWNER TO / GRANT / REVOKE
+    statements outside COPY data (pg_restore's --no-owner --no-privileges). Returns
+    how many were left out."""
+    skipped = 0
+    in_copy = False
+    for line in source:
+        if in_copy:
+            in_copy = line.rstrip("\r\n") != "\\."
+        elif _COPY_FROM_STDIN.match(line):
+            in_copy = True
+        elif _OWNER_OR_PRIVILEGE.match(line):
+            skipped += 1
+            continue
+        out.write(line)
+    return skipped
 
 
 def dump_failure_message(dump_path: Path, dump_format: str, tail: str) -> str:
