@@ -1,0 +1,108 @@
+"""No destructive call can reach a guest outside the scratch range, without the drill tag
+or outside the drill pool: every guarded PveClient method is checked before sending."""
+from __future__ import annotations
+
+import pytest
+
+from restoredrill.clients.pve import GuardError, PveClient, ScratchGuard, TaskFailed, wait_for_task
+from restoredrill.clients.upid import UpidError, parse_upid
+
+GUARD = ScratchGuard(9900, 9999, "restoredrill", "drills")
+
+
+class RecordingApi:
+    """Stands in for the API choke point: answers reads from a table, records writes."""
+
+    def __init__(self, guests: dict[int, dict]):
+        self.guests = guests          # vmid -> {"tags", "pool"}
+        self.sent: list[tuple[str, str]] = []
+
+    def call(self, method, path, guest="", **params):
+        if method == "get" and path == "/cluster/resources":
+            return [{"vmid": v, "pool": g.get("pool")} for v, g in self.guests.items()]
+        if method == "get" and path.endswith("/config"):
+            vmid = int(path.split("/")[-2])
+            return {"tags": self.guests[vmid].get("tags")}
+        self.sent.append((method, path, params))
+        if path.endswith("/agent/exec"):
+            return {"pid": 42}
+        return "UPID:pve1:00001234:00005678:65000000:qmrestore:9901:drill@pve!rd:" if method != "get" else {}
+
+
+GOOD = {"tags": "restoredrill;run-1", "pool": "drills"}
+CALLS = {
+    "update_config": lambda c, v: c.update_config("pve1", "qemu", v, onboot=0),
+    "start": lambda c, v: c.power("pve1", "qemu", v, "start"),
+    "stop": lambda c, v: c.power("pve1", "lxc", v, "stop"),
+    "shutdown": lambda c, v: c.power("pve1", "qemu", v, "shutdown"),
+    "destroy": lambda c, v: c.destroy("pve1", "qemu", v),
+    "agent_ping": lambda c, v: c.agent_ping("pve1", v),
+    "agent_exec": lambda c, v: c.agent_exec("pve1", v, ["true"]),
+}
+
+
+@pytest.mark.parametrize("name", sorted(CALLS))
+def test_guest_outside_the_scratch_range_is_refused(name):
+    api = RecordingApi({100: {"tags": "restoredrill", "pool": "drills"}})
+    with pytest.raises(GuardError, match="outside the scratch range"):
+        CALLS[name](PveClient(api, GUARD), 100)
+    assert api.sent == []
+
+
+@pytest.mark.parametrize("name", sorted(CALLS))
+@pytest.mark.parametrize("facts,reason", [({"tags": "prod", "pool": "drills"}, "drill tag"),
+                                          ({"tags": None, "pool": "drills"}, "drill tag"),
+                                          ({"tags": "restoredrill", "pool": "prod"}, "drill pool"),
+                                          ({"tags": "restoredrill", "pool": None}, "drill pool")])
+def test_scratch_vmid_without_tag_or_pool_is_refused(name, facts, reason):
+    api = RecordingApi({9905: facts})
+    with pytest.raises(GuardError, match=reason):
+        CALLS[name](PveClient(api, GUARD), 9905)
+    assert api.sent == []
+
+
+@pytest.mark.parametrize("name", sorted(CALLS))
+def test_a_drill_guest_may_be_changed(name):
+    api = RecordingApi({9905: GOOD})
+    CALLS[name](PveClient(api, GUARD), 9905)
+    assert len(api.sent) == 1
+
+
+def test_restore_never_overwrites_and_always_tags():
+    client = PveClient(RecordingApi({9901: GOOD}), GUARD)
+    overrides = {"tags": "restoredrill", "pool": "drills", "force": 1}
+    with pytest.raises(GuardError, match="it exists"):
+        client.restore("pve1", "qemu", 9901, "pbs:backup/vm/110/2026-01-01T00:00:00Z", "local", overrides)
+    with pytest.raises(GuardError, match="outside the scratch range"):
+        client.restore("pve1", "qemu", 110, "pbs:backup/vm/110/2026-01-01T00:00:00Z", "local", overrides)
+    with pytest.raises(GuardError, match="drill tag and pool"):
+        client.restore("pve1", "qemu", 9902, "v", "local", {"pool": "drills"})
+    api = RecordingApi({})
+    PveClient(api, GUARD).restore("pve1", "lxc", 9903, "vol", "local", overrides)
+    [(method, path, params)] = api.sent
+    assert (method, path) == ("post", "/nodes/pve1/lxc") and "force" not in params
+    assert params["restore"] == 1 and params["ostemplate"] == "vol"
+
+
+def test_upids_of_both_products():
+    pve = parse_upid("UPID:pve_1:0000A1B2:0012C3D4:6650A0B0:qmrestore:9901:drill@pve!rd:")
+    assert (pve.product, pve.node, pve.type, pve.id, pve.user) == ("pve", "pve_1", "qmrestore", "9901", "drill@pve!rd")
+    assert pve.pid == 0xA1B2
+    pbs = parse_upid("UPID:localhost:00000F00:000ABCDE:00000002:6650A0B0:verificationjob:store1\\x3av\\x2d1:root@pam:")
+    assert (pbs.product, pbs.task_id, pbs.type, pbs.id) == ("pbs", 2, "verificationjob", "store1:v-1")
+    assert parse_upid("UPID:n:1:123456789:6650A0B0:t:i:u:").pstart == 0x123456789
+    for bad in ("UPID:x", "nope:a:b:c:d:e:f:g:", "UPID:n:zz:1:1:t:i:u:"):
+        with pytest.raises(UpidError):
+            parse_upid(bad)
+
+
+def test_task_wait_raises_with_the_log_never_returns_none():
+    upid = "UPID:pve1:00001234:00005678:65000000:qmrestore:9901:drill@pve!rd:"
+    states = iter([{"status": "running"}, {"status": "stopped", "exitstatus": "unable to restore: boom"}])
+    with pytest.raises(TaskFailed) as info:
+        wait_for_task(lambda: next(states), lambda: ["line 1", "boom"], upid, deadline=10, what="restore 9901")
+    assert "boom" in str(info.value) and info.value.log_tail == ["line 1", "boom"]
+    ok = wait_for_task(lambda: {"status": "stopped", "exitstatus": "WARNINGS: 2"}, list, upid, deadline=1, what="x")
+    assert ok["exitstatus"] == "WARNINGS: 2"
+    with pytest.raises(TaskFailed, match="still running"):
+        wait_for_task(lambda: {"status": "running"}, list, upid, deadline=0.2, what="x")
