@@ -1,0 +1,144 @@
+"""The Proxmox Backup Server prune engine, bit-exact with PBS `compute_prune_info`.
+
+The same algorithm runs behind `proxmox-backup-client prune --dry-run` and the PBS web
+prune simulator. One call simulates one backup group (type/id in one namespace).
+Control flow: sort newest first -> mark unfinished snapshots -> apply each given rule
+in the fixed order last, hourly, daily, weekly, monthly, yearly -> protected are kept,
+unmarked are removed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from .model import (
+    BORG_ONLY_OPTIONS,
+    Decision,
+    NewestFirst,
+    Point,
+    Policy,
+    RetentionError,
+    Zone,
+    check_points,
+    decide_all,
+)
+
+__all__ = ["PBS_RULES", "check_pbs_policy", "plan_pbs", "simulate_pbs"]
+
+# (rule name, policy field, period kind); "point" means the snapshot itself.
+PBS_RULES = (
+    ("last", "keep_last", "point"),
+    ("hourly", "keep_hourly", "hour"),
+    ("daily", "keep_daily", "day"),
+    ("weekly", "keep_weekly", "week"),
+    ("monthly", "keep_monthly", "month"),
+    ("yearly", "keep_yearly", "year"),
+)
+
+REMOVE = "remove"  # a mark that later rules skip and that ends as removal
+
+
+def simulate_pbs(points: Sequence[Point], policy: Policy, tz: object = None) -> list[Decision]:
+    """Decide keep/remove for every snapshot of one PBS backup group, in input order.
+
+    `tz` is the PBS server's zone (an IANA name, a tzinfo, or None for this machine's
+    zone): periods are computed in it. Manual equivalent:
+    `proxmox-backup-client prune GROUP --dry-run --keep-daily 7 ...`.
+    """
+    points = list(points)
+    return decide_all(points, plan_pbs(points, policy, tz))
+
+
+def plan_pbs(points: list[Point], policy: Policy, tz: object = None) -> dict[int, tuple[str, int | None]]:
+    """The kept snapshots as {index: (rule, rank)}; every other index is removed."""
+    check_pbs_policy(policy)
+    check_points(points, "pbs")
+    zone = Zone(tz)
+    if not keeps_something(policy):
+        return dict.fromkeys(range(len(points)), ("all", None))
+    epochs = [point.time.timestamp() for point in points]
+    order = sorted(range(len(points)), key=epochs.__getitem__, reverse=True)
+    marks: list[str | None] = [None] * len(points)
+    ranks: list[int | None] = [None] * len(points)
+    mark_unfinished(points, order, marks)
+    kept: list[int] = []
+    newest_first = NewestFirst(zone, epochs, order)
+    for rule, field, period in PBS_RULES:
+        count = getattr(policy, field)
+        if count is not None:
+            mark_selections(points, newest_first, period, marks, ranks, kept, rule, count)
+    return keep_reasons(points, marks, ranks)
+
+
+def check_pbs_policy(policy: Policy) -> None:
+    """Reject options PBS does not have, so a simulation never silently ignores one."""
+    borg_only = [name.replace("_", "-") for name in BORG_ONLY_OPTIONS if getattr(policy, name) is not None]
+    if borg_only:
+        raise RetentionError(
+            f"PBS has no {', '.join(borg_only)} option (only Borg does). PBS knows keep-last, "
+            "keep-hourly, keep-daily, keep-weekly, keep-monthly and keep-yearly: drop the others "
+            "or simulate with engine 'borg'."
+        )
+    unlimited = [field.replace("_", "-") for _, field, _ in PBS_RULES if getattr(policy, field) == -1]
+    if unlimited:
+        raise RetentionError(
+            f"{', '.join(unlimited)} is -1, but PBS counts must be 0 or more (only Borg reads -1 as "
+            "unlimited). Give a count, or leave the option out."
+        )
+
+
+def keeps_something(policy: Policy) -> bool:
+    """PBS keeps every snapshot when no keep option is greater than 0."""
+    return any((getattr(policy, field) or 0) > 0 for _, field, _ in PBS_RULES)
+
+
+def mark_unfinished(points: list[Point], order: list[int], marks: list[str | None]) -> None:
+    """Keep the newest unfinished snapshot only if no finished one is newer (KeepPartial)."""
+    keep_unfinished = True
+    for index in order:
+        if points[index].unfinished:
+            marks[index] = "partial" if keep_unfinished else REMOVE
+        keep_unfinished = False
+
+
+def mark_selections(
+    points: list[Point],
+    newest_first: NewestFirst,
+    period: str,
+    marks: list[str | None],
+    ranks: list[int | None],
+    kept: list[int],
+    rule: str,
+    count: int,
+) -> None:
+    """One PBS rule: keep the newest unmarked snapshot of up to `count` new periods.
+
+    Periods holding a snapshot kept by an earlier rule are skipped without counting;
+    the other snapshots of a period this rule keeps are marked removed for good.
+    """
+    already = {newest_first.key_of(period, index) for index in kept}
+    included: set[int] = set()
+    for index, key in newest_first.keyed(period):
+        if marks[index] is not None:
+            continue
+        if points[index].protected:
+            marks[index] = "protected"
+            continue
+        if key in already:
+            continue
+        if key in included:
+            marks[index] = REMOVE
+            continue
+        if len(included) >= count:
+            break
+        included.add(key)
+        marks[index] = rule
+        ranks[index] = len(included)
+        kept.append(index)
+
+
+def keep_reasons(points: list[Point], marks: list[str | None], ranks: list[int | None]) -> dict:
+    """Protected snapshots are kept whatever their mark; unmarked ones are removed."""
+    reasons = {index: (mark, ranks[index]) for index, mark in enumerate(marks) if mark is not None and mark != REMOVE}
+    reasons.update((index, ("protected", None)) for index, point in enumerate(points) if point.protected)
+    return reasons
