@@ -11,12 +11,13 @@ from pathlib import Path
 import pytest
 
 from restoredrill.inventory import InventoryError, load_inventory
+from restoredrill.report.collector import add_report_options, register_report_collector
 from restoredrill.state import DEFAULT_STATE_DIR, StateStore
 
 INVENTORY_KEY = pytest.StashKey[object]()
 STATE_KEY = pytest.StashKey[StateStore]()
 ABSENT = "restoredrill_absent"
-FIXTURE_MODULES = ("restoredrill.fixtures.common", "restoredrill.fixtures.borg")
+FIXTURE_MODULES = ("restoredrill.fixtures.common", "restoredrill.fixtures.borg", "restoredrill.fixtures.offsite")
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -26,6 +27,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help=f"state database folder (default {DEFAULT_STATE_DIR})")
     group.addoption("--run-id", default=None, help="identifier of this run (default: time-based)")
     group.addoption("--keep-on-failure", action="store_true", help="keep scratch data of failed drills")
+    add_report_options(group)
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -38,6 +40,7 @@ def pytest_configure(config: pytest.Config) -> None:
         except InventoryError as exc:
             raise pytest.UsageError(str(exc)) from None
         config.pluginmanager.register(SummaryCollector(), "restoredrill-summary")
+        register_report_collector(config)
     for module in FIXTURE_MODULES:
         if not config.pluginmanager.has_plugin(module):
             config.pluginmanager.import_plugin(module)

@@ -34,6 +34,8 @@ def pytest_args(request: RunRequest) -> list[str]:
     junit = request.junit or (request.out_dir / "junit.xml" if request.out_dir else None)
     if junit:
         args.append(f"--junitxml={junit}")
+    if request.out_dir:
+        args.append(f"--out-dir={request.out_dir}")
     if request.state_dir:
         args.append(f"--state-dir={request.state_dir}")
     if request.run_id:

@@ -282,6 +282,4 @@ def test_engine_matches_worked_example_in_real_borg(differential_repo):
 
 @pytest.mark.slow
 def test_engine_matches_real_borg_prune_many(differential_repo, request):
-    if "slow" not in (request.config.getoption("markexpr") or "") and not os.environ.get("RESTOREDRILL_SLOW"):
-        pytest.skip(f"on demand ({SLOW_HISTORIES} histories, several minutes): select with -m slow")
     check_random_histories(differential_repo, SLOW_HISTORIES)

@@ -246,8 +246,6 @@ def test_policy_from_mapping_and_describe():
 @pytest.mark.slow
 def test_spec_count_of_differing_daily_histories(request):
     """Spec: of 1,499 daily histories from 2021-01-01, 1,425 keep sets differ (1,204 without "oldest")."""
-    if "slow" not in (request.config.getoption("markexpr") or "") and not os.environ.get("RESTOREDRILL_SLOW"):
-        pytest.skip("on demand (about 30 s): select it with -m slow or RESTOREDRILL_SLOW=1")
     history = daily_history(date(2021, 1, 1), date(2025, 2, 7))
     differ = differ_without_oldest = 0
     for end in range(1, len(history) + 1):
