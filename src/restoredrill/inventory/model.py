@@ -18,7 +18,7 @@ DrillKind = Literal["borg", "pbs", "offsite", "lint"]
 
 
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
 
 
 # --- site and policies -------------------------------------------------------------

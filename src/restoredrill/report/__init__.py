@@ -1,1 +1,1 @@
-"""Reports: the one-screen summary (JUnit comes from pytest itself)."""
+"""Reports: the terminal summary, the drill report (JUnit), the HTML page, history and metrics."""

@@ -1,0 +1,228 @@
+"""Reports against a real lab (real borg, sshd, PostgreSQL): two runs through the CLI write
+junit.xml, drill-report.xml (valid against the XSD), report.html (screenshot in a real headless
+Chromium), metrics.prom and history, and ping a local heartbeat receiver; the second run shows
+a trend. One lab for the module (the session's ``lab`` fixture, built with ``Lab``)."""
+from __future__ import annotations
+
+import copy
+import json
+import os
+import shutil
+import sqlite3
+import subprocess
+import sys
+import time
+import xml.etree.ElementTree as ET
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import pytest
+import yaml
+
+from restoredrill import retention
+from restoredrill.lab.borg_history import LAB_POLICY, BorgBuilder, LabRepo
+from restoredrill.report.calendar import build_calendar
+from tests.integration.test_notify_heartbeat import TOKEN, Receiver
+from tests.unit.test_report_metrics import check_exposition
+
+pytestmark = pytest.mark.integration
+XSD = Path(__file__).resolve().parents[3] / "shared" / "junit" / "junit-10.xsd"
+OUTPUTS = ["drill-report.xml", "junit.xml", "metrics.prom", "report.html"]
+HOSTILE_ARCHIVE = "app-<img src=x onerror=alert(1)>"
+CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+
+
+@dataclass
+class LabRun:
+    code: int
+    stdout: str
+    stderr: str
+    out: Path
+    seconds: float
+
+
+@pytest.fixture(scope="module")
+def receiver():
+    with Receiver() as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def site(lab, tmp_path_factory, receiver):
+    """A copy of the lab's inventory with a heartbeat (a secret reference to the receiver's URL)."""
+    folder = tmp_path_factory.mktemp("report-lab")
+    data = copy.deepcopy(lab.inventory_data())
+    for repo in data["borg"]["repositories"]:
+        # stated explicitly: the schema's default "31d" reaches plan_borg_check unparsed (a str)
+        repo["verify_data"]["max_age"] = "31d"
+    data["notifications"] = {"heartbeat_url": "env:RESTOREDRILL_TEST_HEARTBEAT"}
+    path = folder / "inventory.yaml"
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return folder, path, data
+
+
+def run_cli(inventory: Path, out: Path, state: Path, receiver: Receiver, *extra: str) -> LabRun:
+    env = {**os.environ, "RESTOREDRILL_TEST_HEARTBEAT": f"{receiver.base}/ping/{TOKEN}"}
+    started = time.monotonic()
+    proc = subprocess.run([sys.executable, "-m", "restoredrill.cli", "run", "--inventory", str(inventory),
+                           "--select", "borg", "--out", str(out), "--state-dir", str(state), *extra],
+                          capture_output=True, text=True, env=env, timeout=600)
+    return LabRun(proc.returncode, proc.stdout, proc.stderr, out, time.monotonic() - started)
+
+
+@pytest.fixture(scope="module")
+def runs(site, receiver) -> list[LabRun]:
+    """Every Borg drill (--select borg: the scope stays fixed as other kinds join the lab), twice,
+    sharing one state folder."""
+    folder, inventory, _ = site
+    done = [run_cli(inventory, folder / f"out{n}", folder / "state", receiver) for n in (1, 2)]
+    for run in done:
+        assert run.code == 0, run.stdout[-3000:] + run.stderr[-2000:]
+    return done
+
+
+def suites(path: Path) -> dict[str, ET.Element]:
+    return {s.get("name"): s for s in ET.parse(path).getroot().iter("testsuite")}
+
+
+def test_each_run_writes_every_output(runs, record_property):
+    for run in runs:
+        assert sorted(p.name for p in run.out.iterdir()) == OUTPUTS
+        assert "restoredrill reports" in run.stdout and f"drill report   {run.out}/drill-report.xml" in run.stdout
+        generated = next(line for line in run.stdout.splitlines() if line.startswith("report time"))
+        record_property(f"report_generation_{run.out.name}", generated.split()[-2])
+        record_property(f"run_seconds_{run.out.name}", round(run.seconds, 1))
+        assert run.stderr.count("NOTE") == 0, run.stderr
+
+
+def test_drill_report_validates_with_one_suite_per_drill(runs):
+    report = runs[-1].out / "drill-report.xml"
+    if XSD.is_file():
+        import xmlschema
+        xmlschema.XMLSchema(str(XSD)).validate(str(report))
+    found = suites(report)
+    assert list(found) == ["borg:app-local", "borg:app-offsite", "history", "restoredrill"]
+    for name in ("borg:app-local", "borg:app-offsite"):
+        props = {p.get("name"): p.get("value") for p in found[name].iter("property")}
+        assert props["verdict"] == "PASS" and props["repository"] == name.split(":")[1]
+        assert props["archive"].startswith("app-") and int(props["bytes_restored"]) > 100_000
+        assert float(props["extract.seconds"]) > 0 and props["encryption"] == "repokey-blake2"
+        checks = [c.get("name") for c in found[name].iter("testcase")]
+        assert checks[:6] == ["reachable", "encrypted", "fresh", "retention", "check", "extract"]
+    history = found["history"]
+    assert history.get("failures") == "0"
+    assert {c.get("name") for c in history.iter("testcase")} >= {"coverage:borg:app-local",
+                                                                  "rto:borg:app-offsite:restore"}
+
+
+def test_history_holds_both_runs_and_the_second_report_shows_a_trend(runs, site):
+    folder, _, _ = site
+    with sqlite3.connect(folder / "state" / "state.db") as db:
+        assert db.execute("SELECT verdict FROM runs ORDER BY started_at").fetchall() == [("pass",), ("pass",)]
+        extracts = db.execute("SELECT run_id, seconds, evidence FROM results WHERE drill='borg:app-local' "
+                              "AND name='extract'").fetchall()
+    assert len(extracts) == 2 and all(json.loads(e)["bytes_restored"] > 100_000 for _, _, e in extracts)
+    page = (runs[-1].out / "report.html").read_text()
+    for drill in ("borg:app-local", "borg:app-offsite"):
+        heading = f"{drill}: restore (2 runs)"
+        assert heading in page
+        assert page.split(heading)[1].split("</svg>")[0].count("<circle") == 2
+    assert "borg:app-local: restore (1 run)" in (runs[0].out / "report.html").read_text()
+
+
+def test_metrics_file_is_valid_and_complete(runs):
+    families = check_exposition((runs[-1].out / "metrics.prom").read_text())
+    joined = "\n".join(line for lines in families.values() for line in lines)
+    assert 'restoredrill_run_success{site="restoredrill-lab"} 1' in joined
+    for drill in ("borg:app-local", "borg:app-offsite"):
+        assert f'restoredrill_drill_success{{site="restoredrill-lab",drill="{drill}"}} 1' in joined
+        assert f'restoredrill_rto_seconds{{site="restoredrill-lab",drill="{drill}",phase="restore"}}' in joined
+        assert f'restoredrill_rpo_seconds{{site="restoredrill-lab",drill="{drill}",point="restore_tested"}}' in joined
+
+
+def test_heartbeat_was_pinged_start_and_success_and_the_token_never_shown(runs, receiver):
+    pings = [(p.method, p.path) for p in receiver.pings[:4]]
+    assert pings == [("POST", f"/ping/{TOKEN}/start"), ("POST", f"/ping/{TOKEN}")] * 2
+    assert receiver.pings[1].body.startswith("PASS restoredrill-lab: 24 checks of 2 drills passed")
+    for run in runs:
+        assert TOKEN not in run.stdout + run.stderr
+        assert all(TOKEN not in (run.out / name).read_text() for name in OUTPUTS)
+        assert f"healthchecks http://127.0.0.1:{receiver.server.server_address[1]}/***: start, success" in run.stdout
+
+
+def find_chromium() -> str:
+    found = shutil.which("chromium") or shutil.which("chromium-browser")
+    if not found:
+        pytest.fail("headless Chromium is needed for the HTML report test and is not installed: "
+                    "apt-get install -y --no-install-recommends chromium", pytrace=False)
+    return found
+
+
+def screenshot(page: Path, png: Path, profile: Path) -> float:
+    profile.mkdir()
+    started = time.monotonic()
+    proc = subprocess.run([find_chromium(), *CHROMIUM_FLAGS, f"--user-data-dir={profile}", f"--screenshot={png}",
+                           "--window-size=1280,2000", page.as_uri()], capture_output=True, text=True, timeout=120)
+    seconds = time.monotonic() - started
+    assert proc.returncode == 0 and png.is_file(), proc.stderr[-2000:]
+    return seconds
+
+
+def test_html_report_renders_in_headless_chromium(runs, tmp_path, record_property):
+    png = tmp_path / "report.png"
+    seconds = screenshot(runs[-1].out / "report.html", png, tmp_path / "profile")
+    data = png.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n"
+    width, height = int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
+    assert (width, height) == (1280, 2000)
+    assert len(data) > 50_000, "the screenshot looks empty"
+    record_property("screenshot", str(png))
+    record_property("screenshot_seconds", round(seconds, 2))
+
+
+def test_retention_calendar_from_the_labs_real_archives(lab, tmp_path):
+    """The drill records no `points` yet: here they come from `borg list --json` of the lab."""
+    repo = LabRepo("app-local", str(lab.root / "repos" / "app-local"), lab.root / "secrets" / "app-local.pass")
+    builder = BorgBuilder(tmp_path / "builder", "Europe/Berlin")
+    archives = json.loads(builder.borg(repo, "list", "--json", repo.location).stdout)["archives"]
+    points = [{"time": datetime.fromisoformat(a["start"]).replace(tzinfo=timezone.utc).isoformat(),
+               "name": a["name"]} for a in archives]
+    now = datetime.now(timezone.utc)
+    cal = build_calendar("borg:app-local", {"points": json.dumps(points), "timezone": "Europe/Berlin"}, now,
+                         "UTC", "borg", retention.Policy.from_mapping(LAB_POLICY))
+    assert cal.problem is None and cal.points == len(archives) == cal.kept   # prune already ran
+    rules = {c.point.css for c in cal.months + cal.weeks if c.point}
+    assert {"monthly", "weekly"} <= rules
+    assert sum(1 for row in cal.weeks_of_days for c in row if c and c.point and c.point.css == "daily") == 7
+    assert now - timedelta(days=400) < min(p.time for row in cal.weeks_of_days for c in row if c and c.point
+                                           for p in [c.point])
+
+
+def test_a_failing_run_pings_failure_and_escapes_a_hostile_archive_name(lab, site, receiver, tmp_path):
+    folder, _, data = site
+    inv = copy.deepcopy(data)
+    inv["borg"]["repositories"] = [r for r in inv["borg"]["repositories"] if r["name"] == "app-local"]
+    copy_dir = tmp_path / "repo-copy"
+    shutil.copytree(lab.root / "repos" / "app-local", copy_dir)
+    inv["borg"]["repositories"][0]["location"] = str(copy_dir)
+    inv["borg"]["repositories"][0]["checks"]["min_files"] = 1_000_000
+    repo = LabRepo("copy", str(copy_dir), lab.root / "secrets" / "app-local.pass")
+    BorgBuilder(tmp_path / "builder", "Europe/Berlin").borg(
+        repo, "create", "--compression=lz4", f"{copy_dir}::{HOSTILE_ARCHIVE}", "app", cwd=lab.root / "source")
+    path = tmp_path / "inventory.yaml"
+    path.write_text(yaml.safe_dump(inv, sort_keys=False))
+    before = len(receiver.pings)
+    run = run_cli(path, tmp_path / "out", tmp_path / "state", receiver, "-k", "fresh or extract or min_files")
+    assert run.code == 1, run.stdout[-3000:]
+    start, fail = receiver.pings[before:]
+    assert (fail.method, fail.path) == ("POST", f"/ping/{TOKEN}/fail")
+    assert "FAIL restoredrill-lab: 1 of 3 checks failed (borg:app-local min_files:" in fail.body
+    report = suites(run.out / "drill-report.xml")["borg:app-local"]
+    message = report.find("testcase[@name='min_files']/failure").get("message")
+    assert "1000000" in message or "1,000,000" in message
+    page = (run.out / "report.html").read_text()
+    assert "<img" not in page and "&lt;img src=x onerror=alert(1)&gt;" in page
+    assert 'restoredrill_drill_success{site="restoredrill-lab",drill="borg:app-local"} 0' in \
+        (run.out / "metrics.prom").read_text()
