@@ -1,0 +1,121 @@
+"""The homelab the double models: its tokens and ACLs, storages, bridges, pools, guests
+and PBS jobs. Pure configuration plus the seeding order; no servers here.
+
+PVE node ``pve1``: production guests 100 ``opnsense`` (no backup: its config is
+exported instead), 110 ``app-vm`` and 120 ``app-ct`` (daily vzdump to the ``pbs``
+storage), bridges ``vmbr0`` (production: ports, address) and ``vmbr-drill`` (no ports,
+no address), pools ``restoredrill`` (scratch guests, empty) and ``prod``.
+PBS node ``pbs1``: datastores ``local`` (keep-last 2) and ``offsite`` (7/4/12/2, fed by
+the ``offsite-pull`` sync job).
+
+The drill tokens are limited the way an operator would limit them: the PVE one may
+allocate, configure, power and use the agent of guests in pool ``restoredrill`` only,
+audit everything, read backups (VM.Backup), allocate space on the scratch storage, use
+only the drill bridge and the one PCI mapping the app VM's backup carries; the PBS one
+may audit, read and verify datastores.
+"""
+from __future__ import annotations
+
+from restoredrill.lab.proxmox.cluster import Pool, PveState, StorageConfig
+from restoredrill.lab.proxmox.guests import Guest, parse_config
+from restoredrill.lab.proxmox.pbs_jobs import Job, PbsJobs
+from restoredrill.lab.proxmox.permissions import ALL, AclEntry, acl
+from restoredrill.lab.proxmox.seed import (CT_CONFIG, LOCAL_POLICY, OFFSITE_POLICY,
+                                           OPNSENSE_CONFIG, VM_CONFIG)
+from restoredrill.pbsformat import CryptConfig
+
+PVE_NODE, PBS_NODE = "pve1", "pbs1"
+DRILL_POOL = "restoredrill"
+ISOLATED_BRIDGE = "vmbr-drill"
+SCRATCH_STORAGE = "local-zfs"
+ADMIN_TOKEN = "root@pam!restoredrill-admin"
+PVE_DRILL_TOKEN = "restoredrill@pve!drill"
+PBS_DRILL_TOKEN = "restoredrill@pbs!drill"
+GUEST_PRIVS = ("VM.Allocate", "VM.PowerMgmt", "VM.Audit", "VM.Config.Disk", "VM.Config.CPU",
+               "VM.Config.Memory", "VM.Config.Network", "VM.Config.Options",
+               "VM.Config.HWType", "VM.Config.CDROM", "VM.Config.Cloudinit",
+               "VM.GuestAgent.Audit", "VM.GuestAgent.Unrestricted", "Pool.Audit")
+
+
+def pve_drill_acl() -> list[AclEntry]:
+    space = ("Datastore.AllocateSpace", "Datastore.Audit")
+    return [acl("/", "Sys.Audit", "VM.Audit", "Datastore.Audit", "Pool.Audit"),
+            acl("/vms", "VM.Backup"),
+            acl(f"/pool/{DRILL_POOL}", *GUEST_PRIVS),
+            acl(f"/storage/{SCRATCH_STORAGE}", *space),
+            acl("/storage/pbs", *space), acl("/storage/pbs-offsite", *space),
+            acl(f"/sdn/zones/localnetwork/{ISOLATED_BRIDGE}", "SDN.Use"),
+            acl("/mapping/pci/nic-offload", "Mapping.Use")]
+
+
+def pbs_drill_acl() -> list[AclEntry]:
+    return [acl("/datastore", "Datastore.Audit", "Datastore.Read", "Datastore.Verify"),
+            acl("/system/tasks", "Sys.Audit")]
+
+
+def admin_acl() -> list[AclEntry]:
+    return [acl("/", ALL)]
+
+
+def configure_pve(state: PveState, crypt: CryptConfig | None, pbs_fingerprint: str) -> None:
+    state.storages = {
+        "local": StorageConfig("local", "dir", "backup,iso,snippets,vztmpl"),
+        SCRATCH_STORAGE: StorageConfig(SCRATCH_STORAGE, "zfspool", "images,rootdir"),
+        "pbs": StorageConfig("pbs", "pbs", "backup", datastore="local", crypt=crypt,
+                             fingerprint=pbs_fingerprint),
+        "pbs-offsite": StorageConfig("pbs-offsite", "pbs", "backup", datastore="offsite",
+                                     crypt=crypt, fingerprint=pbs_fingerprint),
+    }
+    state.networks = {
+        "vmbr0": {"type": "bridge", "method": "static", "method6": "manual",
+                  "families": ["inet"], "autostart": 1, "active": 1, "bridge_ports": "eno1",
+                  "bridge_stp": "off", "bridge_fd": "0", "address": "192.168.1.10",
+                  "netmask": "24", "cidr": "192.168.1.10/24", "gateway": "192.168.1.1",
+                  "priority": 4},
+        ISOLATED_BRIDGE: {"type": "bridge", "method": "manual",
+                          "method6": "manual", "families": ["inet"], "autostart": 1,
+                          "active": 1, "bridge_stp": "off", "bridge_fd": "0",
+                          "comments": "restore drills: no uplink, no address\n",
+                          "priority": 5},
+        "eno1": {"type": "eth", "method": "manual", "method6": "manual",
+                 "families": ["inet"], "active": 1, "exists": 1, "priority": 3},
+    }
+    state.pools = {DRILL_POOL: Pool(DRILL_POOL, "restore drills: scratch guests only"),
+                   "prod": Pool("prod", "production guests", {110, 120})}
+    for vmid, kind, text in ((100, "qemu", OPNSENSE_CONFIG), (110, "qemu", VM_CONFIG),
+                             (120, "lxc", CT_CONFIG)):
+        config, _hints = parse_config(text)
+        guest = state.add_guest(Guest(vmid, kind, config))
+        state.runtime.start(guest)
+    state.backup_jobs = [{"id": "backup-9d0c6a1f-5e2b", "schedule": "01:00",
+                          "storage": "pbs", "vmid": "110,120", "mode": "snapshot",
+                          "enabled": 1, "notes-template": "{{guestname}}",
+                          "comment": "daily to PBS local"}]
+
+
+def configure_pbs_jobs(jobs: PbsJobs) -> None:
+    jobs.add(Job("prune", "local-keep-last", "local", "02:30", dict(LOCAL_POLICY)))
+    jobs.add(Job("sync", "offsite-pull", "offsite", "03:00", {
+        "remote-store": "local", "remove-vanished": False, "owner": "root@pam",
+        "sync-direction": "pull"}, comment="local -> offsite (S3 in production)"))
+    jobs.add(Job("prune", "offsite-retention", "offsite", "04:00", dict(OFFSITE_POLICY)))
+    jobs.add(Job("verify", "local-verify", "local", "05:00",
+                 {"ignore-verified": True, "outdated-after": 30}))
+    jobs.add(Job("verify", "offsite-verify", "offsite", "sat 06:00",
+                 {"ignore-verified": True, "outdated-after": 90}))
+    for store in ("local", "offsite"):
+        jobs.add(Job("gc", store, store, "daily"))
+
+
+SEED_RUNS = (("prune", "local-keep-last"), ("sync", "offsite-pull"),
+             ("prune", "offsite-retention"), ("verify", "local-verify"),
+             ("gc", "local"), ("gc", "offsite"))
+
+
+def run_seed_jobs(jobs: PbsJobs) -> None:
+    """The night's jobs, in order; each must end OK or the lab is not what it claims."""
+    for kind, job_id in SEED_RUNS:
+        task = jobs.run_and_wait(kind, job_id)
+        if task.exitstatus != "OK":
+            raise RuntimeError(f"seed job {kind}/{job_id} ended {task.exitstatus!r}: "
+                               + " | ".join(task.lines[-5:]))

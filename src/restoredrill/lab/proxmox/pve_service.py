@@ -1,0 +1,152 @@
+"""What the PVE routes share: the node state, tasks, the PBS stores behind PBS storages.
+
+Holds the checks every PVE handler repeats (node name, guest lookup, volume access)
+so that privilege logic stays in ``permissions`` and path/name safety in ``names``.
+"""
+from __future__ import annotations
+
+import re
+import shutil
+from dataclasses import dataclass
+from typing import Any
+
+from restoredrill.lab.proxmox import permissions as perms
+from restoredrill.lab.proxmox.cluster import PveState, StorageConfig
+from restoredrill.lab.proxmox.faults import Faults
+from restoredrill.lab.proxmox.guests import Guest
+from restoredrill.lab.proxmox.names import BackupVolume, check_node, check_vmid, parse_backup_volid
+from restoredrill.lab.proxmox.restore import Restorer
+from restoredrill.lab.proxmox.routing import ApiError, Call, param_error
+from restoredrill.lab.proxmox.store import PbsStore
+from restoredrill.lab.proxmox.tasks import Task, TaskRegistry, parse_upid
+from restoredrill.pbsformat import SnapshotRef
+
+PVE_VERSION = {"version": "9.1.1", "release": "9.1", "repoid": "42f0cb1b", "console": "html5"}
+
+
+@dataclass
+class PveService:
+    state: PveState
+    tasks: TaskRegistry
+    stores: dict[str, PbsStore]
+    restorer: Restorer
+    faults: Faults
+
+    @property
+    def node(self) -> str:
+        return self.state.node
+
+    def check_node(self, call: Call) -> str:
+        node = check_node(call.get("node"))
+        if node != self.node:
+            raise ApiError(500, f"hostname lookup '{node}' failed - failed to get address info "
+                                f"for: {node}: Name or service not known")
+        return node
+
+    def guest(self, call: Call, kind: str) -> Guest:
+        self.check_node(call)
+        return self.state.guest(check_vmid(call.get("vmid")), kind)
+
+    def require_vm(self, call: Call, vmid: int, privs: list[str], pool: str | None = None,
+                   any_of: bool = False) -> None:
+        perms.require_vm(call.token, vmid, privs, self.state.pools_of(vmid), pool, any_of)
+
+    # --- backups on PBS storages -------------------------------------------------------
+    def backup_volume(self, call: Call, param: str = "volume") -> BackupVolume:
+        return parse_backup_volid(call.get(param), param)
+
+    def pbs_storage(self, volume: BackupVolume) -> tuple[StorageConfig, PbsStore]:
+        config = self.state.storage(volume.storage)
+        store = self.stores.get(config.datastore or "")
+        if config.type != "pbs" or store is None:
+            raise ApiError(500, f"unable to parse PBS volume name '{volume.volname}'")
+        return config, store
+
+    def check_volume_access(self, call: Call, volume: BackupVolume,
+                            vmid: int | None = None) -> None:
+        """pve-storage ``check_volume_access`` for a backup volume."""
+        if perms.has_privs(call.token, f"/storage/{volume.storage}", ["Datastore.Allocate"]):
+            return
+        owner = int(volume.backup_id) if volume.backup_id.isdigit() else None
+        if owner is not None and vmid is not None and owner == vmid:
+            return
+        perms.require(call.token, f"/storage/{volume.storage}", ["Datastore.AllocateSpace"])
+        if owner is not None:
+            perms.require(call.token, f"/vms/{owner}", ["VM.Backup"])
+
+    def backup_entries(self, storage: StorageConfig, vmid: int | None) -> list[dict[str, Any]]:
+        """PBSPlugin ``list_volumes``: the PBS snapshot list turned into PVE volumes."""
+        store = self.stores[storage.datastore]
+        result = []
+        for info in store.snapshot_infos(backup_id=str(vmid) if vmid is not None else None):
+            if info.backup_type not in ("vm", "ct") or not info.backup_id.isdigit():
+                continue
+            item = store.snapshot_entry(info)
+            volume = BackupVolume(storage.storage, info.backup_type, info.backup_id,
+                                  info.backup_time)
+            entry = {"volid": volume.volid, "format": f"pbs-{info.backup_type}",
+                     "size": item.get("size", 1), "content": "backup",
+                     "vmid": int(info.backup_id), "ctime": info.epoch,
+                     "subtype": "qemu" if info.backup_type == "vm" else "lxc"}
+            if "verification" in item:
+                entry["verification"] = item["verification"]
+            if "comment" in item:
+                entry["notes"] = item["comment"]
+            if item.get("protected"):
+                entry["protected"] = 1
+            if "fingerprint" in item:
+                entry["encrypted"] = item["fingerprint"]
+            elif any(f.get("crypt-mode") == "encrypt" for f in item.get("files", [])):
+                entry["encrypted"] = "1"
+            result.append(entry)
+        return result
+
+    def snapshot_ref(self, volume: BackupVolume) -> SnapshotRef:
+        return SnapshotRef(None, volume.backup_type, volume.backup_id, volume.backup_time)
+
+    # --- tasks -------------------------------------------------------------------------
+    def task(self, call: Call) -> Task:
+        self.check_node(call)
+        text = call.get("upid")
+        try:
+            upid = parse_upid(text)
+        except ValueError as exc:   # upstream: 500; refused before any file is opened
+            raise param_error("upid", str(exc)) from None
+        task = self.tasks.get(text)
+        if task is None or upid.task_id is not None:
+            raise ApiError(500, "unable to open file - No such file or directory")
+        if upid.authid != call.authid:
+            perms.require(call.token, f"/nodes/{self.node}", ["Sys.Audit"])
+        return task
+
+    def start_task(self, call: Call, worker_type: str, worker_id: str, work) -> str:
+        return self.tasks.start(worker_type, worker_id, call.authid, work).text
+
+
+def storage_status(service: PveService, config: StorageConfig) -> dict[str, int]:
+    """total/used/avail: from the PBS datastore for PBS storages, else the images dir fs."""
+    if config.type == "pbs" and config.datastore in service.stores:
+        total, used, avail = service.stores[config.datastore].backend.usage()
+    else:
+        usage = shutil.disk_usage(service.state.root)
+        total, used, avail = usage.total, usage.used, usage.free
+    return {"total": total, "used": used, "avail": avail}
+
+
+def guest_volumes(service: PveService, storage: str, vmid: int | None) -> list[dict[str, Any]]:
+    """Images/rootdir volumes of the double's restored guests on a local storage."""
+    result = []
+    for guest in service.state.guests.values():
+        if vmid is not None and guest.vmid != vmid:
+            continue
+        for key, value in guest.config.items():
+            if not (re.fullmatch(r"(scsi|virtio|sata|ide|mp)\d+|rootfs", key) and
+                    value.startswith(f"{storage}:")):
+                continue
+            volid = value.split(",", 1)[0]
+            path = guest.disks.get(key) or guest.disks.get("rootfs")
+            size = path.stat().st_size if path is not None and path.is_file() else 0
+            result.append({"volid": volid, "vmid": guest.vmid, "size": size,
+                           "format": "raw" if guest.kind == "qemu" else "subvol",
+                           "content": "images" if guest.kind == "qemu" else "rootdir"})
+    return result

@@ -1,0 +1,254 @@
+"""Back-dated PBS history of the homelab's guests, written in the real PBS format.
+
+Guests: VM 110 ``app-vm`` (an ext4 image made with ``mke2fs -t ext4 -d``: busybox-static,
+an init script, a canary file and a small SQLite database; its backups are encrypted
+with the lab key) and CT 120 ``app-ct`` (the same root filesystem as a tar stream in
+``root.pxar.didx``: a DECLARED stand-in for pxar, see ``restore.CT_ARCHIVE_FORMAT``).
+Configs in ``qemu-server.conf.blob`` / ``pct.conf.blob`` are realistic production ones
+(vmbr0 with a MAC, onboot, a hookscript, a mapped hostpci0, a bind mount, raw lxc keys)
+so the harness's isolation overrides have something to remove.
+
+History: a backup every day at 01:00 UTC. Only the snapshots a 7/4/12/2 PBS prune of
+about two years of dailies keeps are created in the offsite store, plus a few it
+removes; the last days go to the local store (keep-last 2). The double's jobs then
+prune, sync and prune again with the real engine, and ``check_history`` compares.
+"""
+from __future__ import annotations
+
+import io
+import random
+import shutil
+import sqlite3
+import tarfile
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+from restoredrill import retention
+from restoredrill.execute import run
+from restoredrill.lab.proxmox.restore import CT_ARCHIVE
+from restoredrill.lab.proxmox.store import PbsStore
+from restoredrill.lab.proxmox.store_ops import copy_snapshot
+from restoredrill.pbsformat import CryptConfig, SnapshotRef
+
+OFFSITE_POLICY = {"keep-daily": 7, "keep-weekly": 4, "keep-monthly": 12, "keep-yearly": 2}
+LOCAL_POLICY = {"keep-last": 2}
+BUSYBOX = Path("/bin/busybox")
+IMAGE_SIZE = "16M"
+CT_CHUNK_AVG = 16 * 1024 * 1024   # a ~2 MiB CT archive stays one chunk (no slow scan)
+CANARY = "srv/app/.restoredrill-canary"
+SQLITE = "srv/app/db/app.sqlite"
+FIXED_UUID = "5eed0000-0000-4000-8000-000000000110"
+BACKUP_OWNER = "root@pam"
+
+VM_CONFIG = """#Application VM (production)
+agent: 1
+boot: order=scsi0;net0
+cores: 2
+cpu: x86-64-v2-AES
+hookscript: local:snippets/app-vm-hook.sh
+hostpci0: mapping=nic-offload,pcie=1
+memory: 2048
+name: app-vm
+net0: virtio=BC:24:11:5E:A0:10,bridge=vmbr0,firewall=1
+onboot: 1
+ostype: l26
+scsi0: local-zfs:vm-110-disk-0,iothread=1,size=16M
+scsihw: virtio-scsi-single
+smbios1: uuid=8d2b2a9e-5b1f-4c1e-9a51-0b7c4f1e0110
+sockets: 1
+startup: order=2,up=30
+tags: app;prod
+vmgenid: 3f1c2e4a-7b9d-4e21-8c55-6a0d9e8f0110
+#qmdump#map:scsi0:drive-scsi0:local-zfs:raw:
+"""
+CT_CONFIG = """arch: amd64
+cores: 1
+features: nesting=1
+hookscript: local:snippets/app-ct-hook.sh
+hostname: app-ct
+memory: 512
+mp0: /srv/media,mp=/mnt/media,backup=0
+net0: name=eth0,bridge=vmbr0,firewall=1,gw=192.168.1.1,hwaddr=BC:24:11:5E:A0:20,ip=192.168.1.120/24,type=veth
+onboot: 1
+ostype: debian
+rootfs: local-zfs:subvol-120-disk-0,size=1G
+startup: order=3
+swap: 512
+tags: app;prod
+unprivileged: 1
+lxc.cgroup2.devices.allow: c 10:200 rwm
+"""
+OPNSENSE_CONFIG = """boot: order=scsi0
+cores: 2
+hostpci0: mapping=wan-nic,pcie=1
+memory: 4096
+name: opnsense
+net0: virtio=BC:24:11:5E:A0:01,bridge=vmbr0
+onboot: 1
+ostype: other
+scsi0: local-zfs:vm-100-disk-0,size=32G
+startup: order=1
+tags: firewall;prod
+"""
+INIT_SCRIPT = """#!/bin/sh
+# init for the restoredrill test guests: mount the basics, start the app, keep running
+/bin/busybox mount -t proc proc /proc 2>/dev/null
+/bin/busybox mount -t sysfs sys /sys 2>/dev/null
+/bin/busybox hostname -F /etc/hostname
+/bin/busybox httpd -p 8080 -h /srv/app/www
+exec /bin/busybox sh -c 'while :; do /bin/busybox sleep 3600; done'
+"""
+
+
+@dataclass(frozen=True)
+class SeedGuest:
+    vmid: int
+    kind: str            # "vm" or "ct"
+    hostname: str
+    config: str
+    minute: int          # backups start at 01:<minute>:03 UTC
+
+    @property
+    def conf_blob(self) -> str:
+        return "qemu-server.conf.blob" if self.kind == "vm" else "pct.conf.blob"
+
+
+SEED_GUESTS = (SeedGuest(110, "vm", "app-vm", VM_CONFIG, 0),
+               SeedGuest(120, "ct", "app-ct", CT_CONFIG, 1))
+
+
+def backup_time(day: datetime, guest: SeedGuest) -> datetime:
+    return day.replace(hour=1, minute=guest.minute, second=3, microsecond=0)
+
+
+def plan_history(newest_day: datetime, zone: str, days: int = 730, extras: int = 4,
+                 seed: int = 1) -> tuple[list[datetime], set[datetime]]:
+    """Days to create (oldest first) and the subset a 7/4/12/2 prune keeps."""
+    all_days = [newest_day - timedelta(days=i) for i in range(days, -1, -1)]
+    points = [retention.Point(time=d) for d in all_days]
+    policy = retention.Policy.from_mapping(OFFSITE_POLICY)
+    kept = {d.point.time for d in retention.simulate_pbs(points, policy, zone) if d.keep}
+    removed = [d for d in all_days[-90:] if d not in kept]
+    extra = set(random.Random(seed).sample(removed, min(extras, len(removed))))
+    return sorted(kept | extra), kept
+
+
+def build_rootfs(root: Path, hostname: str) -> None:
+    """A tiny root filesystem: busybox-static, an init script and the app's files."""
+    for sub in ("bin", "sbin", "etc/init.d", "proc", "sys", "tmp", "srv/app/www", "srv/app/db"):
+        (root / sub).mkdir(parents=True, exist_ok=True)
+    shutil.copy2(BUSYBOX, root / "bin" / "busybox")
+    for link, target in (("bin/sh", "busybox"), ("sbin/init", "../bin/busybox")):
+        (root / link).unlink(missing_ok=True)
+        (root / link).symlink_to(target)
+    (root / "etc/hostname").write_text(hostname + "\n")
+    (root / "etc/os-release").write_text('NAME="restoredrill busybox"\nID=restoredrill\n')
+    (root / "etc/init.d/rcS").write_text(INIT_SCRIPT)
+    (root / "etc/init.d/rcS").chmod(0o755)
+    (root / "srv/app/www/index.html").write_text(f"<h1>{hostname}</h1>\n")
+    connection = sqlite3.connect(root / SQLITE)
+    with connection:
+        connection.execute("CREATE TABLE IF NOT EXISTS backups (id INTEGER PRIMARY KEY, "
+                           "taken TEXT NOT NULL)")
+    connection.close()
+
+
+def stamp(root: Path, when: datetime) -> str:
+    """Write the canary and one database row for this backup time; returns the canary."""
+    text = f"canary {when.astimezone(timezone.utc):%Y-%m-%dT%H:%M:%SZ}"
+    (root / CANARY).write_text(text + "\n")
+    connection = sqlite3.connect(root / SQLITE)
+    with connection:
+        connection.execute("INSERT INTO backups (taken) VALUES (?)", (text,))
+    connection.close()
+    return text
+
+
+def make_ext4_image(source: Path, image: Path, when: datetime) -> bytes:
+    """``mke2fs -t ext4 -d`` with a fixed UUID and clock, so unchanged blocks dedup."""
+    image.unlink(missing_ok=True)
+    run(["mke2fs", "-q", "-F", "-t", "ext4", "-U", FIXED_UUID, "-E",
+         f"hash_seed={FIXED_UUID},root_owner=0:0", "-L", "rootfs", "-d", str(source),
+         str(image), IMAGE_SIZE], timeout=60,
+        extra_env={"E2FSPROGS_FAKE_TIME": str(int(when.timestamp()))}, label="seed mke2fs")
+    return image.read_bytes()
+
+
+def make_tar(source: Path, when: datetime) -> bytes:
+    """A deterministic tar of ``source`` (owner root, sorted, mtime = backup time)."""
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        for path in sorted(source.rglob("*")):
+            info = tar.gettarinfo(str(path), arcname=str(path.relative_to(source)))
+            info.uid = info.gid = 0
+            info.uname = info.gname = "root"
+            info.mtime = int(when.timestamp())
+            if info.isfile():
+                with path.open("rb") as handle:
+                    tar.addfile(info, handle)
+            else:
+                tar.addfile(info)
+    return buffer.getvalue()
+
+
+def write_guest_snapshot(store: PbsStore, guest: SeedGuest, workdir: Path, when: datetime,
+                         crypt: CryptConfig | None) -> SnapshotRef:
+    root = workdir / "rootfs"
+    if not root.exists():
+        build_rootfs(root, guest.hostname)
+    canary = stamp(root, when)
+    archives = {guest.conf_blob: guest.config.encode()}
+    if guest.kind == "vm":
+        archives["drive-scsi0.img.fidx"] = make_ext4_image(root, workdir / "image.raw", when)
+    else:
+        archives[CT_ARCHIVE] = make_tar(root, when)
+    return store.writer(BACKUP_OWNER).write_snapshot(
+        None, guest.kind, str(guest.vmid), when, archives, crypt=crypt,
+        dynamic_avg_size=CT_CHUNK_AVG, notes=f"{guest.hostname}: {canary}")
+
+
+def seed_history(local: PbsStore, offsite: PbsStore, workdir: Path, newest_day: datetime,
+                 zone: str, crypt: CryptConfig | None, local_days: int = 3,
+                 unsynced: int = 2) -> dict[str, object]:
+    """Offsite: the planned history; local: the last ``local_days`` (all but the newest
+    ``unsynced`` already copied to offsite, as earlier sync runs would have)."""
+    days, kept = plan_history(newest_day, zone)
+    recent = [newest_day - timedelta(days=i) for i in range(local_days - 1, -1, -1)]
+
+    def seed_guest(guest: SeedGuest) -> None:
+        guest_dir = workdir / guest.hostname
+        shutil.rmtree(guest_dir, ignore_errors=True)
+        key = crypt if guest.kind == "vm" else None
+        for day in days:
+            if day < recent[0]:
+                write_guest_snapshot(offsite, guest, guest_dir, backup_time(day, guest), key)
+        for day in recent:
+            write_guest_snapshot(local, guest, guest_dir, backup_time(day, guest), key)
+        writer = offsite.writer(BACKUP_OWNER)
+        for day in recent[:-unsynced]:
+            epoch = int(backup_time(day, guest).timestamp())
+            copy_snapshot(local, offsite, writer, local.find(guest.kind, str(guest.vmid), epoch))
+
+    with ThreadPoolExecutor(max_workers=len(SEED_GUESTS)) as pool:
+        list(pool.map(seed_guest, SEED_GUESTS))
+    shutil.rmtree(workdir, ignore_errors=True)
+    return {"planned_days": len(days), "kept_days": sorted(kept), "recent_days": recent}
+
+
+def check_history(offsite: PbsStore, kept_days: list[datetime]) -> None:
+    """After the jobs ran: the offsite store holds exactly what the engine predicted."""
+    for guest in SEED_GUESTS:
+        found = {i.backup_time for i in offsite.snapshot_infos(guest.kind, str(guest.vmid))}
+        expected = {backup_time(day, guest) for day in kept_days}
+        if found != expected:
+            raise RuntimeError(f"offsite {guest.kind}/{guest.vmid}: prune kept "
+                               f"{sorted(found ^ expected)} differently from the engine")
+
+
+def newest_backup_day(now: datetime | None = None) -> datetime:
+    """Today 00:00 UTC if today's 01:00 run is done, else yesterday."""
+    now = now or datetime.now(timezone.utc)
+    day = now.replace(hour=0, minute=0, second=0, microsecond=0)
+    return day if now >= day.replace(hour=1, minute=5) else day - timedelta(days=1)

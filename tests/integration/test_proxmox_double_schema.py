@@ -1,0 +1,253 @@
+"""Every route and parameter of the double against the official API schemas (strict mode).
+
+``WIRE_DEVIATIONS`` is THE list of places where the wire differs from the schema files
+(the wire wins); each entry names the upstream file that proves it. The walk below calls
+every route the double serves; in strict mode the double checks each request and each
+response against the schema, and the test allows exactly these deviations (and checks
+that each one still occurs, so the list cannot rot). Skipped only when the schema files
+are absent (a clone without ../shared): the double then validates from its in-code
+declarations, which ``test_proxmox_double_http`` covers.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+import pytest
+from proxmoxer import ResourceException
+from proxmoxer.tools import Tasks
+
+from restoredrill.lab.proxmox import ProxmoxDouble
+from restoredrill.lab.proxmox.schema import ApiSchemas, schema_dir
+from restoredrill.lab.proxmox.testing import pbs_api, pve_api, wait_task
+from restoredrill.lab.proxmox.validate import schema_for
+
+pytestmark = [pytest.mark.integration, pytest.mark.skipif(
+    schema_dir() is None, reason="API schema files not found: set RESTOREDRILL_API_SCHEMAS or "
+                                 "provide <repo>/../shared/api-schemas (reference data, not "
+                                 "part of the project)")]
+NODE = "pve1"
+
+
+@dataclass(frozen=True)
+class Deviation:
+    api: str
+    method: str
+    template: str
+    detail: str          # regex searched in the violation's detail
+    wire: str            # what the wire does
+    upstream: str        # the upstream file that proves it
+
+
+WIRE_DEVIATIONS = (
+    Deviation("pbs", "GET", "/admin/datastore/{store}/snapshots",
+              r"\.files\[\d+\]: \{.*\} is not of type string",
+              "each files item is an object {filename, crypt-mode, size}",
+              "proxmox-backup pbs-api-types/src/datastore.rs (SnapshotListItem.files: "
+              "Vec<BackupContent>)"),
+    Deviation("pbs", "POST", "/admin/datastore/{store}/prune", r"\.protected: not in schema",
+              "each item also carries protected (bool)",
+              "proxmox-backup src/api2/admin/datastore.rs (prune: prune_result items)"),
+    Deviation("pbs", "GET", "/nodes/{node}/tasks/{upid}/log", r"schema says null",
+              "the schema shows method DOWNLOAD returning null; the wire is GET with data "
+              "[{n, t}] and a total attribute",
+              "proxmox-backup src/api2/node/tasks.rs (read_task_log is an AsyncHttp handler)"),
+    Deviation("pbs", "POST", "/admin/verify/{id}/run", r"schema says null",
+              "answers the UPID of the started job task",
+              "proxmox-backup src/api2/admin/verify.rs (run_verification_job -> "
+              "Result<String, Error>)"),
+    Deviation("pbs", "POST", "/admin/sync/{id}/run", r"schema says null",
+              "answers the UPID of the started job task",
+              "proxmox-backup src/api2/admin/sync.rs (run_sync_job -> Result<String, Error>)"),
+    Deviation("pbs", "POST", "/admin/prune/{id}/run", r"schema says null",
+              "answers the UPID of the started job task",
+              "proxmox-backup src/api2/admin/prune.rs (run_prune_job -> Result<String, Error>)"),
+    Deviation("pve", "GET", "/cluster/nextid", r"'\d+' is not of type integer",
+              "the id is a JSON string although typed integer",
+              "pve-manager PVE/API2/Cluster.pm (nextid returns the id as a string)"),
+    Deviation("pve", "GET", "/nodes/{node}/storage/{storage}/content",
+              r"\.(subtype|content): not in schema",
+              "backup volumes also carry subtype (qemu/lxc) and content (backup)",
+              "pve-storage src/PVE/Storage/PBSPlugin.pm (list_volumes) and "
+              "src/PVE/API2/Storage/Content.pm (index passes items through)"),
+    Deviation("pve", "GET", "/nodes/{node}/network/{iface}",
+              r"\.(active|autostart|bridge_fd|bridge_stp|comments|families|method6|priority|"
+              r"exists|bridge_ports|address|netmask|cidr|gateway): not in schema",
+              "the whole parsed interface (the schema lists only type and method)",
+              "pve-manager PVE/API2/Network.pm (network_config returns $ifaces->{$iface})"),
+    Deviation("pve", "GET", "/nodes/{node}/qemu/{vmid}/status/current", r"\.disk: not in schema",
+              "qemu status carries disk (always 0)",
+              "qemu-server src/PVE/QemuServer.pm (vmstatus: $d->{disk} = 0)"),
+    Deviation("pve", "GET", "/nodes/{node}/qemu", r"\[\d+\]\.disk: not in schema",
+              "each VM carries disk (always 0), the list is built by vmstatus too",
+              "qemu-server src/PVE/QemuServer.pm (vmstatus: $d->{disk} = 0), "
+              "src/PVE/API2/Qemu.pm (vmlist)"),
+)
+
+
+def unexpected(violations) -> tuple[list[str], set[Deviation]]:
+    seen: set[Deviation] = set()
+    left = []
+    for violation in violations:
+        match = next((d for d in WIRE_DEVIATIONS if (d.api, d.method, d.template) == (
+            violation.api, violation.method, violation.template) and re.search(
+            d.detail, violation.detail)), None)
+        if match is None:
+            left.append(str(violation))
+        else:
+            seen.add(match)
+    return left, seen
+
+
+@pytest.fixture(scope="module")
+def double(tmp_path_factory):
+    with ProxmoxDouble(tmp_path_factory.mktemp("strict"), strict_schema=True) as running:
+        yield running
+
+
+def test_every_route_and_declared_parameter_is_in_the_schema(double):
+    schemas, problems = ApiSchemas.load(), []
+    for api, server in double.servers.items():
+        for route in server.router.routes:
+            described = schemas.method(api, route.template, route.method)
+            if described is None:
+                problems.append(f"{api} {route.method} {route.template}: not in the schema")
+                continue
+            documented = described.get("parameters", {}).get("properties", {})
+            for name, declared in route.params["properties"].items():
+                found = documented.get(name) or schema_for(documented, name.replace("[n]", "0"))
+                if found is None:
+                    problems.append(f"{api} {route.method} {route.template}: {name} undocumented")
+                elif found.get("type", "string") != declared.get("type", "string"):
+                    problems.append(f"{api} {route.method} {route.template}: {name} is "
+                                    f"{declared.get('type')}, schema {found.get('type')}")
+    assert problems == []
+
+
+def walk_pve(double: ProxmoxDouble) -> None:
+    pve, admin = pve_api(double), pve_api(double, double.admin_token)
+    node = pve.nodes(NODE)
+    pve.version.get(), pve.cluster.resources.get(), pve.cluster.resources.get(type="vm")
+    pve.cluster.nextid.get(), pve.cluster.nextid.get(vmid=9990)
+    pve.cluster("backup-info")("not-backed-up").get(), pve.cluster.backup.get()
+    pve.nodes.get(), node.network("vmbr-drill").get(), node.network("vmbr0").get()
+    node.storage.get(), node.storage.get(content="backup")
+    node.storage("local-zfs").content.get()
+    backups = node.storage("pbs").content.get(content="backup")
+    vm = max((b for b in backups if b["vmid"] == 110), key=lambda b: b["ctime"])
+    ct = max((b for b in backups if b["vmid"] == 120), key=lambda b: b["ctime"])
+    node.vzdump.extractconfig.get(volume=vm["volid"])
+    node.qemu(110).config.get(), node.lxc(120).config.get()        # raw lxc.* keys as pairs
+    node.qemu(100).status.current.get(), node.lxc(120).status.current.get()
+    admin.pools.post(poolid="drill-extra", comment="walk")
+    admin.pools.put(poolid="drill-extra", comment="walked")
+    pve.pools.get(), pve.pools.get(poolid="restoredrill"), pve.pools("restoredrill").get()
+
+    def wait(upid: str) -> dict:
+        return Tasks.blocking_status(pve, upid, timeout=60, polling_interval=0.05)
+    wait(node.qemu.post(vmid=9911, archive=vm["volid"], storage="local-zfs", pool="restoredrill",
+                        net0="virtio,bridge=vmbr-drill", onboot=0))
+    wait(node.lxc.post(vmid=9912, ostemplate=ct["volid"], restore=1, storage="local-zfs",
+                       pool="restoredrill", rootfs="local-zfs:1",
+                       net0="name=eth0,bridge=vmbr-drill"))
+    node.storage("local-zfs").content.get(vmid=9911)
+    for kind, vmid in (("qemu", 9911), ("lxc", 9912)):
+        guest = getattr(node, kind)(vmid)
+        getattr(node, kind).get(), guest.config.get(), guest.status.current.get()
+        guest.config.put(description="walked", tags="restoredrill")
+        wait(guest.status.start.post())
+        if kind == "qemu":
+            for call in (lambda: guest.agent.ping.post(),
+                         lambda: guest.agent("network-get-interfaces").get(),
+                         lambda: guest.agent.exec.post(command=["true"]),
+                         lambda: guest.agent("exec-status").get(pid=1)):
+                with pytest.raises(ResourceException):
+                    call()
+        wait(guest.status.shutdown.post())
+        wait(guest.status.start.post()), wait(guest.status.stop.post())
+        wait(guest.delete(purge=1))
+    tasks = node.tasks.get(limit=0, source="all")
+    node.tasks(tasks[0]["upid"]).status.get(), node.tasks(tasks[0]["upid"]).log.get(limit=0)
+
+
+def walk_pbs(double: ProxmoxDouble) -> None:
+    pbs, admin = pbs_api(double), pbs_api(double, double.pbs_admin_token)
+    pbs.version.get(), pbs.admin.datastore.get()
+    store = pbs.admin.datastore("local")
+    store.status.get(verbose=1), store.groups.get(), store.snapshots.get()
+    store.snapshots.get(**{"backup-type": "ct", "backup-id": "120"})
+    admin.admin.datastore("local").prune.post(**{"backup-type": "vm", "backup-id": "110",
+                                                 "keep-last": 1, "dry-run": 1})
+    upids = [store.verify.post(**{"backup-type": "ct", "backup-id": "120"}),
+             admin.admin.datastore("offsite").gc.post(),
+             admin.admin.verify("offsite-verify").run.post(),
+             admin.admin.sync("offsite-pull").run.post(),
+             admin.admin.prune("local-keep-last").run.post()]
+    for upid in upids:
+        wait_task(admin, "localhost", upid)
+    pbs.admin.verify.get(), pbs.admin.prune.get(), pbs.admin.gc.get()
+    pbs.admin.sync.get(**{"sync-direction": "all"})
+    tasks = pbs.nodes("localhost").tasks.get(limit=0)
+    pbs.nodes(double.pbs_node).tasks(tasks[0]["upid"]).status.get()
+    pbs.nodes("localhost").tasks(tasks[0]["upid"]).log.get(limit=0)
+
+
+def test_walk_every_route_in_strict_mode(double):
+    walk_pve(double)
+    walk_pbs(double)
+    routes = {(api, r.method, r.template) for api, s in double.servers.items()
+              for r in s.router.routes}
+    assert routes - set(double.served) == set(), "routes the walk did not reach"
+    left, seen = unexpected(double.violations)
+    assert left == [], "schema departures that are not documented wire deviations:\n" + "\n".join(left)
+    assert set(WIRE_DEVIATIONS) - seen == set(), "listed deviations that no longer occur"
+
+
+def test_bad_parameters_answer_like_pve(double):
+    pve = pve_api(double)
+    with pytest.raises(ResourceException) as unknown:
+        pve.cluster.resources.get(colour="blue")
+    assert unknown.value.status_code == 400
+    assert unknown.value.errors == {"colour": "property is not defined in schema and the "
+                                              "schema does not allow additional properties"}
+    with pytest.raises(ResourceException) as wrong:
+        pve.nodes(NODE).storage("pbs").content.get(vmid="abc")
+    assert wrong.value.errors == {"vmid": "type check ('integer') failed - got 'abc'"}
+    with pytest.raises(ResourceException) as enum:
+        pve.cluster.resources.get(type="pool")
+    assert "does not have a value in the enumeration 'vm, storage, node, sdn'" in \
+        enum.value.errors["type"]
+    with pytest.raises(ResourceException) as boolean:
+        pve.nodes(NODE).qemu(110).delete(purge="maybe")
+    assert boolean.value.errors == {"purge": "type check ('boolean') failed - got 'maybe'"}
+    with pytest.raises(ResourceException) as low:
+        pve.cluster.nextid.get(vmid=99)
+    assert low.value.errors == {"vmid": "value must have a minimum value of 100"}
+
+
+def test_bad_parameters_answer_like_pbs(double):
+    pbs = pbs_api(double)
+    with pytest.raises(ResourceException) as unknown:
+        pbs.admin.datastore("local").snapshots.get(colour="blue")
+    assert unknown.value.status_code == 400
+    assert "parameter 'colour'" in str(unknown.value)
+    with pytest.raises(ResourceException) as pattern:
+        pbs.admin.datastore("local").snapshots.get(**{"backup-id": "../110"})
+    assert "value does not match the regex pattern" in str(pattern.value)
+
+
+def test_unknown_paths_and_methods_are_not_implemented(double):
+    pve, pbs = pve_api(double), pbs_api(double)
+    with pytest.raises(ResourceException) as unknown:
+        pve.nodes(NODE).foo.get()
+    assert (unknown.value.status_code, unknown.value.content) == (
+        501, "Method 'GET /nodes/pve1/foo' not implemented")
+    with pytest.raises(ResourceException) as unserved:      # a real path, not served here
+        pve.nodes(NODE).qemu(110).snapshot.get()
+    assert unserved.value.content == "Method 'GET /nodes/pve1/qemu/110/snapshot' not implemented"
+    with pytest.raises(ResourceException) as pbs_unknown:
+        pbs.admin.foo.get()
+    assert pbs_unknown.value.status_code == 404
+    assert "Path '/api2/json/admin/foo' not found." in str(pbs_unknown.value)
+    assert {(v.api, v.where) for v in double.violations if v.where == "route"} >= {
+        ("pve", "route"), ("pbs", "route")}
