@@ -5,6 +5,7 @@ reachable -> encrypted -> fresh -> retained -> consistent (borg check, budgeted)
 """
 from __future__ import annotations
 
+import json
 import time
 import zlib
 from datetime import datetime, timezone
@@ -77,7 +78,10 @@ def test_retention(borg_drill, inventory, evidence):
         points = [retention.Point(time=a.start, name=a.name) for a in borg_drill.archives]
     result = retention.audit(points, policy, "borg", zone, datetime.now(timezone.utc),
                              rpo=rpo.max_age + rpo.grace)
-    evidence(policy=policy.describe(), retention=result.summary(), timezone=zone)
+    decisions = retention.simulate("borg", points, policy, zone, now=datetime.now(timezone.utc))
+    evidence(policy=policy.describe(), retention=result.summary(), timezone=zone,
+             points=json.dumps([{"time": d.point.time.isoformat(), "name": d.point.name, "keep": d.keep,
+                                 "rule": d.rule, "rank": d.rank} for d in decisions]))
     if not result.ok:
         pytest.fail(f"repository {repo.name}: retention {repo.retention} ({policy.describe()}) does not hold: "
                     + "; ".join(result.problems), pytrace=False)

@@ -293,6 +293,7 @@ class Notifications(Strict):
     smtp_port: int = Field(587, ge=1, le=65535, description="SMTP port.")
     smtp_user: str | None = Field(None, description="SMTP user.")
     smtp_password: Secret | None = Field(None, description="Reference to the SMTP password.")
+    email_from: str | None = Field(None, description="Sender address of failure mail (default: smtp_user).")
     heartbeat_url: Secret | None = Field(None, description="Reference to a push-monitor URL (holds a token).")
     pve_targets: list[str] = Field(default_factory=list, description="PVE/PBS notification targets that must exist.")
 
@@ -301,6 +302,10 @@ class Reports(Strict):
     out_dir: str = Field("reports", description="Default output directory.")
     metrics_file: str | None = Field(None, description="Prometheus textfile-collector path.")
     keep_runs: int = Field(400, ge=1, description="Runs kept in the history.")
+    max_untested_days: int = Field(35, ge=1, le=3650, description="A target not restore-tested for this "
+                                   "many days is a failing coverage-gap case.")
+    rto_regression: float = Field(0.5, gt=0, le=100, description="A restore slower than the median of "
+                                  "past runs by more than this share is a failing regression case.")
 
 
 class Inventory(Strict):
