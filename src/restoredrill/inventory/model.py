@@ -110,6 +110,12 @@ class PbsDatastore(Strict):
     sync_job: str | None = Field(None, description="PBS sync job that feeds this datastore.")
     encryption_required: bool = Field(True, description="Every snapshot must be client-side encrypted.")
     key_fingerprint: str | None = Field(None, description="Fingerprint of the encryption key kept offsite.")
+    max_usage: float = Field(0.9, gt=0, le=1, description="Largest share of the quota (or the disk) in use.")
+    verify_max_age: Duration = Field("8d", description="Newest verification of each group at most this old.")
+    gc_max_age: Duration = Field("8d", description="Garbage collection last ran OK within this.")
+    prune_max_age: Duration = Field("26h", description="Prune job last ran OK within this.")
+    sync_max_age: Duration = Field("28h", description="Sync job (sync_job) last ran OK within this "
+                                   "(25 h cycle plus grace).")
 
 
 class PbsEndpoint(Strict):
@@ -118,6 +124,8 @@ class PbsEndpoint(Strict):
     token_secret: Secret = Field(description="Reference to the token secret.")
     fingerprint: str | None = Field(None, description="SHA-256 fingerprint of the TLS certificate.")
     verify_tls: bool = Field(True, description="Set false only to disable TLS checks (loud warning).")
+    timezone: TimeZone | None = Field(None, description="Zone of the PBS server (prune periods); "
+                                      "default site.timezone.")
     datastores: list[PbsDatastore] = Field(default_factory=list, description="Datastores to audit.")
 
 
