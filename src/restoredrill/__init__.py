@@ -20,3 +20,9 @@ def drills_dir() -> _Path:
     """Where the drill suites are, installed or in a checkout."""
     packaged = _here / "drills"
     return packaged if packaged.is_dir() else _here.parents[1] / "drills"
+
+
+def contrib_dir() -> _Path:
+    """contrib/ (the pct forced-command guard, systemd units), installed or in a checkout."""
+    packaged = _here / "contrib"
+    return packaged if packaged.is_dir() else _here.parents[1] / "contrib"

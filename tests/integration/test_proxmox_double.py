@@ -163,11 +163,11 @@ def test_restored_vm_disk_holds_the_backed_up_files(double, tmp_path, pve):
                    capture_output=True, timeout=60)
     canary = (out / "srv/app/.restoredrill-canary").read_text().strip()
     assert newest_backup(pve, 110)["notes"] == f"app-vm: {canary}"
-    connection = sqlite3.connect(out / "srv/app/db/app.sqlite")
+    connection = sqlite3.connect(out / "srv/app/app.sqlite")
     rows = connection.execute("SELECT taken FROM backups ORDER BY id").fetchall()
     connection.close()
     assert rows[-1][0] == canary
-    assert (out / "bin/busybox").stat().st_size > 1_000_000
+    assert (out / "init").is_file() and (out / "etc/init.d/webapp").is_file()
     assert double.restore_stats()[0].bytes == 16 * 1024 * 1024
 
 
@@ -377,7 +377,7 @@ def test_destroys_the_scratch_guests(pve):
 def test_endpoints_describe_the_served_lab(double):
     endpoints = double.endpoints()
     assert set(endpoints["pve"]) == {"url", "node", "token_id", "token_secret_file",
-                                     "fingerprint", "isolated_bridge"}
+                                     "fingerprint", "isolated_bridge", "guest_ssh"}
     assert set(endpoints["pbs"]) == {"url", "token_id", "token_secret_file", "fingerprint",
                                      "datastores"}
     assert endpoints["pve"]["url"] == double.pve_url and endpoints["pbs"]["datastores"] == [

@@ -276,6 +276,10 @@ class StorageBox:
             argv.append("-R")
         self._authorize(pubkey_path, f'command="{forced_command(argv)}",restrict')
 
+    def authorize_command(self, pubkey_path: Path, argv: list[str]) -> None:
+        """Let the key run only argv (its own command arrives in SSH_ORIGINAL_COMMAND)."""
+        self._authorize(pubkey_path, f'command="{forced_command(argv)}",restrict')
+
     # -- client side -------------------------------------------------------
     def ssh_options(self, key_file: Path) -> list[str]:
         """ssh arguments for a strict, non-interactive login with key_file only."""

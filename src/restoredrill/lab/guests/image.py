@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import sqlite3
 import subprocess
 from dataclasses import dataclass
@@ -120,6 +121,7 @@ class GuestSpec:
     address_cidr: str          # what the guest's own network config says (VMs) / pct ip= (CTs)
     authorized_key: str        # public key allowed to log in over SSH (the drill's)
     items: int = 200
+    host_key: Path | None = None   # private host key to install (default: a new one)
 
 
 def build_rootfs(root: Path, spec: GuestSpec) -> None:
@@ -140,8 +142,13 @@ def build_rootfs(root: Path, spec: GuestSpec) -> None:
                                     'ID=debian\nVERSION_ID="12"\n')
     _write(root / "etc/network/guest.json", json.dumps({"eth0": spec.address_cidr}) + "\n")
     _write(root / "etc/ssh/sshd_config", SSHD_CONFIG)
-    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", spec.hostname,
-                    "-f", str(root / "etc/ssh/ssh_host_ed25519_key")], check=True, capture_output=True)
+    host_key = root / "etc/ssh/ssh_host_ed25519_key"
+    if spec.host_key is not None:
+        shutil.copyfile(spec.host_key, host_key)
+        shutil.copyfile(spec.host_key.with_suffix(".pub"), host_key.with_suffix(".pub"))
+        os.chmod(host_key, 0o600)
+    else:
+        generate_host_key(host_key, spec.hostname)
     _write(root / "root/.ssh/authorized_keys", spec.authorized_key.strip() + "\n", mode=0o600)
     _write(root / "init", INIT, mode=0o755)
     _write(root / "etc/init.d/rcS", RCS, mode=0o755)
@@ -153,6 +160,11 @@ def build_rootfs(root: Path, spec: GuestSpec) -> None:
     _write(root / "srv/app/web.py", WEB_APP, mode=0o755)
     _write(root / "srv/app/canary.txt", f"{CANARY_VALUE}\n")
     write_app_db(root / "srv/app/app.sqlite", spec.items)
+
+
+def generate_host_key(path: Path, comment: str) -> None:
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", comment, "-f", str(path)],
+                   check=True, capture_output=True)
 
 
 def write_app_db(path: Path, items: int) -> None:

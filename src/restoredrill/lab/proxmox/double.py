@@ -41,7 +41,7 @@ from restoredrill.lab.proxmox.store import PbsStore
 from restoredrill.lab.proxmox.tasks import TaskRegistry
 from restoredrill.pbsformat import CryptConfig, write_key_file
 
-OWNED = ("secrets", "tls", "pve", "pbs", "seed-work", "endpoints.json")
+OWNED = ("secrets", "tls", "pve", "pbs", "seed-work", "guests", "node-ssh", "endpoints.json")
 
 
 class DoubleError(RuntimeError):
@@ -70,15 +70,21 @@ class ProxmoxDouble:
 
     def __init__(self, base_dir: Path, *, strict_schema: bool | None = None,
                  zone: str = "Europe/Berlin", auth_failure_delay: float = 0.0,
-                 keep_files: bool = False):
+                 keep_files: bool = False, real_guests: bool = False):
         """``strict_schema``: None validates requests against the schema files when they
         exist (else against the routes' declarations in code); True also checks every
-        response and records departures in ``violations`` (the files must exist)."""
+        response and records departures in ``violations`` (the files must exist).
+        ``real_guests``: guests run as processes in network namespaces (needs root),
+        reachable by agent, by SSH on the drill bridge and by ``pct exec`` over the
+        node's SSH; otherwise the state-only runtime runs nothing."""
         self.base_dir = Path(base_dir).resolve()
         self.strict = bool(strict_schema)
         self.zone = zone
         self.auth_failure_delay = auth_failure_delay
         self.keep_files = keep_files
+        self.real_guests = real_guests
+        self.network = None
+        self.node_ssh = None
         self.node, self.pbs_node = homelab.PVE_NODE, homelab.PBS_NODE
         self.isolated_bridge = homelab.ISOLATED_BRIDGE
         self.timings: dict[str, float] = {}
@@ -108,6 +114,7 @@ class ProxmoxDouble:
         self.crypt = CryptConfig.generate()
         self.key_file = self.base_dir / "secrets" / "pbs-encryption.key"
         write_key_file(self.key_file, self.crypt)
+        self.guest_access = seed.GuestAccess.create(self.base_dir / "secrets")
         self.pve_identity = make_identity(self.base_dir / "tls", "pve", self.node)
         self.pbs_identity = make_identity(self.base_dir / "tls", "pbs", self.pbs_node)
         self._seed_datastores()
@@ -139,7 +146,7 @@ class ProxmoxDouble:
                                        "offsite copy (S3 in production)")}
         self.seed_facts = seed.seed_history(self.stores["local"], self.stores["offsite"],
                                             self.base_dir / "seed-work", seed.newest_backup_day(),
-                                            self.zone, self.crypt)
+                                            self.zone, self.crypt, self.guest_access)
 
     def _start_pbs(self) -> None:
         tasks = TaskRegistry("pbs", self.pbs_node, delay=self.faults.task_delay)
@@ -160,7 +167,7 @@ class ProxmoxDouble:
             auth_failure_delay=self.auth_failure_delay).start()
 
     def _start_pve(self) -> None:
-        self.runtime = StateOnlyRuntime(start_failure=self.faults.start_failure)
+        self.runtime = self._runtime()
         self.pve_state = PveState(self.base_dir / "pve", self.node, self.runtime, zone=self.zone)
         self.pve_state.ssl_fingerprint = self.fingerprint
         homelab.configure_pve(self.pve_state, self.crypt, self.pbs_fingerprint)
@@ -178,14 +185,37 @@ class ProxmoxDouble:
             strict=self.strict, faults=self.faults,
             auth_failure_delay=self.auth_failure_delay).start()
 
+    def _runtime(self):
+        if not self.real_guests:
+            return StateOnlyRuntime(start_failure=self.faults.start_failure)
+        from restoredrill.lab.guests.netns import LabNetwork
+        from restoredrill.lab.guests.node import NodeSsh
+        from restoredrill.lab.guests.runtime import NamespaceRuntime
+        self.network = LabNetwork(bridge=self.isolated_bridge).create()
+        work = self.base_dir / "guests"
+        work.mkdir(mode=0o700, exist_ok=True)
+        self.node_ssh = NodeSsh(self.base_dir / "node-ssh", work).start()
+        return NamespaceRuntime(self.network, work, start_failure=self.faults.start_failure,
+                                agent_silent=self.faults.agent_silent)
+
     def stop(self) -> None:
-        """Servers, then task threads; then the double's files (unless ``keep_files``)."""
+        """Servers, then task threads, guests and their network; then the double's files
+        (unless ``keep_files``)."""
         for server in self.servers.values():
             server.stop()
         self.servers = {}
         for registry in self._task_registries:
             registry.stop()
         self._task_registries = []
+        runtime = getattr(self, "runtime", None)
+        if hasattr(runtime, "stop_all"):
+            runtime.stop_all()
+        if self.node_ssh is not None:
+            self.node_ssh.stop()
+            self.node_ssh = None
+        if self.network is not None:
+            self.network.destroy()
+            self.network = None
         if not self.keep_files and self.base_dir.exists():
             for name in OWNED:
                 target = self.base_dir / name
@@ -269,11 +299,23 @@ class ProxmoxDouble:
             "pve": {"url": self.pve_url, "node": self.node,
                     "token_id": self.pve_drill.authid,
                     "token_secret_file": str(self.pve_drill.secret_file),
-                    "fingerprint": self.fingerprint, "isolated_bridge": self.isolated_bridge},
+                    "fingerprint": self.fingerprint, "isolated_bridge": self.isolated_bridge,
+                    **self._guest_endpoints()},
             "pbs": {"url": self.pbs_url, "token_id": self.pbs_drill.authid,
                     "token_secret_file": str(self.pbs_drill.secret_file),
                     "fingerprint": self.pbs_fingerprint, "datastores": sorted(self.stores)},
         }
+
+    def _guest_endpoints(self) -> dict[str, Any]:
+        """Issue 5's additions: the node's SSH (pct exec), the runner namespace, guest SSH."""
+        out: dict[str, Any] = {"guest_ssh": {"key_file": str(self.guest_access.key_file),
+                                             "known_hosts_file": str(self.guest_access.known_hosts_file),
+                                             "user": "root"}}
+        if self.node_ssh is not None:
+            out["node_ssh"] = self.node_ssh.endpoint()
+        if self.network is not None:
+            out["drill_runner_netns"] = self.network.runner_ns
+        return out
 
     def _write_endpoints(self) -> None:
         path = self.base_dir / "endpoints.json"

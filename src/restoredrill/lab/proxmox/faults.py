@@ -84,6 +84,10 @@ class Faults:
         """Starting ``vmid`` fails; a QEMU restore with start=1 still ends TASK OK."""
         return self._add("start", vmid=vmid, message=message)
 
+    def silent_agent(self, vmid: int | None = None) -> Fault:
+        """The guest agent of ``vmid`` (any when None) never answers."""
+        return self._add("agent", vmid=vmid)
+
     def http_error(self, path_pattern: str, *, api: str = "pve", nth: int = 1,
                    kind: str = "500", method: str | None = None, times: int = 1) -> Fault:
         """The ``nth`` request whose API path matches ``path_pattern`` (a regex searched in
@@ -133,6 +137,9 @@ class Faults:
     def start_failure(self, vmid: int) -> str | None:
         return next((f.details["message"] for f in self._matching("start")
                      if f.details["vmid"] in (None, vmid)), None)
+
+    def agent_silent(self, vmid: int) -> bool:
+        return any(f.details["vmid"] in (None, vmid) for f in self._matching("agent"))
 
     def task_delay(self, worker_type: str) -> float:
         return max((f.details["seconds"] for f in self._matching("slow")

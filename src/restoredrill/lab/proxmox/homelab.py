@@ -16,6 +16,8 @@ may audit, read and verify datastores.
 """
 from __future__ import annotations
 
+import time
+
 from restoredrill.lab.proxmox.cluster import Pool, PveState, StorageConfig
 from restoredrill.lab.proxmox.guests import Guest, parse_config
 from restoredrill.lab.proxmox.pbs_jobs import Job, PbsJobs
@@ -86,7 +88,8 @@ def configure_pve(state: PveState, crypt: CryptConfig | None, pbs_fingerprint: s
                              (120, "lxc", CT_CONFIG)):
         config, _hints = parse_config(text)
         guest = state.add_guest(Guest(vmid, kind, config))
-        state.runtime.start(guest)
+        # production guests are modelled as running; the lab runs only restored guests
+        guest.status, guest.started_at = "running", time.time()
     state.backup_jobs = [{"id": "backup-9d0c6a1f-5e2b", "schedule": "01:00",
                           "storage": "pbs", "vmid": "110,120", "mode": "snapshot",
                           "enabled": 1, "notes-template": "{{guestname}}",

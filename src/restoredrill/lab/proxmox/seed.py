@@ -27,6 +27,8 @@ from pathlib import Path
 
 from restoredrill import retention
 from restoredrill.execute import run
+from restoredrill.lab.guests.image import GuestSpec, generate_host_key
+from restoredrill.lab.guests.image import build_rootfs as build_guest_root
 from restoredrill.lab.proxmox.restore import CT_ARCHIVE
 from restoredrill.lab.proxmox.store import PbsStore
 from restoredrill.lab.proxmox.store_ops import copy_snapshot
@@ -34,11 +36,10 @@ from restoredrill.pbsformat import CryptConfig, SnapshotRef
 
 OFFSITE_POLICY = {"keep-daily": 7, "keep-weekly": 4, "keep-monthly": 12, "keep-yearly": 2}
 LOCAL_POLICY = {"keep-last": 2}
-BUSYBOX = Path("/bin/busybox")
 IMAGE_SIZE = "16M"
 CT_CHUNK_AVG = 16 * 1024 * 1024   # a ~2 MiB CT archive stays one chunk (no slow scan)
 CANARY = "srv/app/.restoredrill-canary"
-SQLITE = "srv/app/db/app.sqlite"
+SQLITE = "srv/app/app.sqlite"
 FIXED_UUID = "5eed0000-0000-4000-8000-000000000110"
 BACKUP_OWNER = "root@pam"
 
@@ -70,7 +71,7 @@ hookscript: local:snippets/app-ct-hook.sh
 hostname: app-ct
 memory: 512
 mp0: /srv/media,mp=/mnt/media,backup=0
-net0: name=eth0,bridge=vmbr0,firewall=1,gw=192.168.1.1,hwaddr=BC:24:11:5E:A0:20,ip=192.168.1.120/24,type=veth
+net0: name=eth0,bridge=vmbr0,firewall=1,gw=10.199.0.1,hwaddr=BC:24:11:5E:A0:20,ip=10.199.0.120/24,type=veth
 onboot: 1
 ostype: debian
 rootfs: local-zfs:subvol-120-disk-0,size=1G
@@ -92,16 +93,6 @@ scsi0: local-zfs:vm-100-disk-0,size=32G
 startup: order=1
 tags: firewall;prod
 """
-INIT_SCRIPT = """#!/bin/sh
-# init for the restoredrill test guests: mount the basics, start the app, keep running
-/bin/busybox mount -t proc proc /proc 2>/dev/null
-/bin/busybox mount -t sysfs sys /sys 2>/dev/null
-/bin/busybox hostname -F /etc/hostname
-/bin/busybox httpd -p 8080 -h /srv/app/www
-exec /bin/busybox sh -c 'while :; do /bin/busybox sleep 3600; done'
-"""
-
-
 @dataclass(frozen=True)
 class SeedGuest:
     vmid: int
@@ -109,14 +100,49 @@ class SeedGuest:
     hostname: str
     config: str
     minute: int          # backups start at 01:<minute>:03 UTC
+    address: str = ""    # what the guest's network config says (VM: inside its disk)
 
     @property
     def conf_blob(self) -> str:
         return "qemu-server.conf.blob" if self.kind == "vm" else "pct.conf.blob"
 
 
-SEED_GUESTS = (SeedGuest(110, "vm", "app-vm", VM_CONFIG, 0),
-               SeedGuest(120, "ct", "app-ct", CT_CONFIG, 1))
+SEED_GUESTS = (SeedGuest(110, "vm", "app-vm", VM_CONFIG, 0, "10.199.0.110/24"),
+               SeedGuest(120, "ct", "app-ct", CT_CONFIG, 1, "10.199.0.120/24"))
+
+
+@dataclass(frozen=True)
+class GuestAccess:
+    """The drill's SSH key (authorized in every guest) and the guests' pinned host keys."""
+    folder: Path
+
+    @classmethod
+    def create(cls, secrets: Path) -> "GuestAccess":
+        access = cls(secrets / "guest-ssh")
+        access.folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+        generate_host_key(access.key_file, "restoredrill-drill")
+        lines = []
+        for guest in SEED_GUESTS:
+            generate_host_key(access.host_key(guest), guest.hostname)
+            public = access.host_key(guest).with_suffix(".pub").read_text().split()[:2]
+            lines.append(f"{guest.address.split('/')[0]} {' '.join(public)}")
+        access.known_hosts_file.write_text("\n".join(lines) + "\n")
+        return access
+
+    @property
+    def key_file(self) -> Path:
+        return self.folder / "drill_ed25519"
+
+    @property
+    def known_hosts_file(self) -> Path:
+        return self.folder / "known_hosts"
+
+    def host_key(self, guest: SeedGuest) -> Path:
+        return self.folder / f"host_{guest.vmid}_ed25519"
+
+    def spec(self, guest: SeedGuest) -> GuestSpec:
+        return GuestSpec(guest.hostname, guest.address, self.key_file.with_suffix(".pub").read_text(),
+                         host_key=self.host_key(guest))
 
 
 def backup_time(day: datetime, guest: SeedGuest) -> datetime:
@@ -135,19 +161,10 @@ def plan_history(newest_day: datetime, zone: str, days: int = 730, extras: int =
     return sorted(kept | extra), kept
 
 
-def build_rootfs(root: Path, hostname: str) -> None:
-    """A tiny root filesystem: busybox-static, an init script and the app's files."""
-    for sub in ("bin", "sbin", "etc/init.d", "proc", "sys", "tmp", "srv/app/www", "srv/app/db"):
-        (root / sub).mkdir(parents=True, exist_ok=True)
-    shutil.copy2(BUSYBOX, root / "bin" / "busybox")
-    for link, target in (("bin/sh", "busybox"), ("sbin/init", "../bin/busybox")):
-        (root / link).unlink(missing_ok=True)
-        (root / link).symlink_to(target)
-    (root / "etc/hostname").write_text(hostname + "\n")
-    (root / "etc/os-release").write_text('NAME="restoredrill busybox"\nID=restoredrill\n')
-    (root / "etc/init.d/rcS").write_text(INIT_SCRIPT)
-    (root / "etc/init.d/rcS").chmod(0o755)
-    (root / "srv/app/www/index.html").write_text(f"<h1>{hostname}</h1>\n")
+def build_rootfs(root: Path, guest: SeedGuest, access: GuestAccess) -> None:
+    """The guest's root file system (see ``lab.guests.image``: SysV services, sshd, a web
+    app over SQLite, a canary) plus a table that records every backup."""
+    build_guest_root(root, access.spec(guest))
     connection = sqlite3.connect(root / SQLITE)
     with connection:
         connection.execute("CREATE TABLE IF NOT EXISTS backups (id INTEGER PRIMARY KEY, "
@@ -194,10 +211,10 @@ def make_tar(source: Path, when: datetime) -> bytes:
 
 
 def write_guest_snapshot(store: PbsStore, guest: SeedGuest, workdir: Path, when: datetime,
-                         crypt: CryptConfig | None) -> SnapshotRef:
+                         crypt: CryptConfig | None, access: GuestAccess) -> SnapshotRef:
     root = workdir / "rootfs"
     if not root.exists():
-        build_rootfs(root, guest.hostname)
+        build_rootfs(root, guest, access)
     canary = stamp(root, when)
     archives = {guest.conf_blob: guest.config.encode()}
     if guest.kind == "vm":
@@ -210,7 +227,7 @@ def write_guest_snapshot(store: PbsStore, guest: SeedGuest, workdir: Path, when:
 
 
 def seed_history(local: PbsStore, offsite: PbsStore, workdir: Path, newest_day: datetime,
-                 zone: str, crypt: CryptConfig | None, local_days: int = 3,
+                 zone: str, crypt: CryptConfig | None, access: GuestAccess, local_days: int = 3,
                  unsynced: int = 2) -> dict[str, object]:
     """Offsite: the planned history; local: the last ``local_days`` (all but the newest
     ``unsynced`` already copied to offsite, as earlier sync runs would have)."""
@@ -223,9 +240,9 @@ def seed_history(local: PbsStore, offsite: PbsStore, workdir: Path, newest_day: 
         key = crypt if guest.kind == "vm" else None
         for day in days:
             if day < recent[0]:
-                write_guest_snapshot(offsite, guest, guest_dir, backup_time(day, guest), key)
+                write_guest_snapshot(offsite, guest, guest_dir, backup_time(day, guest), key, access)
         for day in recent:
-            write_guest_snapshot(local, guest, guest_dir, backup_time(day, guest), key)
+            write_guest_snapshot(local, guest, guest_dir, backup_time(day, guest), key, access)
         writer = offsite.writer(BACKUP_OWNER)
         for day in recent[:-unsynced]:
             epoch = int(backup_time(day, guest).timestamp())
