@@ -53,7 +53,8 @@ def main(argv: list[str]) -> None:
     prepare(root, hostname, "--configure-network" in argv)
     os.chroot(root)
     os.chdir("/")
-    os.execv("/init", ["/init"])
+    os.execve("/init", ["/init"], {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+                                   "HOME": "/root", "LANG": "C.UTF-8"})
 
 
 if __name__ == "__main__":

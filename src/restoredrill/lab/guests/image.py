@@ -39,11 +39,11 @@ while True:
 
 RCS = """#!/bin/sh
 # start every enabled service in order
-for script in /etc/rc.d/S*; do [ -x "$script" ] && "$script" start; done
+for script in /etc/rc2.d/S*; do [ -x "$script" ] && "$script" start; done
 """
 
 RCK = """#!/bin/sh
-for script in /etc/rc.d/S*; do [ -x "$script" ] && "$script" stop; done
+for script in /etc/rc2.d/S*; do [ -x "$script" ] && "$script" stop; done
 """
 
 SERVICE = """#!/bin/sh
@@ -126,11 +126,12 @@ class GuestSpec:
 
 def build_rootfs(root: Path, spec: GuestSpec) -> None:
     """Write a guest's root file system into root (an empty folder)."""
-    for sub in ("etc/ssh", "etc/init.d", "etc/rc.d", "etc/network", "root/.ssh", "srv/app", "run/sshd",
+    for sub in ("etc/ssh", "etc/init.d", "etc/rc2.d", "sbin", "etc/network", "root/.ssh", "srv/app", "run/sshd",
                 "var/log", "tmp", "proc", "dev", "usr", "home"):
         (root / sub).mkdir(parents=True, exist_ok=True)
-    for link, target in (("bin", "usr/bin"), ("sbin", "usr/sbin"), ("lib", "usr/lib"), ("lib64", "usr/lib64")):
+    for link, target in (("bin", "usr/bin"), ("lib", "usr/lib"), ("lib64", "usr/lib64")):
         os.symlink(target, root / link)
+    os.symlink("../init", root / "sbin" / "init")   # a SysV guest: no systemd (testinfra looks here)
     os.chmod(root / "tmp", 0o1777)
     _write(root / "etc/hostname", spec.hostname + "\n")
     _write(root / "etc/hosts", f"127.0.0.1 localhost\n{spec.address_cidr.split('/')[0]} {spec.hostname}\n")
@@ -155,8 +156,8 @@ def build_rootfs(root: Path, spec: GuestSpec) -> None:
     _write(root / "etc/init.d/rcK", RCK, mode=0o755)
     _write(root / "etc/init.d/sshd", SERVICE.format(name="sshd", start=SSHD_START), mode=0o755)
     _write(root / "etc/init.d/webapp", SERVICE.format(name="webapp", start=WEB_START), mode=0o755)
-    os.symlink("../init.d/sshd", root / "etc/rc.d/S10sshd")
-    os.symlink("../init.d/webapp", root / "etc/rc.d/S20webapp")
+    os.symlink("../init.d/sshd", root / "etc/rc2.d/S10sshd")
+    os.symlink("../init.d/webapp", root / "etc/rc2.d/S20webapp")
     _write(root / "srv/app/web.py", WEB_APP, mode=0o755)
     _write(root / "srv/app/canary.txt", f"{CANARY_VALUE}\n")
     write_app_db(root / "srv/app/app.sqlite", spec.items)

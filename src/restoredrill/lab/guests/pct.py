@@ -16,6 +16,8 @@ import signal
 import sys
 from pathlib import Path
 
+from restoredrill.lab.guests.sandbox import GUEST_ENV
+
 
 def load_state(work: Path, vmid: str) -> dict | None:
     try:
@@ -42,8 +44,8 @@ def main(argv: list[str]) -> int:
         os.kill(int(state["init_pid"]), signal.SIGTERM)
         return 0
     if action == "exec" and rest[:1] == ["--"] and len(rest) > 1:
-        os.execvp("nsenter", ["nsenter", "-t", str(state["init_pid"]), "-m", "-u", "-i", "-n", "-p", "-r", "-w",
-                              "--", *rest[1:]])
+        os.execvpe("nsenter", ["nsenter", "-t", str(state["init_pid"]), "-m", "-u", "-i", "-n", "-p", "-r",
+                               "-w", "--", *rest[1:]], GUEST_ENV)
     print(f"pct: unsupported request {action}", file=sys.stderr)
     return 2
 

@@ -20,6 +20,10 @@ from pathlib import Path
 from restoredrill.execute import CommandError, run
 
 
+GUEST_ENV = {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "HOME": "/root",
+             "LANG": "C.UTF-8", "TERM": "dumb"}
+
+
 class GuestError(RuntimeError):
     pass
 
@@ -92,7 +96,7 @@ class GuestSandbox:
         nsenter = ["nsenter", "-t", str(self.init_pid), "-m", "-u", "-i", "-n", "-p", "-r", "-w", "--", *argv]
         try:
             result = run(nsenter, timeout=timeout, check=False, input=input_data, binary=True,
-                         label=f"guest {self.vmid} exec")
+                         env=GUEST_ENV, label=f"guest {self.vmid} exec")
         except CommandError as exc:
             raise GuestError(f"guest {self.vmid}: {exc}") from None
         return ExecResult(result.returncode, result.stdout.decode("utf-8", "replace"), result.stderr)
