@@ -11,7 +11,7 @@ APT_PACKAGES=(
   # build libraries for borgbackup from PyPI
   libssl-dev liblz4-dev libzstd-dev libxxhash-dev libacl1-dev pkg-config gcc python3-dev
   # the storage box (sshd) and throwaway PostgreSQL servers for dump restores
-  openssh-server openssh-client postgresql sqlite3
+  openssh-server openssh-client postgresql sqlite3 openssl
   # scratch guests: namespaces, ext4 images, a tiny static userland
   iproute2 e2fsprogs busybox-static util-linux make python3-venv python3
   # headless browser for the HTML report test (Debian's real package, not Ubuntu's snap wrapper)
@@ -36,4 +36,4 @@ if [ "${#missing[@]}" -gt 0 ]; then
 fi
 
 PYTHON="${PYTHON:-python3}"
-"$PYTHON" -m pip install -q --disable-pip-version-check -e "$here[test]"
+"$PYTHON" -m pip install -q --disable-pip-version-check -e "$here[test,lab]"

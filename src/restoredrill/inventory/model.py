@@ -276,6 +276,13 @@ class S3Target(Strict):
     ca_file: str | None = Field(None, description="CA bundle for a private TLS endpoint.")
     egress_budget: Size = Field("1GiB", description="Bytes the drill may read per run.")
     require_object_lock: bool = Field(True, description="Fail when object lock is off.")
+    retention: str | None = Field(None, description="Retention policy of the datastore in the bucket "
+                                  "(default: that of the proxmox.pbs datastore naming this target).")
+    rpo: str | None = Field(None, description="RPO policy of the newest offsite snapshot.")
+    encryption_required: bool = Field(True, description="Only encrypted chunks may be in the bucket.")
+    key_fingerprint: str | None = Field(None, description="Fingerprint of the encryption key the snapshots "
+                                        "must carry (the key kept outside the site).")
+    read_data_runs: int = Field(7, ge=1, le=10000, description="Every chunk is read within this many runs.")
 
 
 class ConfigExport(Strict):

@@ -20,12 +20,13 @@ import yaml
 
 from restoredrill.lab.borg_history import LAB_POLICY, BorgBuilder, LabRepo, build_history
 from restoredrill.lab.dataset import build_dataset, data_checks
+from restoredrill.lab.offsite import merge_fragment, setup_offsite
 from restoredrill.lab.storagebox import StorageBox
 from restoredrill.secrets import write_private
 
 MARKER = ".restoredrill-lab"
 LAB_ZONE = "Europe/Berlin"
-OWNED = ("source", "repos", "box", "box-data", "secrets", "state", "scratch", "builder",
+OWNED = ("source", "repos", "box", "box-data", "secrets", "state", "scratch", "builder", "offsite",
          "inventory.yaml", "endpoints.json", MARKER)
 
 
@@ -55,6 +56,7 @@ class Lab:
     def __init__(self, root: Path):
         self.root = prepare_dir(root)
         self.box: StorageBox | None = None
+        self.offsite = None
         self.repos: list[LabRepo] = []
         self.timings: dict[str, float] = {}
         self.facts: dict = {}
@@ -87,12 +89,18 @@ class Lab:
         builder = BorgBuilder(self.root / "builder", LAB_ZONE)
         self.facts = build_history(builder, self.repos, self.root / "source", newest)
         self.timings["borg_history"] = time.monotonic() - started - self.timings["storage_box"]
+        mark = time.monotonic()
+        self.offsite = setup_offsite(self.root / "offsite", self.box, zone=LAB_ZONE)
+        self.timings["offsite"] = time.monotonic() - mark
         self.write_inventory()
         self.write_endpoints()
         self.timings["total"] = time.monotonic() - started
         return self
 
     def stop(self) -> None:
+        if self.offsite is not None:
+            self.offsite.stop()
+            self.offsite = None
         if self.box is not None:
             self.box.stop()
             self.box = None
@@ -134,7 +142,7 @@ class Lab:
             if repo.location.startswith("ssh://"):
                 entry["storage_box"] = "lab-box"
             repos.append(entry)
-        return {
+        data = {
             "version": 1,
             "site": {"name": "restoredrill-lab", "timezone": LAB_ZONE},
             "policies": {"retention": {"lab": dict(LAB_POLICY)},
@@ -145,6 +153,7 @@ class Lab:
                 "name": "lab-box", "host": box.host, "port": box.port, "user": box.user,
                 "key_file": str(box.borg_key_file), "known_hosts_file": str(box.known_hosts_file)}]},
         }
+        return merge_fragment(data, self.offsite.inventory_fragment()) if self.offsite else data
 
     def write_inventory(self) -> None:
         header = ("# Inventory of a restoredrill lab (generated; deleted when the lab stops).\n"
@@ -153,7 +162,7 @@ class Lab:
 
     def endpoints(self) -> dict:
         box = self.box
-        return {
+        data = {
             "storage_box": {"host": box.host, "port": box.port, "user": box.user,
                             "key_file": str(box.borg_key_file), "known_hosts_file": str(box.known_hosts_file),
                             "host_key_fingerprint": box.host_key_fingerprint},
@@ -162,6 +171,7 @@ class Lab:
             "inventory": str(self.inventory_path),
             "source_dir": str(self.root / "source"),
         }
+        return merge_fragment(data, self.offsite.endpoints_fragment()) if self.offsite else data
 
     def write_endpoints(self) -> None:
         self.endpoints_path.write_text(json.dumps(self.endpoints(), indent=2) + "\n")

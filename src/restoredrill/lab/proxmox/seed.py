@@ -5,7 +5,8 @@ an init script, a canary file and a small SQLite database; its backups are encry
 with the lab key) and CT 120 ``app-ct`` (the same root filesystem as a tar stream in
 ``root.pxar.didx``: a DECLARED stand-in for pxar, see ``restore.CT_ARCHIVE_FORMAT``).
 Configs in ``qemu-server.conf.blob`` / ``pct.conf.blob`` are realistic production ones
-(vmbr0 with a MAC, onboot, a hookscript, a mapped hostpci0, a bind mount, raw lxc keys)
+(vmbr0 with a MAC, onboot, a mapped hostpci0, a bind mount, raw lxc keys; no hookscript:
+the drill token could not remove one, so the harness refuses to start such a guest)
 so the harness's isolation overrides have something to remove.
 
 History: a backup every day at 01:00 UTC. Only the snapshots a 7/4/12/2 PBS prune of
@@ -48,7 +49,6 @@ agent: 1
 boot: order=scsi0;net0
 cores: 2
 cpu: x86-64-v2-AES
-hookscript: local:snippets/app-vm-hook.sh
 hostpci0: mapping=nic-offload,pcie=1
 memory: 2048
 name: app-vm
@@ -67,7 +67,6 @@ vmgenid: 3f1c2e4a-7b9d-4e21-8c55-6a0d9e8f0110
 CT_CONFIG = """arch: amd64
 cores: 1
 features: nesting=1
-hookscript: local:snippets/app-ct-hook.sh
 hostname: app-ct
 memory: 512
 mp0: /srv/media,mp=/mnt/media,backup=0

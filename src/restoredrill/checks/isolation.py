@@ -1,0 +1,121 @@
+"""What a scratch guest must not keep from its backup, as pure functions.
+
+From the backup's config (``vzdump/extractconfig``) compute the options passed with
+the restore (they replace the backup's values) and the keys to delete before the
+first start; and refuse to start what cannot be made safe (a hookscript, which runs
+on the host and only root@pam may remove).
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from datetime import datetime
+
+QEMU_NET_MODELS = ("virtio", "e1000", "e1000e", "rtl8139", "vmxnet3")
+QEMU_DELETE = (r"hostpci\d+", r"usb\d+", r"virtiofs\d+", r"serial\d+", r"parallel\d+", "ivshmem", "args",
+               "audio0", "startup")
+LXC_DELETE = (r"dev\d+", r"mp\d+", "startup")
+EXPIRY_MARK = "restoredrill-expires:"
+
+
+@dataclass
+class IsolationPlan:
+    create: dict[str, object]              # options passed with the restore
+    delete: list[str]                      # config keys removed before the first start
+    refusals: list[str] = field(default_factory=list)   # why the guest must not start
+    notes: list[str] = field(default_factory=list)
+
+
+def parse_config_text(text: str) -> dict[str, str]:
+    """A guest config as extractconfig returns it (``key: value`` lines; comments and
+    snapshot sections left out)."""
+    config: dict[str, str] = {}
+    for line in text.splitlines():
+        if line.startswith("["):
+            break
+        if not line.strip() or line.startswith("#"):
+            continue
+        key, _, value = line.partition(":")
+        config[key.strip()] = value.strip()
+    return config
+
+
+def isolated_net(kind: str, value: str, bridge: str) -> str:
+    """netN moved onto the isolated bridge: model and addresses kept, MAC dropped (a new
+    one is made), firewall/tag/rate settings dropped."""
+    parts = dict(item.split("=", 1) if "=" in item else (item, "") for item in value.split(",") if item)
+    if kind == "qemu":
+        model = next((m for m in QEMU_NET_MODELS if m in parts), "virtio")
+        return f"{model},bridge={bridge}"
+    keep = {k: parts[k] for k in ("name", "ip", "ip6", "type") if k in parts}
+    keep.setdefault("name", "eth0")
+    keep["bridge"] = bridge
+    return ",".join(f"{k}={v}" for k, v in keep.items())
+
+
+def plan_isolation(kind: str, backup: dict[str, str], *, bridge: str, storage: str, pool: str, tag: str,
+                   run_id: str, name: str, expires: datetime, rootfs_size: str = "1") -> IsolationPlan:
+    tags = f"{tag};run-{re.sub(r'[^a-z0-9_-]', '-', run_id.lower())}"
+    create: dict[str, object] = {"pool": pool, "tags": tags, "onboot": 0,
+                                 "description": f"restoredrill scratch guest of {name}; "
+                                                f"{EXPIRY_MARK} {expires.isoformat(timespec='seconds')}"}
+    nets = {key: value for key, value in backup.items() if re.fullmatch(r"net\d+", key)}
+    for key, value in nets.items():
+        create[key] = isolated_net(kind, value, bridge)
+    patterns = QEMU_DELETE if kind == "qemu" else LXC_DELETE
+    delete = [key for key in backup if any(re.fullmatch(p, key) for p in patterns)]
+    plan = IsolationPlan(create, delete)
+    if kind == "qemu":
+        create["name"] = f"drill-{name}"[:60]
+        create["unique"] = 1
+    else:
+        create["hostname"] = f"drill-{name}"[:60]
+        create["rootfs"] = f"{storage}:{rootfs_size}"     # and so no mount point comes back
+        plan.delete = [k for k in plan.delete if not re.fullmatch(r"mp\d+", k)]
+        if "features" in backup:
+            plan.notes.append(f"features={backup['features']} kept (a token may not change them)")
+    if "hookscript" in backup:
+        plan.refusals.append(f"the backup's config has hookscript {backup['hookscript']!r}: it runs on the host "
+                             f"when the guest starts, and only root@pam can remove it; remove it from the "
+                             f"production guest or exempt the guest")
+    if backup.get("ha-managed") or backup.get("ha"):
+        plan.notes.append("HA state is not restored with the guest")
+    return plan
+
+
+def unsafe_keys(kind: str, config: dict[str, str], bridge: str) -> list[str]:
+    """What still endangers the site in a scratch guest's config (checked before start)."""
+    problems = []
+    for key, value in config.items():
+        if re.fullmatch(r"net\d+", key) and f"bridge={bridge}" not in value:
+            problems.append(f"{key} is not on the isolated bridge {bridge}: {value}")
+        if key == "onboot" and str(value) not in ("0", ""):
+            problems.append("onboot is set")
+        if key == "hookscript":
+            problems.append(f"hookscript {value} would run on the host")
+        if kind == "qemu" and any(re.fullmatch(p, key) for p in QEMU_DELETE[:5]):
+            problems.append(f"{key} passes host hardware through: {value}")
+        if kind == "lxc" and re.fullmatch(r"mp\d+|dev\d+", key) and ("/" in value.split(",")[0] and
+                                                                    ":" not in value.split(",")[0]):
+            problems.append(f"{key} exposes a host path: {value}")
+        if key.startswith("lxc."):
+            problems.append(f"raw {key} kept")
+    return problems
+
+
+def config_diff(before: dict[str, object], after: dict[str, object]) -> dict[str, list]:
+    keys = sorted(set(before) | set(after))
+    return {"changed": [[k, str(before[k]), str(after[k])] for k in keys
+                        if k in before and k in after and str(before[k]) != str(after[k])],
+            "removed": [k for k in keys if k in before and k not in after],
+            "added": [k for k in keys if k not in before and k in after]}
+
+
+def expiry_of(description: str | None) -> datetime | None:
+    match = re.search(rf"{EXPIRY_MARK}\s*(\S+)", description or "")
+    if not match:
+        return None
+    try:
+        return datetime.fromisoformat(match.group(1))
+    except ValueError:
+        return None

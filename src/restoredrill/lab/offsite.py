@@ -1,0 +1,365 @@
+"""The lab's offsite parts: a PBS datastore in S3 (SeaweedFS) and firewall exports on the box.
+
+``OffsiteLab.start()``:
+
+1. starts SeaweedFS (HTTPS with a lab CA by default) with an admin and a read-only
+   drill identity, creates the bucket with object lock (so versioning) and a default
+   GOVERNANCE retention;
+2. writes a client-side encrypted PBS datastore in the S3 key layout
+   (``pbsformat.DatastoreWriter(layout="s3")``): a VM group and a CT group with about
+   two years of back-dated daily history, only the snapshots that a 7/4/12/2 PBS prune
+   keeps (``retention.simulate_pbs``), a few hundred KiB each, deduplicated; uploads it;
+3. puts OPNsense exports on the storage box (plain, and encrypted in OPNsense's armored
+   format) and authorizes the box's SFTP key read-only for that folder.
+
+``fragments()`` returns ``(inventory_fragment, endpoints_fragment)`` for the site
+lab to merge (``merge_fragment``). The drills never use the admin identity.
+"""
+from __future__ import annotations
+
+import os
+import random
+import secrets as pysecrets
+import time
+import xml.etree.ElementTree as ET
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+from restoredrill import retention
+from restoredrill.checks.opnsense import encrypt_export
+from restoredrill.lab.seaweed import SeaweedServer, write_secret_file
+from restoredrill.pbsformat import CryptConfig, DatastoreWriter, write_key_file
+
+LAB_BUCKET = "restoredrill-offsite"
+LAB_STORE = "pbs-offsite"
+LAB_TARGET = "lab-s3"
+LAB_POLICY = {"keep_daily": 7, "keep_weekly": 4, "keep_monthly": 12, "keep_yearly": 2}
+LAB_ZONE = "Europe/Berlin"
+LOCK_DAYS = 30
+CHUNK_SIZE = 64 * 1024
+VM_IMAGE_SIZE = 256 * 1024
+CT_ARCHIVE_SIZE = 192 * 1024
+EXPORTS_DIR = "exports"
+FIREWALL = "fw1"
+FIREWALL_DOMAIN = "lab.internal"
+EXPORT_BOX = "lab-box-exports"
+
+
+def plan_pbs_history(newest: datetime, zone: str, days: int = 730) -> list[datetime]:
+    """Daily snapshot times for ``days`` days up to ``newest``, reduced to what a 7/4/12/2
+    PBS prune keeps (oldest first)."""
+    times = [newest - timedelta(days=i) for i in range(days, -1, -1)]
+    points = [retention.Point(time=t) for t in times]
+    decisions = retention.simulate_pbs(points, retention.Policy.from_mapping(LAB_POLICY), zone)
+    return [d.point.time for d in decisions if d.keep]
+
+
+def write_pbs_datastore(tree: Path, crypt: CryptConfig, vm_times: list[datetime],
+                        ct_times: list[datetime], seed: int = 7) -> dict:
+    """VM ``vm/100`` (disk image + config) and CT ``ct/101`` (pxar stream + config) snapshots."""
+    rng = random.Random(seed)
+    writer = DatastoreWriter(tree, layout="s3", store=LAB_STORE, precreate_chunk_dirs=False)
+    image = bytearray(rng.randbytes(VM_IMAGE_SIZE))
+    for step, when in enumerate(vm_times):
+        start = (step % (VM_IMAGE_SIZE // CHUNK_SIZE)) * CHUNK_SIZE + 512
+        image[start:start + 4096] = rng.randbytes(4096)       # a day's writes: one chunk changes
+        config = (f"# lab VM\nboot: order=scsi0\ncores: 1\nmemory: 512\nname: app\n"
+                  f"scsi0: local-zfs:vm-100-disk-0,size={VM_IMAGE_SIZE}\n").encode()
+        writer.write_snapshot(None, "vm", "100", when, {"drive-scsi0.img.fidx": bytes(image),
+                                                         "qemu-server.conf.blob": config},
+                              crypt=crypt, chunk_size=CHUNK_SIZE)
+    archive = bytearray(rng.randbytes(CT_ARCHIVE_SIZE))
+    for when in ct_times:
+        at = rng.randrange(0, CT_ARCHIVE_SIZE - 2048)
+        archive[at:at + 2048] = rng.randbytes(2048)
+        config = b"arch: amd64\nhostname: files\nmemory: 256\nrootfs: local-zfs:subvol-101-disk-0\n"
+        writer.write_snapshot(None, "ct", "101", when, {"root.pxar.didx": bytes(archive),
+                                                         "pct.conf.blob": config},
+                              crypt=crypt, dynamic_avg_size=32 * 1024)
+    return {"vm_snapshots": len(vm_times), "ct_snapshots": len(ct_times)}
+
+
+def tree_objects(tree: Path) -> list[tuple[str, Path]]:
+    return sorted((path.relative_to(tree).as_posix(), path) for path in tree.rglob("*") if path.is_file())
+
+
+def upload_tree(client, bucket: str, tree: Path, workers: int = 8) -> tuple[int, int]:
+    """Upload every file under ``tree`` with its relative path as the key (the lab's write side)."""
+    objects = tree_objects(tree)
+
+    def put(item):
+        key, path = item
+        data = path.read_bytes()
+        client.put_object(Bucket=bucket, Key=key, Body=data)
+        return len(data)
+
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        sizes = list(pool.map(put, objects))
+    return len(objects), sum(sizes)
+
+
+def create_locked_bucket(client, bucket: str, days: int = LOCK_DAYS, mode: str = "GOVERNANCE") -> None:
+    """A bucket with object lock (versioning comes with it) and a default retention."""
+    client.create_bucket(Bucket=bucket, ObjectLockEnabledForBucket=True)
+    client.put_object_lock_configuration(Bucket=bucket, ObjectLockConfiguration={
+        "ObjectLockEnabled": "Enabled", "Rule": {"DefaultRetention": {"Mode": mode, "Days": days}}})
+
+
+# --- OPNsense exports ------------------------------------------------------------------------
+
+def render_opnsense_config(when: datetime, *, hostname: str = FIREWALL, domain: str = FIREWALL_DOMAIN,
+                           description: str = "scheduled export", version: str = "25.7.10",
+                           extra_rules: int = 0) -> bytes:
+    """A small but complete OPNsense config.xml (the sections a restore needs)."""
+    root = ET.Element("opnsense")
+    _text(root, "version", "1.1")
+    _text(root, "theme", "opnsense")
+    system = ET.SubElement(root, "system")
+    for tag, value in (("optimization", "normal"), ("hostname", hostname), ("domain", domain),
+                       ("timezone", "Europe/Berlin"), ("timeservers", "0.opnsense.pool.ntp.org"),
+                       ("dnsallowoverride", "1")):
+        _text(system, tag, value)
+    group = ET.SubElement(system, "group")
+    for tag, value in (("name", "admins"), ("gid", "1999"), ("scope", "system"), ("member", "0"),
+                       ("priv", "page-all")):
+        _text(group, tag, value)
+    user = ET.SubElement(system, "user")
+    for tag, value in (("name", "root"), ("descr", "System Administrator"), ("scope", "system"),
+                       ("groupname", "admins"), ("uid", "0"),
+                       ("password", "$2y$11$" + "l" * 53)):  # a placeholder, not a real hash
+        _text(user, tag, value)
+    webgui = ET.SubElement(system, "webgui")
+    _text(webgui, "protocol", "https")
+    ssh = ET.SubElement(system, "ssh")
+    _text(ssh, "group", "admins")
+    _text(ssh, "noauto", "1")
+    interfaces = ET.SubElement(root, "interfaces")
+    for name, device, address, subnet, descr in (("wan", "vtnet0", "dhcp", "", "WAN"),
+                                                 ("lan", "vtnet1", "10.10.0.1", "24", "LAN"),
+                                                 ("opt1", "vtnet2", "10.20.0.1", "24", "DMZ")):
+        iface = ET.SubElement(interfaces, name)
+        for tag, value in (("enable", "1"), ("if", device), ("descr", descr), ("ipaddr", address),
+                           ("subnet", subnet)):
+            _text(iface, tag, value)
+    dhcpd = ET.SubElement(ET.SubElement(root, "dhcpd"), "lan")
+    _text(dhcpd, "enable", "1")
+    pool = ET.SubElement(dhcpd, "range")
+    _text(pool, "from", "10.10.0.100")
+    _text(pool, "to", "10.10.0.199")
+    _text(ET.SubElement(root, "unbound"), "enable", "1")
+    _text(ET.SubElement(ET.SubElement(root, "nat"), "outbound"), "mode", "automatic")
+    filt = ET.SubElement(root, "filter")
+    rules = [("pass", "lan", "inet", "lan", "any", "Default allow LAN to any rule"),
+             ("pass", "lan", "inet6", "lan", "any", "Default allow LAN IPv6 to any rule"),
+             ("pass", "opt1", "inet", "opt1", "any", "DMZ to internet"),
+             ("block", "opt1", "inet", "opt1", "lan", "DMZ must not reach LAN")]
+    rules += [("pass", "wan", "inet", "any", f"10.20.0.{10 + i}", f"port forward {i}")
+              for i in range(extra_rules)]
+    for action, iface, proto, source, destination, descr in rules:
+        rule = ET.SubElement(filt, "rule")
+        _text(rule, "type", action)
+        _text(rule, "interface", iface)
+        _text(rule, "ipprotocol", proto)
+        _text(rule, "descr", descr)
+        src = ET.SubElement(rule, "source")
+        _text(src, "network" if source in ("lan", "opt1") else "any", source if source != "any" else "")
+        dst = ET.SubElement(rule, "destination")
+        if destination == "any":
+            _text(dst, "any", "")
+        else:
+            _text(dst, "network" if destination in ("lan", "opt1") else "address", destination)
+    opnsense = ET.SubElement(root, "OPNsense")
+    _text(ET.SubElement(opnsense, "Firewall"), "Alias", "")
+    revision = ET.SubElement(root, "revision")
+    _text(revision, "username", "root@10.10.0.20")
+    _text(revision, "time", f"{when.timestamp():.4f}")
+    _text(revision, "description", description)
+    ET.indent(root, space="  ")
+    return b'<?xml version="1.0"?>\n' + ET.tostring(root, encoding="utf-8") + b"\n"
+
+
+def _text(parent: ET.Element, tag: str, value: str) -> ET.Element:
+    child = ET.SubElement(parent, tag)
+    child.text = value
+    return child
+
+
+def export_name(when: datetime) -> str:
+    return f"config-{FIREWALL}.{FIREWALL_DOMAIN}-{when.astimezone(timezone.utc):%Y%m%d%H%M%S}.xml"
+
+
+def write_exports(root: Path, newest: datetime, passphrase: str) -> dict:
+    """Plain and encrypted export histories; one old plain export carries a fresh mtime
+    (touched by a copy job), so ordering by mtime alone would pick the wrong one."""
+    plain_dir, enc_dir = root / "opnsense" / "plain", root / "opnsense" / "encrypted"
+    for folder in (plain_dir, enc_dir):
+        folder.mkdir(parents=True, exist_ok=True)
+    times = [newest - timedelta(days=i) for i in range(4, -1, -1)]
+    for step, when in enumerate(times):
+        config = render_opnsense_config(when, description=f"scheduled export {step + 1}", extra_rules=step)
+        _write_with_mtime(plain_dir / export_name(when), config, when)
+        _write_with_mtime(enc_dir / export_name(when), encrypt_export(config, passphrase), when)
+    touched = plain_dir / export_name(times[0])
+    os.utime(touched, (time.time(), time.time()))
+    return {"exports_per_folder": len(times), "newest_export": newest.isoformat(timespec="seconds")}
+
+
+def _write_with_mtime(path: Path, data: bytes, when: datetime) -> None:
+    path.write_bytes(data)
+    os.utime(path, (when.timestamp(), when.timestamp()))
+
+
+# --- the offsite lab ---------------------------------------------------------------------------
+
+class OffsiteLab:
+    """SeaweedFS + the PBS S3 datastore + exports on the storage box, for one lab."""
+
+    def __init__(self, root: Path, box, *, https: bool = True, zone: str = LAB_ZONE):
+        self.root = Path(root).resolve()
+        self.box = box
+        self.https = https
+        self.zone = zone
+        self.seaweed: SeaweedServer | None = None
+        self.timings: dict[str, float] = {}
+        self.facts: dict = {}
+        self.key_fingerprint: str | None = None
+
+    @property
+    def secrets_dir(self) -> Path:
+        return self.root / "secrets"
+
+    @property
+    def exports_root(self) -> Path:
+        return self.root / EXPORTS_DIR
+
+    @property
+    def tree(self) -> Path:
+        return self.root / "bucket-tree"
+
+    @property
+    def passphrase_file(self) -> Path:
+        return self.secrets_dir / "opnsense-export.pass"
+
+    @property
+    def pbs_key_file(self) -> Path:
+        return self.secrets_dir / "pbs-offsite.key"
+
+    def __enter__(self) -> "OffsiteLab":
+        try:
+            return self.start()
+        except BaseException:
+            self.stop()
+            raise
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    def start(self, newest: datetime | None = None) -> "OffsiteLab":
+        started = time.monotonic()
+        newest = newest or (datetime.now(timezone.utc) - timedelta(hours=2)).replace(second=0, microsecond=0)
+        self.secrets_dir.mkdir(parents=True, exist_ok=True)
+        os.chmod(self.secrets_dir, 0o700)
+        self.seaweed = SeaweedServer(self.root / "seaweed", https=self.https).start()
+        self.timings["seaweed_start"] = self.seaweed.ready_seconds or 0.0
+        mark = time.monotonic()
+        crypt = CryptConfig.generate()
+        write_key_file(self.pbs_key_file, crypt)
+        self.key_fingerprint = crypt.fingerprint()
+        vm_times = plan_pbs_history(newest, self.zone)
+        ct_times = plan_pbs_history(newest + timedelta(minutes=7), self.zone)
+        self.facts.update(write_pbs_datastore(self.tree, crypt, vm_times, ct_times))
+        self.timings["datastore_write"] = time.monotonic() - mark
+        mark = time.monotonic()
+        admin = self.seaweed.client("admin")
+        create_locked_bucket(admin, LAB_BUCKET)
+        objects, size = upload_tree(admin, LAB_BUCKET, self.tree)
+        self.facts.update(objects_uploaded=objects, bytes_uploaded=size)
+        self.timings["upload"] = time.monotonic() - mark
+        write_secret_file(self.passphrase_file, pysecrets.token_urlsafe(18))
+        self.facts.update(write_exports(self.exports_root, newest - timedelta(hours=1),
+                                        self.passphrase_file.read_text().strip()))
+        self.box.authorize_sftp(self.box.sftp_key_file.with_suffix(".pub"), self.exports_root,
+                                read_only=True)
+        self.timings["total"] = time.monotonic() - started
+        return self
+
+    def stop(self) -> None:
+        if self.seaweed is not None:
+            self.seaweed.stop()
+            self.seaweed = None
+
+    # --- descriptions ------------------------------------------------------------------------
+    def s3_target(self) -> dict:
+        sw = self.seaweed
+        target = {
+            "name": LAB_TARGET, "endpoint": sw.endpoint, "region": "us-east-1", "bucket": LAB_BUCKET,
+            "store_prefix": LAB_STORE, "access_key": f"file:{sw.key_file('drill', 'access')}",
+            "secret_key": f"file:{sw.key_file('drill', 'secret')}",
+            "ca_file": str(sw.ca_file) if sw.ca_file else None, "egress_budget": "256MiB",
+            "require_object_lock": True,
+        }
+        from restoredrill.inventory.model import S3Target
+        proposed = {"retention": LAB_TARGET, "rpo": LAB_TARGET, "encryption_required": True,
+                    "key_fingerprint": self.key_fingerprint, "read_data_runs": 3}
+        target.update({k: v for k, v in proposed.items() if k in S3Target.model_fields})
+        return target
+
+    def inventory_fragment(self) -> dict:
+        box = self.box
+        rpo = {"max_age": "25h", "grace": "3h"}
+        return {
+            "policies": {
+                # named after the S3 target: how the offsite drill finds them until the schema
+                # has offsite.s3[].retention/rpo (see fixtures/offsite.py)
+                "retention": {LAB_TARGET: dict(LAB_POLICY)},
+                "rpo": {LAB_TARGET: dict(rpo), "lab-config-export": {"max_age": "25h", "grace": "2h"}},
+            },
+            "offsite": {
+                "s3": [self.s3_target()],
+                "storage_boxes": [{"name": EXPORT_BOX, "host": box.host, "port": box.port, "user": box.user,
+                                   "key_file": str(box.sftp_key_file),
+                                   "known_hosts_file": str(box.known_hosts_file)}],
+                "config_exports": [
+                    {"name": "fw-plain", "kind": "opnsense", "storage_box": EXPORT_BOX,
+                     "path_glob": "opnsense/plain/config-*.xml", "rpo": "lab-config-export"},
+                    {"name": "fw-encrypted", "kind": "opnsense", "storage_box": EXPORT_BOX,
+                     "path_glob": "opnsense/encrypted/config-*.xml",
+                     "passphrase": f"file:{self.passphrase_file}", "rpo": "lab-config-export"},
+                ],
+            },
+        }
+
+    def endpoints_fragment(self) -> dict:
+        sw = self.seaweed
+        return {"s3": {"endpoint": sw.endpoint, "region": "us-east-1", "bucket": LAB_BUCKET,
+                       "store_prefix": LAB_STORE, "access_key_file": str(sw.key_file("drill", "access")),
+                       "secret_key_file": str(sw.key_file("drill", "secret")),
+                       "ca_file": str(sw.ca_file) if sw.ca_file else None}}
+
+    def fragments(self) -> tuple[dict, dict]:
+        return self.inventory_fragment(), self.endpoints_fragment()
+
+
+def setup_offsite(root: Path, box, *, newest: datetime | None = None, https: bool = True,
+                  zone: str = LAB_ZONE) -> OffsiteLab:
+    """Build and start the offsite lab (stop it with ``.stop()``)."""
+    lab = OffsiteLab(root, box, https=https, zone=zone)
+    try:
+        return lab.start(newest)
+    except BaseException:
+        lab.stop()
+        raise
+
+
+def merge_fragment(base: dict, fragment: dict) -> dict:
+    """Deep merge: mappings merge key by key, lists are concatenated, other values replaced."""
+    merged = dict(base)
+    for key, value in fragment.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = merge_fragment(merged[key], value)
+        elif isinstance(value, list) and isinstance(merged.get(key), list):
+            merged[key] = merged[key] + value
+        else:
+            merged[key] = value
+    return merged

@@ -1,0 +1,137 @@
+"""The offsite drills end to end against the offsite lab (real SeaweedFS over HTTPS, real
+sshd): a healthy run passes every case and makes only List/Get/Head calls; a run with
+faults fails exactly the right cases, each naming the object, file or host."""
+from __future__ import annotations
+
+import os
+import stat
+import time
+
+import boto3
+import pytest
+import yaml
+
+from restoredrill.lab.offsite import LAB_BUCKET, LAB_STORE, merge_fragment, setup_offsite, upload_tree
+from restoredrill.lab.seaweed import write_tls_files
+from restoredrill.lab.storagebox import StorageBox
+from restoredrill.pbsformat import Layout
+from restoredrill.runner import RunRequest, run_drills
+from tests.conftest import parse_junit
+
+pytestmark = pytest.mark.integration
+
+S3_CASES = ("test_s3_reachable", "test_s3_hardening", "test_s3_manifests", "test_s3_chunks_present",
+            "test_s3_chunk_sample", "test_s3_encrypted", "test_s3_retention", "test_s3_fresh")
+EXPORT_CASES = ("test_export_fresh", "test_export_parses")
+BASE = {"version": 1, "site": {"name": "offsite-lab", "timezone": "Europe/Berlin"}}
+
+
+@pytest.fixture(scope="module")
+def offsite(tmp_path_factory):
+    root = tmp_path_factory.mktemp("offsite-lab")
+    with StorageBox(root / "box") as box:
+        lab = setup_offsite(root / "offsite", box)
+        try:
+            yield lab
+        finally:
+            lab.stop()
+
+
+def write_inventory(path, offsite, **targets) -> dict:
+    inventory = merge_fragment(BASE, offsite.inventory_fragment())
+    good = inventory["offsite"]["s3"][0]
+    for name, changes in targets.items():
+        inventory["offsite"]["s3"].append({**good, "name": name, **changes})
+        for table in ("retention", "rpo"):
+            inventory["policies"][table][name] = inventory["policies"][table][good["name"]]
+    path.write_text(yaml.safe_dump(inventory, sort_keys=False))
+    return inventory
+
+
+def run(tmp_path, name: str = "run"):
+    started = time.monotonic()
+    code = run_drills(RunRequest(inventory=tmp_path / "inventory.yaml", kinds=["offsite"],
+                                 junit=tmp_path / f"{name}.xml", state_dir=tmp_path / "state"))
+    return code, parse_junit(tmp_path / f"{name}.xml"), time.monotonic() - started
+
+
+def test_the_lab_fragments_have_the_agreed_shape(offsite):
+    inventory, endpoints = offsite.fragments()
+    assert set(endpoints["s3"]) == {"endpoint", "region", "bucket", "store_prefix", "access_key_file",
+                                    "secret_key_file", "ca_file"}
+    assert endpoints["s3"]["endpoint"].startswith("https://127.0.0.1:")
+    for key in ("access_key_file", "secret_key_file"):
+        secret = open(endpoints["s3"][key]).read().strip()
+        assert secret not in yaml.safe_dump(inventory)
+        assert stat.S_IMODE(os.stat(endpoints["s3"][key]).st_mode) == 0o600
+    assert stat.S_IMODE(os.stat(offsite.passphrase_file).st_mode) == 0o600
+    assert {e["name"] for e in inventory["offsite"]["config_exports"]} == {"fw-plain", "fw-encrypted"}
+
+
+def test_a_healthy_run_passes_and_makes_no_write_call(offsite, tmp_path, monkeypatch):
+    calls: list[str] = []
+    real_client = boto3.session.Session.client
+
+    def recording_client(self, *args, **kwargs):
+        client = real_client(self, *args, **kwargs)
+        client.meta.events.register("before-call", lambda model, **_: calls.append(model.name))
+        return client
+
+    monkeypatch.setattr(boto3.session.Session, "client", recording_client)
+    write_inventory(tmp_path / "inventory.yaml", offsite)
+    code, cases, seconds = run(tmp_path)
+    failed = {name: c["message"] for name, c in cases.items() if c["outcome"] != "passed"}
+    assert code == 0 and not failed, failed
+    assert len(cases) == len(S3_CASES) + 2 * len(EXPORT_CASES)
+    assert calls and set(calls) <= {"ListObjectsV2", "GetObject", "HeadObject", "HeadBucket",
+                                    "GetBucketVersioning", "GetObjectLockConfiguration",
+                                    "GetBucketLifecycleConfiguration", "GetObjectRetention"}
+    assert all(name.startswith(("List", "Get", "Head")) for name in calls)
+    runs = offsite.s3_target().get("read_data_runs", 7)       # the proposed schema key, when present
+    assert cases["test_s3_hardening[lab-s3]"]["properties"]["newest_manifest_locked_until"].endswith("(GOVERNANCE)")
+    sample = cases["test_s3_chunk_sample[lab-s3]"]["properties"]
+    assert sample["slice"] == f"slice 1/{runs}" and f"in {runs - 1} more run(s)" in sample["full_coverage"]
+    print(f"drill run: {seconds:.2f} s, {len(calls)} S3 calls")
+
+
+def test_faults_fail_the_right_cases_naming_what_is_wrong(offsite, tmp_path):
+    admin = offsite.seaweed.client("admin")
+    admin.create_bucket(Bucket="offsite-unlocked")
+    upload_tree(admin, "offsite-unlocked", offsite.tree)
+    (tmp_path / "wrong.secret").write_text("wrong-secret\n")
+    write_tls_files(tmp_path / "other-ca", name="another CA")
+    write_inventory(tmp_path / "inventory.yaml", offsite,
+                    **{"bad-secret": {"secret_key": f"file:{tmp_path / 'wrong.secret'}"},
+                       "bad-ca": {"ca_file": str(tmp_path / "other-ca" / "ca.pem")},
+                       "no-bucket": {"bucket": "no-such-bucket"},
+                       "unlocked": {"bucket": "offsite-unlocked"}})
+    layout = Layout.s3(LAB_STORE)
+    victim = next(key for key in (o["Key"] for o in admin.list_objects_v2(
+        Bucket=LAB_BUCKET, Prefix=layout.chunk_prefix)["Contents"]))
+    original = admin.get_object(Bucket=LAB_BUCKET, Key=victim)["Body"].read()
+    admin.delete_object(Bucket=LAB_BUCKET, Key=victim)
+    offsite.box.rotate_host_key()
+    try:
+        code, cases, _seconds = run(tmp_path, "faults")
+    finally:
+        offsite.box.restore_host_key()
+        admin.put_object(Bucket=LAB_BUCKET, Key=victim, Body=original)
+    assert code == 1
+
+    def outcome(case, target):
+        return cases[f"{case}[{target}]"]
+
+    for case in S3_CASES:
+        assert "wrong secret key" in outcome(case, "bad-secret")["message"]
+        assert "TLS verification failed" in outcome(case, "bad-ca")["message"]
+        assert "bucket does not exist" in outcome(case, "no-bucket")["message"]
+    good_failures = {case for case in S3_CASES if outcome(case, "lab-s3")["outcome"] != "passed"}
+    assert good_failures == {"test_s3_chunks_present"}
+    assert victim in outcome("test_s3_chunks_present", "lab-s3")["message"]
+    unlocked_failures = {case for case in S3_CASES if outcome(case, "unlocked")["outcome"] != "passed"}
+    assert unlocked_failures == {"test_s3_hardening"}
+    assert "object lock is off" in outcome("test_s3_hardening", "unlocked")["message"]
+    for export in ("fw-plain", "fw-encrypted"):
+        for case in EXPORT_CASES:
+            message = outcome(case, export)["message"]
+            assert f"host key of [127.0.0.1]:{offsite.box.port} has CHANGED" in message, message
