@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 KINDS = ("borg", "pbs", "offsite", "lint")
-IMPLEMENTED_KINDS = ("borg", "offsite")
+IMPLEMENTED_KINDS = ("borg", "pbs", "offsite")
 
 
 class PlanError(ValueError):
@@ -58,3 +58,27 @@ def choose_archive(names: list[str], how: str, seed: str) -> str:
     if how == "oldest":
         return names[0]
     return random.Random(seed).choice(names)
+
+
+def choose_snapshot(items: list[dict], how: str, seed: str, pinned: str | None = None) -> dict:
+    """Pick a restore point from PVE's backup list (``ctime``, ``volid``, ``verification``):
+    latest, latest verified, oldest retained, random within retention (so over months every
+    age is exercised), or pinned."""
+    ordered = sorted(items, key=lambda item: int(item.get("ctime", 0)))
+    if not ordered:
+        raise PlanError("no snapshot to restore")
+    if how == "pinned":
+        match = [item for item in ordered if item.get("volid") == pinned]
+        if not match:
+            raise PlanError(f"pinned snapshot {pinned} is not in the backup list")
+        return match[0]
+    if how == "latest-verified":
+        verified = [item for item in ordered if (item.get("verification") or {}).get("state") == "ok"]
+        if not verified:
+            raise PlanError("no verified snapshot (verification state ok) to restore")
+        return verified[-1]
+    if how == "latest":
+        return ordered[-1]
+    if how == "oldest":
+        return ordered[0]
+    return random.Random(seed).choice(ordered)

@@ -17,7 +17,8 @@ from restoredrill.state import DEFAULT_STATE_DIR, StateStore
 INVENTORY_KEY = pytest.StashKey[object]()
 STATE_KEY = pytest.StashKey[StateStore]()
 ABSENT = "restoredrill_absent"
-FIXTURE_MODULES = ("restoredrill.fixtures.common", "restoredrill.fixtures.borg", "restoredrill.fixtures.offsite")
+FIXTURE_MODULES = ("restoredrill.fixtures.common", "restoredrill.fixtures.borg", "restoredrill.fixtures.offsite",
+                   "restoredrill.fixtures.pbs_restore")
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -72,11 +73,30 @@ def parametrize_from(metafunc: pytest.Metafunc, argnames: list[str], rows: list[
                              ids=["absent"], indirect=indirect, scope="module")
 
 
+TARGET_PARAMS = ("borg_repo", "pbs_guest")
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     absent = [item for item in items if item.get_closest_marker(ABSENT)]
     if absent:
         config.hook.pytest_deselected(items=absent)
         items[:] = [item for item in items if not item.get_closest_marker(ABSENT)]
+
+
+def keep_targets_together(items: list[pytest.Item]) -> None:
+    """Keep each target's cases together (pytest's own reordering interleaves them), so a
+    module-scoped extract or scratch guest is made once and removed before the next one's."""
+    def target_of(item) -> str | None:
+        callspec = getattr(item, "callspec", None)
+        for param in TARGET_PARAMS:
+            value = callspec.params.get(param) if callspec else None
+            if value is not None:
+                return f"{param}:{getattr(value, 'name', value)}"
+        return None
+    positions = [i for i, item in enumerate(items) if target_of(item) is not None]
+    ordered = sorted((items[i] for i in positions), key=lambda item: (str(item.path), target_of(item)))
+    for position, item in zip(positions, ordered):
+        items[position] = item
 
 
 class SummaryCollector:

@@ -10,7 +10,7 @@ import pytest
 from restoredrill import drills_dir
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
-KIND_FILES = {"borg": "test_borg.py", "pbs": "test_pbs.py", "offsite": "test_offsite.py", "lint": "test_lint.py"}
+KIND_FILES = {"borg": "test_borg*.py", "pbs": "test_pbs*.py", "offsite": "test_offsite*.py", "lint": "test_lint*.py"}
 
 
 @dataclass
@@ -26,7 +26,7 @@ class RunRequest:
 
 def pytest_args(request: RunRequest) -> list[str]:
     base = drills_dir()
-    files = [str(base / KIND_FILES[kind]) for kind in request.kinds]
+    files = [str(path) for kind in request.kinds for path in sorted(base.glob(KIND_FILES[kind]))]
     ini = Path(__file__).with_name("pytest-drills.ini")
     args = [*files, "-c", str(ini), f"--rootdir={base.parent}", f"--inventory={request.inventory}",
             "-o", "junit_family=xunit1", "-o", "console_output_style=classic", "-rfE", "--tb=short",
@@ -44,7 +44,7 @@ def pytest_args(request: RunRequest) -> list[str]:
 
 
 def run_drills(request: RunRequest) -> int:
-    missing = [k for k in request.kinds if not (drills_dir() / KIND_FILES[k]).is_file()]
+    missing = [k for k in request.kinds if not list(drills_dir().glob(KIND_FILES[k]))]
     if missing:
         print(f"restoredrill: the {', '.join(missing)} drills do not exist in this version; a drill that "
               f"cannot run is a failure. Select only: borg", file=sys.stderr)

@@ -44,7 +44,7 @@ def test_qemu_options_beside_archive_replace_the_backups():
     merged = merge_overrides(restore_qemu_config(VM_BACKUP, {}, unique=True), overrides)
     assert merged["name"] == "drill" and merged["onboot"] == "0"
     assert merged["net0"] == overrides["net0"]              # the override wins over unique
-    assert merged["hookscript"] == VM_BACKUP["hookscript"]  # untouched options stay
+    assert merged["cores"] == VM_BACKUP["cores"]  # untouched options stay
 
 
 def test_drive_options_are_detected():

@@ -106,3 +106,43 @@ def test_task_wait_raises_with_the_log_never_returns_none():
     assert ok["exitstatus"] == "WARNINGS: 2"
     with pytest.raises(TaskFailed, match="still running"):
         wait_for_task(lambda: {"status": "running"}, list, upid, deadline=0.2, what="x")
+
+
+def test_isolation_plan_moves_every_nic_and_refuses_a_hookscript():
+    from datetime import datetime, timezone
+
+    from restoredrill.checks.isolation import config_diff, expiry_of, plan_isolation, unsafe_keys
+    backup = {"net0": "virtio=BC:24:11:5E:A0:10,bridge=vmbr0,firewall=1", "net1": "e1000=AA:BB,bridge=vmbr1",
+              "onboot": "1", "hostpci0": "mapping=nic", "usb0": "host=1-1", "startup": "order=2", "name": "app"}
+    when = datetime(2026, 1, 1, tzinfo=timezone.utc)
+    plan = plan_isolation("qemu", backup, bridge="vmbr-drill", storage="local-zfs", pool="drills", tag="restoredrill",
+                          run_id="R1", name="app", expires=when)
+    assert plan.create["net0"] == "virtio,bridge=vmbr-drill" and plan.create["net1"] == "e1000,bridge=vmbr-drill"
+    assert plan.create["onboot"] == 0 and plan.create["pool"] == "drills" and "restoredrill" in plan.create["tags"]
+    assert "force" not in plan.create and sorted(plan.delete) == ["hostpci0", "usb0"]
+    assert expiry_of(plan.create["description"]) == when and not plan.refusals
+    risky = plan_isolation("lxc", {"hookscript": "local:snippets/x.sh", "mp0": "/srv,mp=/mnt",
+                                   "net0": "name=eth0,bridge=vmbr0,ip=10.0.0.5/24,hwaddr=AA"},
+                           bridge="vmbr-drill", storage="s", pool="p", tag="t", run_id="r", name="ct", expires=when)
+    assert risky.refusals and "hookscript" in risky.refusals[0]
+    assert risky.create["net0"] == "name=eth0,ip=10.0.0.5/24,bridge=vmbr-drill" and risky.create["rootfs"] == "s:1"
+    assert unsafe_keys("qemu", {"net0": "virtio,bridge=vmbr0", "onboot": "1", "hostpci0": "x"}, "vmbr-drill") == [
+        "net0 is not on the isolated bridge vmbr-drill: virtio,bridge=vmbr0", "onboot is set",
+        "hostpci0 passes host hardware through: x"]
+    assert unsafe_keys("lxc", {"mp0": "/srv/media,mp=/mnt", "lxc.apparmor.profile": "unconfined"}, "b") == [
+        "mp0 exposes a host path: /srv/media,mp=/mnt", "raw lxc.apparmor.profile kept"]
+    assert config_diff({"a": 1, "b": 2}, {"b": 3, "c": 4}) == {"changed": [["b", "2", "3"]], "removed": ["a"],
+                                                              "added": ["c"]}
+
+
+def test_snapshot_choice():
+    from restoredrill.plan import choose_snapshot
+    items = [{"volid": "v1", "ctime": 1, "verification": {"state": "ok"}},
+             {"volid": "v2", "ctime": 2, "verification": {"state": "failed"}}, {"volid": "v3", "ctime": 3}]
+    assert choose_snapshot(items, "latest", "s")["volid"] == "v3"
+    assert choose_snapshot(items, "latest-verified", "s")["volid"] == "v1"
+    assert choose_snapshot(items, "oldest", "s")["volid"] == "v1"
+    assert choose_snapshot(items, "pinned", "s", "v2")["volid"] == "v2"
+    assert choose_snapshot(items, "random", "a") == choose_snapshot(items, "random", "a")
+    with pytest.raises(Exception, match="no verified"):
+        choose_snapshot([{"volid": "x", "ctime": 1}], "latest-verified", "s")

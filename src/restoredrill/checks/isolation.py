@@ -13,8 +13,8 @@ from datetime import datetime
 
 QEMU_NET_MODELS = ("virtio", "e1000", "e1000e", "rtl8139", "vmxnet3")
 QEMU_DELETE = (r"hostpci\d+", r"usb\d+", r"virtiofs\d+", r"serial\d+", r"parallel\d+", "ivshmem", "args",
-               "audio0", "startup")
-LXC_DELETE = (r"dev\d+", r"mp\d+", "startup")
+               "audio0")
+LXC_DELETE = (r"dev\d+", r"mp\d+")
 EXPIRY_MARK = "restoredrill-expires:"
 
 
@@ -78,6 +78,8 @@ def plan_isolation(kind: str, backup: dict[str, str], *, bridge: str, storage: s
         plan.refusals.append(f"the backup's config has hookscript {backup['hookscript']!r}: it runs on the host "
                              f"when the guest starts, and only root@pam can remove it; remove it from the "
                              f"production guest or exempt the guest")
+    if "startup" in backup:
+        plan.notes.append("startup order kept: inert with onboot 0 (deleting it needs Sys.Modify on /)")
     if backup.get("ha-managed") or backup.get("ha"):
         plan.notes.append("HA state is not restored with the guest")
     return plan

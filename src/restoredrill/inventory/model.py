@@ -75,6 +75,11 @@ class Scratch(Strict):
     min_free: Size = Field("1GiB", description="Free space that must remain after an extract.")
     expiry: Duration = Field("6h", description="A scratch guest older than this is reaped by the next run.")
     budgets: Budgets = Field(default_factory=Budgets, description="Limits for concurrent drills.")
+    restore_timeout: Duration = Field("1h", description="Deadline of one restore task.")
+    boot_timeout: Duration = Field("5m", description="From start until the guest answers (agent, SSH, pct).")
+    runner_netns: str | None = Field(None, description="Network namespace holding the runner's leg on the drill "
+                                     "bridge (the lab); none: the runner reaches the bridge directly.")
+    guest_ssh: "SshLogin | None" = Field(None, description="Login for access: ssh (drill key, pinned host keys).")
 
     @model_validator(mode="after")
     def _range_ordered(self) -> "Scratch":
@@ -82,6 +87,12 @@ class Scratch(Strict):
         if not 100 <= low <= high <= 999999999:
             raise ValueError("vmid_range must be [first, last] with 100 <= first <= last")
         return self
+
+
+class SshLogin(Strict):
+    user: str = Field("root", description="Login user in the scratch guest.")
+    key_file: str = Field(description="Private key of the drill (path).")
+    known_hosts_file: str = Field(description="known_hosts pinning the guests' host keys (strict checking).")
 
 
 # --- Proxmox -----------------------------------------------------------------------
@@ -143,6 +154,8 @@ class HealthCheck(Strict):
     target: str = Field(description="Unit, process, port, path, command, URL or query.")
     expect: str | None = Field(None, description="Expected content, output or body pattern (regex).")
     from_runner: bool = Field(False, description="http only: reach the URL from the runner's drill-bridge leg.")
+    database: str | None = Field(None, pattern=r"^(sqlite:/.+|postgres:[A-Za-z0-9_]+)$",
+                                 description="sql only: sqlite:/path/in/guest or postgres:DBNAME.")
 
 
 class Guest(Strict):
@@ -158,6 +171,8 @@ class Guest(Strict):
     pinned_snapshot: str | None = Field(None, description="Volid used when snapshot is pinned.")
     rpo: str | None = Field(None, description="Name of an RPO policy.")
     access: Literal["agent", "ssh", "pct"] = Field("agent", description="How checks reach the scratch guest.")
+    address: str | None = Field(None, description="The guest's address on the drill bridge (ssh access and "
+                                "http checks from the runner); a VM keeps the one its own OS configures.")
     health: list[HealthCheck] = Field(default_factory=list, description="Checks run in the scratch guest.")
     depends_on: list[str] = Field(default_factory=list, description="Guests this one needs to be useful.")
     pre_backup_borg: str | None = Field(None, description="Borg repository whose archive must end "

@@ -21,12 +21,14 @@ import yaml
 from restoredrill.lab.borg_history import LAB_POLICY, BorgBuilder, LabRepo, build_history
 from restoredrill.lab.dataset import build_dataset, data_checks
 from restoredrill.lab.offsite import merge_fragment, setup_offsite
+from restoredrill.lab.proxmox import ProxmoxDouble
+from restoredrill.lab.proxmox_inventory import proxmox_inventory
 from restoredrill.lab.storagebox import StorageBox
 from restoredrill.secrets import write_private
 
 MARKER = ".restoredrill-lab"
 LAB_ZONE = "Europe/Berlin"
-OWNED = ("source", "repos", "box", "box-data", "secrets", "state", "scratch", "builder", "offsite",
+OWNED = ("source", "repos", "box", "box-data", "secrets", "state", "scratch", "builder", "offsite", "proxmox",
          "inventory.yaml", "endpoints.json", MARKER)
 
 
@@ -57,6 +59,7 @@ class Lab:
         self.root = prepare_dir(root)
         self.box: StorageBox | None = None
         self.offsite = None
+        self.double = None
         self.repos: list[LabRepo] = []
         self.timings: dict[str, float] = {}
         self.facts: dict = {}
@@ -92,15 +95,22 @@ class Lab:
         mark = time.monotonic()
         self.offsite = setup_offsite(self.root / "offsite", self.box, zone=LAB_ZONE)
         self.timings["offsite"] = time.monotonic() - mark
+        mark = time.monotonic()
+        self.double = ProxmoxDouble(self.root / "proxmox", real_guests=True).start()
+        self.timings["proxmox"] = time.monotonic() - mark
         self.write_inventory()
         self.write_endpoints()
         self.timings["total"] = time.monotonic() - started
         return self
 
     def stop(self) -> None:
+        if self.double is not None:
+            self.double.stop()
+            self.double = None
         if self.offsite is not None:
             self.offsite.stop()
             self.offsite = None
+        self.double = None
         if self.box is not None:
             self.box.stop()
             self.box = None
@@ -153,6 +163,8 @@ class Lab:
                 "name": "lab-box", "host": box.host, "port": box.port, "user": box.user,
                 "key_file": str(box.borg_key_file), "known_hosts_file": str(box.known_hosts_file)}]},
         }
+        if self.double is not None:
+            data = merge_fragment(data, proxmox_inventory(self.double))
         return merge_fragment(data, self.offsite.inventory_fragment()) if self.offsite else data
 
     def write_inventory(self) -> None:
@@ -171,6 +183,8 @@ class Lab:
             "inventory": str(self.inventory_path),
             "source_dir": str(self.root / "source"),
         }
+        if self.double is not None:
+            data.update(self.double.endpoints())
         return merge_fragment(data, self.offsite.endpoints_fragment()) if self.offsite else data
 
     def write_endpoints(self) -> None:

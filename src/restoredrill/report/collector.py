@@ -363,9 +363,13 @@ def guess_names(item) -> tuple[str, str]:
     kind_name = str(kind.args[0]) if kind and kind.args else ""
     check = item.originalname.removeprefix("test_") if hasattr(item, "originalname") else item.name
     target = None
-    for value in getattr(getattr(item, "callspec", None), "params", {}).values():
+    for param, value in getattr(getattr(item, "callspec", None), "params", {}).items():
         if target is None and isinstance(getattr(value, "name", None), str):
             target = value.name                        # a repository, a guest, an offsite target
+            if param == "pbs_guest":
+                kind_name = "guest"                    # restore drills are named per guest
+            if param == "health_check":
+                check = value.name
         elif isinstance(getattr(value, "id", None), str):
             check = value.id                           # a data check of that target
     if target is None:
