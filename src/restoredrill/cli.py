@@ -46,6 +46,10 @@ def build_parser() -> argparse.ArgumentParser:
     check = sub.add_parser("check-inventory", help="validate an inventory (never runs command: references)")
     check.add_argument("file", type=Path)
 
+    lint = sub.add_parser("lint", help="recovery-path lint: strategies, key escrow, circular dependencies, "
+                                       "3-2-1 (reads only the inventory)")
+    lint.add_argument("--inventory", type=Path, required=True, help="inventory YAML")
+
     reap = sub.add_parser("reap", help="remove what killed runs left behind")
     reap.add_argument("--inventory", type=Path, required=True)
     reap.add_argument("--state-dir", type=Path)
@@ -85,6 +89,15 @@ def cmd_check_inventory(args) -> int:
     return EXIT_OK
 
 
+def cmd_lint(args) -> int:
+    from restoredrill.checks.lint import lint
+    findings = lint(validated(args.inventory).model)
+    for finding in findings:
+        print(finding)
+    print(f"{args.inventory}: {len(findings)} lint finding(s)" if findings else f"{args.inventory}: no lint findings")
+    return EXIT_FAILED if findings else EXIT_OK
+
+
 def cmd_run(args) -> int:
     validated(args.inventory)
     kinds = select_kinds(args.select)
@@ -112,7 +125,7 @@ def cmd_prune_sim(args) -> int:
     return prune_sim.run(args, sys.stdin, sys.stdout, sys.stderr)
 
 
-COMMANDS = {"check-inventory": cmd_check_inventory, "run": cmd_run, "lab": cmd_lab, "reap": cmd_reap,
+COMMANDS = {"check-inventory": cmd_check_inventory, "run": cmd_run, "lint": cmd_lint, "lab": cmd_lab, "reap": cmd_reap,
             "prune-sim": cmd_prune_sim}
 
 if __name__ == "__main__":

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 KINDS = ("borg", "pbs", "offsite", "lint")
-IMPLEMENTED_KINDS = ("borg", "pbs", "offsite")
+IMPLEMENTED_KINDS = ("borg", "pbs", "offsite", "lint")
 
 
 class PlanError(ValueError):

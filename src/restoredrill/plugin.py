@@ -18,7 +18,7 @@ INVENTORY_KEY = pytest.StashKey[object]()
 STATE_KEY = pytest.StashKey[StateStore]()
 ABSENT = "restoredrill_absent"
 FIXTURE_MODULES = ("restoredrill.fixtures.common", "restoredrill.fixtures.borg", "restoredrill.fixtures.offsite",
-                   "restoredrill.fixtures.pbs_restore")
+                   "restoredrill.fixtures.pbs_restore", "restoredrill.fixtures.pbs", "restoredrill.fixtures.lint")
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:

@@ -130,6 +130,7 @@ def walk_pve(double: ProxmoxDouble) -> None:
     pve.version.get(), pve.cluster.resources.get(), pve.cluster.resources.get(type="vm")
     pve.cluster.nextid.get(), pve.cluster.nextid.get(vmid=9990)
     pve.cluster("backup-info")("not-backed-up").get(), pve.cluster.backup.get()
+    pve.cluster.notifications.targets.get()
     pve.nodes.get(), node.network("vmbr-drill").get(), node.network("vmbr0").get()
     node.storage.get(), node.storage.get(content="backup")
     node.storage("local-zfs").content.get()
@@ -173,6 +174,7 @@ def walk_pve(double: ProxmoxDouble) -> None:
 def walk_pbs(double: ProxmoxDouble) -> None:
     pbs, admin = pbs_api(double), pbs_api(double, double.pbs_admin_token)
     pbs.version.get(), pbs.admin.datastore.get()
+    pbs.config.notifications.targets.get()
     store = pbs.admin.datastore("local")
     store.status.get(verbose=1), store.groups.get(), store.snapshots.get()
     store.snapshots.get(**{"backup-type": "ct", "backup-id": "120"})

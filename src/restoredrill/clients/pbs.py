@@ -47,6 +47,10 @@ class PbsClient:
         params = {"sync-direction": "all"} if kind == "sync" else {}
         return self.api.call("get", f"/admin/{kind}", **params)
 
+    def notification_targets(self) -> list[dict]:
+        """``proxmox-backup-manager notification target list`` / GET /config/notifications/targets"""
+        return self.api.call("get", "/config/notifications/targets")
+
     def task_status(self, upid: str) -> dict:
         return self.api.call("get", f"/nodes/{self.node}/tasks/{upid}/status")
 

@@ -113,6 +113,10 @@ class ApiChokePoint:
         except ResourceException as exc:
             errors = getattr(exc, "errors", None) or {}
             detail = "; ".join(f"{k}: {v}" for k, v in errors.items()) if isinstance(errors, dict) else str(errors)
+            content = str(getattr(exc, "content", "") or "").strip()
+            if content and content not in detail:
+                detail = f"{detail}; {content}" if detail else content
+            detail = detail[:400]
             raise ApiError(f"{self.endpoint.service} {name}{_for(guest)} failed: HTTP {exc.status_code} "
                            f"{exc.status_message}{': ' + detail if detail else ''}{_hint(exc.status_code)}",
                            status=exc.status_code, call=name, errors=errors if isinstance(errors, dict) else {}) \

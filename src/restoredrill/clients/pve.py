@@ -84,6 +84,14 @@ class PveClient:
         """``pvesh get /cluster/backup-info/not-backed-up``"""
         return self.api.call("get", "/cluster/backup-info/not-backed-up")
 
+    def storages(self, node: str, content: str | None = None) -> list[dict]:
+        """``pvesh get /nodes/{node}/storage [--content backup]``: storage ids, types, usage."""
+        return self.api.call("get", f"/nodes/{node}/storage", **({"content": content} if content else {}))
+
+    def notification_targets(self) -> list[dict]:
+        """``pvesh get /cluster/notifications/targets``: name, type, origin, disable."""
+        return self.api.call("get", "/cluster/notifications/targets")
+
     def network_interface(self, node: str, iface: str) -> dict:
         """``pvesh get /nodes/{node}/network/{iface}``"""
         return self.api.call("get", f"/nodes/{node}/network/{iface}")
@@ -212,7 +220,9 @@ def wait_for_task(status, log, upid: str, *, deadline: float, what: str) -> dict
             if exit_status == "OK" or exit_status.startswith("WARNINGS"):
                 return current
             tail = log()[-20:]
-            raise TaskFailed(f"{what}: task {upid} failed: {exit_status}", upid, exit_status, tail)
+            last = "; ".join(line for line in tail[-4:] if line and line != exit_status)
+            raise TaskFailed(f"{what}: task {upid} failed: {exit_status}" + (f" (log: {last})" if last else ""),
+                             upid, exit_status, tail)
         if time.monotonic() >= end:
             raise TaskTimeout(f"{what}: task {upid} still running after {deadline:g} s", upid, "running", log()[-20:])
         time.sleep(interval)

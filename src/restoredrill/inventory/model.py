@@ -95,6 +95,15 @@ class SshLogin(Strict):
     known_hosts_file: str = Field(description="known_hosts pinning the guests' host keys (strict checking).")
 
 
+class KeyEscrow(Strict):
+    location: str = Field(description="Where the key material of this encrypted copy is held (free text, "
+                          "e.g. the owner's password manager and a paper copy in a safe).")
+    outside_site: bool = Field(False, description="True when that place survives the loss of the whole site "
+                               "(and of the infrastructure the copy protects).")
+    key_file: str | None = Field(None, description="Path to the escrowed copy the key-proof drill reads: "
+                                 "for Borg the `borg key export` file or the keyfile, for PBS the key file.")
+
+
 # --- Proxmox -----------------------------------------------------------------------
 
 class PveEndpoint(Strict):
@@ -121,6 +130,8 @@ class PbsDatastore(Strict):
     sync_job: str | None = Field(None, description="PBS sync job that feeds this datastore.")
     encryption_required: bool = Field(True, description="Every snapshot must be client-side encrypted.")
     key_fingerprint: str | None = Field(None, description="Fingerprint of the encryption key kept offsite.")
+    key_escrow: KeyEscrow | None = Field(None, description="Where the encryption key of this datastore is "
+                                         "held (the recovery-path lint and the key-proof drill).")
     max_usage: float = Field(0.9, gt=0, le=1, description="Largest share of the quota (or the disk) in use.")
     verify_max_age: Duration = Field("8d", description="Newest verification of each group at most this old.")
     gc_max_age: Duration = Field("8d", description="Garbage collection last ran OK within this.")
@@ -260,6 +271,8 @@ class BorgRepository(Strict):
     checks: DataChecks = Field(default_factory=DataChecks, description="Checks on the extracted data.")
     borg_binary: str = Field("borg", description="borg executable on the runner.")
     remote_path: str | None = Field(None, description="borg executable on the server (--remote-path).")
+    key_escrow: KeyEscrow | None = Field(None, description="Where the repository key is held (the "
+                                         "recovery-path lint and the key-proof drill).")
 
 
 class Borg(Strict):
@@ -278,6 +291,8 @@ class SshEndpoint(Strict):
 
 class StorageBox(SshEndpoint):
     name: str = Field(pattern=NAME, description="Name used by references.")
+    requires: list[str] = Field(default_factory=list, description="Guests needed to reach this box from "
+                                "the site (e.g. the firewall, DNS); none: reachable from any internet line.")
 
 
 class S3Target(Strict):
@@ -298,6 +313,8 @@ class S3Target(Strict):
     key_fingerprint: str | None = Field(None, description="Fingerprint of the encryption key the snapshots "
                                         "must carry (the key kept outside the site).")
     read_data_runs: int = Field(7, ge=1, le=10000, description="Every chunk is read within this many runs.")
+    requires: list[str] = Field(default_factory=list, description="Guests needed to reach this target from "
+                                "the site (e.g. the firewall, DNS).")
 
 
 class ConfigExport(Strict):
@@ -313,6 +330,22 @@ class Offsite(Strict):
     s3: list[S3Target] = Field(default_factory=list, description="S3 targets.")
     storage_boxes: list[StorageBox] = Field(default_factory=list, description="SSH storage boxes.")
     config_exports: list[ConfigExport] = Field(default_factory=list, description="Firewall config exports.")
+
+
+# --- datasets (3-2-1) --------------------------------------------------------------
+
+class DatasetCopy(Strict):
+    where: str = Field(description="Where the copy is: free text or a reference such as borg:REPO, "
+                       "pbs:DATASTORE or production.")
+    media: str = Field(pattern=r"^[a-z0-9][a-z0-9_.-]{0,62}$", description="Kind of media, e.g. zfs, disk, "
+                       "object-storage, storage-box, tape.")
+    offsite: bool = Field(False, description="True when the copy survives the loss of the site.")
+
+
+class Dataset(Strict):
+    name: str = Field(pattern=NAME, description="Dataset name as used in reports.")
+    copies: list[DatasetCopy] = Field(default_factory=list, description="Every copy of the dataset, the "
+                                      "production one included (3-2-1: three copies, two media, one offsite).")
 
 
 # --- notifications and reports -----------------------------------------------------
@@ -347,6 +380,7 @@ class Inventory(Strict):
     guests: list[Guest] = Field(default_factory=list, description="Every guest of the cluster.")
     borg: Borg = Field(default_factory=Borg, description="Borg repositories.")
     offsite: Offsite = Field(default_factory=Offsite, description="Offsite copies.")
+    datasets: list[Dataset] = Field(default_factory=list, description="Datasets and their copies (3-2-1 lint).")
     notifications: Notifications = Field(default_factory=Notifications, description="Alerting.")
     reports: Reports = Field(default_factory=Reports, description="Report outputs.")
 

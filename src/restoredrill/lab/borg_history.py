@@ -85,6 +85,12 @@ class BorgBuilder:
         flags = [f"--{k.replace('_', '-')}={v}" for k, v in LAB_POLICY.items()]
         self.borg(repo, "prune", *flags, f"--glob-archives={PREFIX}*", repo.location)
 
+    def export_key(self, repo: LabRepo, target: Path) -> Path:
+        """``borg key export REPO FILE``: the owner's escrowed copy of the key."""
+        self.borg(repo, "key", "export", repo.location, str(target))
+        os.chmod(target, 0o600)
+        return target
+
     def names(self, repo: LabRepo) -> set[str]:
         import json
         data = json.loads(self.borg(repo, "list", "--json", repo.location).stdout)
@@ -102,6 +108,7 @@ def build_history(builder: BorgBuilder, repos: list[LabRepo], source: Path, newe
             list(pool.map(lambda repo: builder.create(repo, source, when), repos))
     expected = {archive_name(t) for t in kept}
     for repo in repos:
+        builder.export_key(repo, repo.passphrase_file.with_suffix(".key"))
         builder.prune(repo)
         found = builder.names(repo)
         if found != expected:

@@ -27,7 +27,20 @@ def proxmox_inventory(double) -> dict:
         {"name": "health-from-runner", "kind": "http", "target": f"http://10.199.0.120:{WEB_PORT}/health",
          "expect": '"healthy"', "from_runner": True},
     ]
+    escrow = {"location": "the owner's password manager and a paper copy (lab: the key file)",
+              "outside_site": True, "key_file": str(double.key_file)}
     return {
+        "datasets": [
+            {"name": "app-data", "copies": [
+                {"where": "production", "media": "disk"}, {"where": "borg:app-local", "media": "disk"},
+                {"where": "borg:app-offsite", "media": "storage-box", "offsite": True}]},
+            {"name": "app-vm", "copies": [
+                {"where": "production", "media": "zfs"}, {"where": "pbs:local", "media": "zfs"},
+                {"where": "pbs:offsite", "media": "object-storage", "offsite": True}]},
+            {"name": "app-ct", "copies": [
+                {"where": "production", "media": "zfs"}, {"where": "pbs:local", "media": "zfs"},
+                {"where": "pbs:offsite", "media": "object-storage", "offsite": True}]},
+        ],
         "policies": {"retention": {"pbs-local": {"keep_last": 2},
                                    "pbs-offsite": {"keep_daily": 7, "keep_weekly": 4, "keep_monthly": 12,
                                                    "keep_yearly": 2}},
@@ -46,10 +59,12 @@ def proxmox_inventory(double) -> dict:
                     "fingerprint": double.pbs_fingerprint, "timezone": double.zone,
                     "datastores": [
                         {"name": "local", "role": "local", "pve_storage": "pbs", "retention": "pbs-local",
-                         "rpo": "daily", "key_fingerprint": double.key_fingerprint, "encryption_required": False},
+                         "rpo": "daily", "key_fingerprint": double.key_fingerprint, "encryption_required": False,
+                         "key_escrow": escrow},
                         {"name": "offsite", "role": "offsite", "pve_storage": "pbs-offsite",
                          "retention": "pbs-offsite", "rpo": "pbs-offsite", "sync_job": "offsite-pull",
-                         "key_fingerprint": double.key_fingerprint, "encryption_required": False}]},
+                         "key_fingerprint": double.key_fingerprint, "encryption_required": False,
+                         "key_escrow": escrow}]},
         },
         "guests": [
             {"name": "opnsense", "vmid": 100, "type": "qemu", "node": double.node, "strategy": "config-export",

@@ -146,6 +146,8 @@ class Lab:
                 "name": repo.name, "location": repo.location, "passphrase": f"file:{repo.passphrase_file}",
                 "retention": "lab", "prune_timezone": LAB_ZONE, "retention_glob": "app-*", "rpo": "daily",
                 "encryption_required": True, "lock_wait": "1m", "verify_data": {"every_runs": 3},
+                "key_escrow": {"location": "the owner's password manager (lab: an exported key file)",
+                               "outside_site": True, "key_file": str(repo.passphrase_file.with_suffix(".key"))},
                 "checks": {**data_checks(), "spot_check": {
                     "source": str(self.root / "source" / "app"), "archive_path": "app", "sample": 20}},
             }

@@ -7,12 +7,15 @@ storage), bridges ``vmbr0`` (production: ports, address) and ``vmbr-drill`` (no 
 no address), pools ``restoredrill`` (scratch guests, empty) and ``prod``.
 PBS node ``pbs1``: datastores ``local`` (keep-last 2) and ``offsite`` (7/4/12/2, fed by
 the ``offsite-pull`` sync job).
+Notification targets on both: the built-in ``mail-to-root`` and ``mail-admin`` (SMTP, job
+failures to the admin), as ``notifications.pve_targets`` names them.
 
 The drill tokens are limited the way an operator would limit them: the PVE one may
 allocate, configure, power and use the agent of guests in pool ``restoredrill`` only,
 audit everything, read backups (VM.Backup), allocate space on the scratch storage, use
 only the drill bridge and the one PCI mapping the app VM's backup carries; the PBS one
-may audit, read and verify datastores.
+may audit, read and verify datastores. Both may list notification targets (PVE
+``Mapping.Audit`` on ``/mapping/notifications``, PBS ``Sys.Audit`` on ``/system/notifications``).
 """
 from __future__ import annotations
 
@@ -47,12 +50,24 @@ def pve_drill_acl() -> list[AclEntry]:
             acl(f"/storage/{SCRATCH_STORAGE}", *space),
             acl("/storage/pbs", *space), acl("/storage/pbs-offsite", *space),
             acl(f"/sdn/zones/localnetwork/{ISOLATED_BRIDGE}", "SDN.Use"),
-            acl("/mapping/pci/nic-offload", "Mapping.Use")]
+            acl("/mapping/pci/nic-offload", "Mapping.Use"),
+            acl("/mapping/notifications", "Mapping.Audit")]
 
 
 def pbs_drill_acl() -> list[AclEntry]:
-    return [acl("/datastore", "Datastore.Audit", "Datastore.Read", "Datastore.Verify"),
-            acl("/system/tasks", "Sys.Audit")]
+    # Datastore.Modify: PBS demands it even for a prune dry-run (the audit's cross-check);
+    # the harness's PBS client can only send dry-run=1
+    return [acl("/datastore", "Datastore.Audit", "Datastore.Read", "Datastore.Verify", "Datastore.Modify"),
+            acl("/system/tasks", "Sys.Audit"), acl("/system/notifications", "Sys.Audit")]
+
+
+def notification_targets() -> list[dict[str, Any]]:
+    """``GET /cluster/notifications/targets`` (PVE) and ``/config/notifications/targets`` (PBS):
+    the built-in sendmail target and the admin's SMTP target for job failures."""
+    return [{"name": "mail-admin", "type": "smtp", "origin": "user-created",
+             "comment": "job failures, verification and storage health to the admin"},
+            {"name": "mail-to-root", "type": "sendmail", "origin": "builtin",
+             "comment": "Send mails to root@pam's email address"}]
 
 
 def admin_acl() -> list[AclEntry]:
@@ -94,6 +109,7 @@ def configure_pve(state: PveState, crypt: CryptConfig | None, pbs_fingerprint: s
                           "storage": "pbs", "vmid": "110,120", "mode": "snapshot",
                           "enabled": 1, "notes-template": "{{guestname}}",
                           "comment": "daily to PBS local"}]
+    state.notification_targets = notification_targets()
 
 
 def configure_pbs_jobs(jobs: PbsJobs) -> None:
@@ -111,7 +127,7 @@ def configure_pbs_jobs(jobs: PbsJobs) -> None:
 
 
 SEED_RUNS = (("prune", "local-keep-last"), ("sync", "offsite-pull"),
-             ("prune", "offsite-retention"), ("verify", "local-verify"),
+             ("prune", "offsite-retention"), ("verify", "local-verify"), ("verify", "offsite-verify"),
              ("gc", "local"), ("gc", "offsite"))
 
 

@@ -2,16 +2,17 @@
 
 Manual equivalents: ``proxmox-backup-manager datastore list``, ``proxmox-backup-client
 snapshot list``, ``proxmox-backup-client prune --dry-run``, ``proxmox-backup-manager verify``,
-``proxmox-backup-manager task list|log``. Privileges (PBS paths ``/datastore/{store}``,
-``/system/tasks``) are checked through ``permissions``; a failed check answers 403
-``permission check failed`` as proxmox-rest-server does.
+``proxmox-backup-manager task list|log``, ``proxmox-backup-manager notification target list``.
+Privileges (PBS paths ``/datastore/{store}``, ``/system/tasks``, ``/system/notifications``)
+are checked through ``permissions``; a failed check answers 403 ``permission check failed``
+as proxmox-rest-server does.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
-from restoredrill.lab.proxmox import store_ops
+from restoredrill.lab.proxmox import homelab, store_ops
 from restoredrill.lab.proxmox.names import check_backup_id, check_datastore
 from restoredrill.lab.proxmox.pbs_jobs import PbsJobs, gc_counters
 from restoredrill.lab.proxmox.permissions import has_privs, require
@@ -38,6 +39,8 @@ class PbsService:
     tasks: TaskRegistry
     jobs: PbsJobs
     zone: str
+    notification_targets: list[dict[str, Any]] = field(
+        default_factory=homelab.notification_targets)
 
     def store(self, call: Call, privs: tuple[str, ...] = AUDIT_PRIVS) -> PbsStore:
         name = check_datastore(call.get("store"))
@@ -69,6 +72,12 @@ def build_pbs_router(service: PbsService) -> Router:
     @router.route("GET", "/version")
     def version(call: Call) -> dict[str, Any]:
         return dict(PBS_VERSION)
+
+    @router.route("GET", "/config/notifications/targets")
+    def notification_targets(call: Call) -> list[dict[str, Any]]:
+        require(call.token, "/system/notifications", ["Sys.Audit"], api="pbs")
+        return sorted((dict(target) for target in service.notification_targets),
+                      key=lambda t: t["name"])
 
     return router
 

@@ -3,7 +3,8 @@
 Manual equivalents: ``pvesh get /version``, ``pvesh get /cluster/resources --type vm``,
 ``pvesh get /cluster/nextid``, ``pvesh get /nodes/{node}/storage/{storage}/content
 --content backup``, ``pvesh get /nodes/{node}/vzdump/extractconfig --volume VOLID``,
-``pvesh get /pools``, ``pvesh get /nodes/{node}/tasks/{upid}/status``.
+``pvesh get /pools``, ``pvesh get /nodes/{node}/tasks/{upid}/status``,
+``pvesh get /cluster/notifications/targets``.
 """
 from __future__ import annotations
 
@@ -91,6 +92,13 @@ def _cluster_routes(router: Router, service: PveService) -> None:
     def backup_jobs(call: Call) -> list[dict[str, Any]]:
         perms.require(call.token, "/", ["Sys.Audit"])
         return [dict(job) for job in service.state.backup_jobs]
+
+    @router.route("GET", "/cluster/notifications/targets")
+    def notification_targets(call: Call) -> list[dict[str, Any]]:
+        perms.require(call.token, "/mapping/notifications",
+                      ["Mapping.Modify", "Mapping.Audit", "Mapping.Use"], any_of=True)
+        targets = getattr(service.state, "notification_targets", [])
+        return sorted((dict(target) for target in targets), key=lambda t: t["name"])
 
 
 def node_entry(service: PveService) -> dict[str, Any]:

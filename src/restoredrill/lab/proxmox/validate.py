@@ -73,7 +73,8 @@ _SIMPLE_FORMATS = {
                        "storage ID contains illegal characters"),
     "pve-poolid": (lambda v: re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_\-]*", v),
                    "value does not look like a valid pool ID"),
-    "pve-configid": (lambda v: re.fullmatch(r"[a-z][a-z0-9_]+", v), "invalid configuration ID"),
+    # pve-common: $CONFIGID_RE = qr/[a-z][a-z0-9_-]+/i (the built-in target is 'mail-to-root')
+    "pve-configid": (lambda v: re.fullmatch(r"[a-zA-Z][a-zA-Z0-9_-]+", v), "invalid configuration ID"),
     "pve-iface": (lambda v: re.fullmatch(r"[a-zA-Z][a-zA-Z0-9_\-.]{1,20}", v),
                   "invalid network interface name"),
     "pve-bridge-id": (lambda v: re.fullmatch(r"[-_.\w\d]+", v), "invalid bridge name"),
