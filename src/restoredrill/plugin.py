@@ -94,7 +94,11 @@ def keep_targets_together(items: list[pytest.Item]) -> None:
                 return f"{param}:{getattr(value, 'name', value)}"
         return None
     positions = [i for i, item in enumerate(items) if target_of(item) is not None]
-    ordered = sorted((items[i] for i in positions), key=lambda item: (str(item.path), target_of(item)))
+    def line_of(item) -> int:
+        function = getattr(item, "function", None)
+        return getattr(getattr(function, "__code__", None), "co_firstlineno", 0)
+    # by file, then target, then the order the checks are written in (stable within a function)
+    ordered = sorted((items[i] for i in positions), key=lambda item: (str(item.path), target_of(item), line_of(item)))
     for position, item in zip(positions, ordered):
         items[position] = item
 
