@@ -113,6 +113,17 @@ def run(argv: Sequence[str], *, timeout: float, env: Mapping[str, str] | None = 
     return result
 
 
+def pid_alive(pid: int) -> bool:
+    """True while a process with this id exists (it may belong to someone else)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def _text(data: str | bytes | None) -> str:
     if data is None:
         return ""

@@ -14,7 +14,7 @@ import re
 import secrets
 from dataclasses import dataclass, field
 
-from restoredrill.execute import run
+from restoredrill.execute import pid_alive, run
 
 PREFIX = "rdl"
 _NAME = re.compile(rf"^{PREFIX}(\d+)-[0-9a-f]{{4}}-")
@@ -38,22 +38,13 @@ def list_namespaces() -> list[str]:
     return [line.split()[0] for line in out.splitlines() if line.strip()]
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
 
 def reap_stale_namespaces() -> list[str]:
     """Delete lab namespaces whose creating process is gone."""
     removed = []
     for name in list_namespaces():
         match = _NAME.match(name)
-        if match and not _pid_alive(int(match.group(1))):
+        if match and not pid_alive(int(match.group(1))):
             run(["ip", "netns", "del", name], timeout=30, check=False)
             removed.append(name)
     return removed
