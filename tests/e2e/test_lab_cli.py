@@ -43,13 +43,40 @@ def test_lab_serve_contract_then_run_then_clean_stop(tmp_path):
         cases = parse_junit(tmp_path / "out" / "junit.xml")
         assert len(cases) == 6 and all(c["outcome"] == "passed" for c in cases.values())
         sshd_pid = int((directory / "box" / "sshd.pid").read_text())
+        start_a_guest_and_a_restore(endpoints)      # SIGTERM comes while a restore runs
     finally:
         proc.send_signal(signal.SIGTERM)
-        code = proc.wait(timeout=60)
+        code = proc.wait(timeout=90)
     assert code == 0, proc.stderr.read()
     with pytest.raises(ProcessLookupError):
         os.kill(sshd_pid, 0)
     assert not (directory / "endpoints.json").exists() and not (directory / "repos").exists()
+    assert not (directory / "proxmox").exists()
+    from restoredrill.lab.guests.netns import list_namespaces
+    assert not [ns for ns in list_namespaces() if ns.startswith(f"rdl{proc.pid}-")]
+    ps = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout
+    assert "restoredrill.lab.guests.boot" not in ps and str(directory) not in ps
+    mounts = Path("/proc/mounts").read_text()
+    assert str(directory) not in mounts
+
+
+def start_a_guest_and_a_restore(endpoints: dict) -> None:
+    """A running scratch guest, and a second restore still in flight."""
+    from proxmoxer.tools import Tasks
+
+    from restoredrill.lab.proxmox.double import TokenInfo
+    from restoredrill.lab.proxmox.testing import connect
+    pve = endpoints["pve"]
+    api = connect(pve["url"], TokenInfo(pve["token_id"], Path(pve["token_secret_file"])),
+                  pin_fingerprint=pve["fingerprint"])
+    node = api.nodes(pve["node"])
+    volid = max(node.storage("pbs").content.get(content="backup", vmid=120), key=lambda i: i["ctime"])["volid"]
+    args = dict(ostemplate=volid, restore=1, storage="local-zfs", pool="restoredrill", rootfs="local-zfs:1",
+                onboot=0, tags="restoredrill", net0="name=eth0,bridge=vmbr-drill,ip=10.199.0.120/24")
+    Tasks.blocking_status(api, node.lxc.post(vmid=9960, **args), timeout=60, polling_interval=0.05)
+    Tasks.blocking_status(api, node.lxc(9960).status.start.post(), timeout=60, polling_interval=0.05)
+    assert node.lxc(9960).status.current.get()["status"] == "running"
+    node.lxc.post(vmid=9961, **args)
 
 
 def test_lab_serve_refuses_a_folder_with_someone_elses_files(tmp_path):

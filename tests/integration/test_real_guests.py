@@ -112,6 +112,25 @@ def test_ct_restored_started_and_reached_by_pct_exec(pve, double):
     assert status == 200
 
 
+def test_a_service_that_fails_to_start(pve, double):
+    fault = double.faults.broken_service("webapp", 9913)
+    try:
+        upid = pve.nodes(NODE).lxc.post(vmid=9913, ostemplate=newest(pve, 120), restore=1, storage="local-zfs",
+                                        pool="restoredrill", rootfs="local-zfs:1", hostname="drill-broken", onboot=0,
+                                        net0="name=eth0,bridge=vmbr-drill,ip=10.199.0.121/24", tags="restoredrill")
+        wait(pve, upid)
+        ct = pve.nodes(NODE).lxc(9913)
+        assert wait(pve, ct.status.start.post())["exitstatus"] == "OK"
+        status = pct(double, "pct exec 9913 -- /etc/init.d/webapp status")
+        assert status.returncode == 3 and "not running" in status.stdout
+        assert pct(double, "pct exec 9913 -- /etc/init.d/sshd status").returncode == 0
+    finally:
+        fault.clear()
+        ct = pve.nodes(NODE).lxc(9913)
+        wait(pve, ct.status.stop.post())
+        wait(pve, ct.delete(purge=1))
+
+
 def test_agent_that_never_answers(pve, double):
     fault = double.faults.silent_agent(9911)
     try:

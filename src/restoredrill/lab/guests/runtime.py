@@ -41,11 +41,13 @@ def net_settings(value: str) -> dict[str, str]:
 class NamespaceRuntime:
     def __init__(self, network: LabNetwork, work_dir: Path,
                  start_failure: Callable[[int], str | None] = lambda _vmid: None,
-                 agent_silent: Callable[[int], bool] = lambda _vmid: False):
+                 agent_silent: Callable[[int], bool] = lambda _vmid: False,
+                 broken_services: Callable[[int], list[str]] = lambda _vmid: []):
         self.network = network
         self.work_dir = work_dir
         self.start_failure = start_failure
         self.agent_silent = agent_silent
+        self.broken_services = broken_services
         self._lock = threading.Lock()
         self._sandboxes: dict[int, GuestSandbox] = {}
         self._namespaces: dict[int, str] = {}
@@ -80,6 +82,11 @@ class NamespaceRuntime:
             address = settings.get("ip") if guest.kind == "lxc" else None
             self.network.attach(netns, address if address and address != "dhcp" else None,
                                 mac=settings.get("mac"), link_down=settings.get("link_down") == "1")
+        for service in self.broken_services(guest.vmid):     # a fault: this service fails to start
+            script = root / "etc" / "init.d" / service
+            if script.is_file():
+                text = script.read_text().replace("  start)\n", "  start)\n    echo 'start failed' >&2; exit 1\n", 1)
+                script.write_text(text)
         hostname = guest.config.get("hostname") or guest.config.get("name") or f"guest{guest.vmid}"
         sandbox = GuestSandbox(guest.vmid, root, netns, hostname, folder / "console.log")
         try:

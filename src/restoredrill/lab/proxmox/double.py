@@ -196,7 +196,8 @@ class ProxmoxDouble:
         work.mkdir(mode=0o700, exist_ok=True)
         self.node_ssh = NodeSsh(self.base_dir / "node-ssh", work).start()
         return NamespaceRuntime(self.network, work, start_failure=self.faults.start_failure,
-                                agent_silent=self.faults.agent_silent)
+                                agent_silent=self.faults.agent_silent,
+                                broken_services=self.faults.broken_services)
 
     def stop(self) -> None:
         """Servers, then task threads, guests and their network; then the double's files

@@ -84,6 +84,14 @@ class Faults:
         """Starting ``vmid`` fails; a QEMU restore with start=1 still ends TASK OK."""
         return self._add("start", vmid=vmid, message=message)
 
+    def broken_service(self, service: str, vmid: int | None = None) -> Fault:
+        """The guest's ``service`` fails to start (its init script exits 1) when ``vmid``
+        (any when None) boots; the guest itself starts."""
+        return self._add("service", vmid=vmid, service=service)
+
+    def broken_services(self, vmid: int) -> list[str]:
+        return [f.details["service"] for f in self._matching("service") if f.details["vmid"] in (None, vmid)]
+
     def silent_agent(self, vmid: int | None = None) -> Fault:
         """The guest agent of ``vmid`` (any when None) never answers."""
         return self._add("agent", vmid=vmid)
