@@ -10,8 +10,10 @@ Config export (the firewall's configuration on the SSH storage box): fresh (newe
 by the revision inside) -> parses (decrypted with the passphrase, a complete OPNsense
 configuration).
 
-Cross-copy consistency (local PBS datastore vs this copy) needs the PBS API client:
-``checks.pbs_offsite.compare_copies`` is ready, the case is not written yet.
+Cross-copy consistency (``cross_copy``): the local PBS datastore's newest snapshots, read
+through the PBS API (list, then each manifest with ``download``), against their copies in
+the bucket (archive objects read and checksummed): once the sync window has passed, every
+archive must carry the same checksum on both sides (``checks.pbs_offsite.compare_copies``).
 """
 from __future__ import annotations
 
@@ -170,6 +172,29 @@ def test_s3_fresh(s3_drill, evidence):
     if problems:
         fail(f"S3 target {t.name}: expected every group's newest snapshot younger than "
              f"{limit.total_seconds() / 3600:g} h; found: {list_some(problems)}")
+
+
+def test_cross_copy(s3_drill, evidence):
+    """The local datastore's snapshots past the sync window are in the bucket, byte for byte:
+    manifest csums read through the PBS API against checksums of the bucket's objects."""
+    t = s3_drill.target
+    evidence(drill=f"offsite:{t.name}", check="cross-copy", bucket=t.bucket)
+    pair = s3_drill.pbs_pair()
+    if pair is None:     # collection leaves such targets out; never a silent pass
+        fail(f"S3 target {t.name}: no proxmox.pbs datastore with role local and one with backend s3 "
+             f"and s3_target {t.name} in the inventory: nothing to compare with")
+    with offsite_step(f"S3 target {t.name}: comparing with PBS datastore {pair[0].name}"):
+        cross = s3_drill.cross_copy
+    result = cross.comparison
+    evidence(local_datastore=cross.local_store, offsite_datastore=cross.offsite_store,
+             sync_window_hours=round(cross.window.total_seconds() / 3600, 2), sync_window_from=cross.window_source,
+             local_snapshots=cross.local_snapshots, snapshots_chosen=" ".join(sorted(cross.local)),
+             compared=result.compared, pending=result.pending, pruned_offsite=result.pruned_offsite,
+             offsite_objects_read=cross.objects_read, notes=" | ".join(result.notes))
+    if result.problems:
+        fail(f"S3 target {t.name}: expected the snapshots of PBS datastore {cross.local_store} older than the "
+             f"sync window ({cross.window}) in the bucket with the same checksum for each archive; found "
+             f"{len(result.problems)} problem(s): {list_some(result.problems)}")
 
 
 # --- config export on the storage box --------------------------------------------------------

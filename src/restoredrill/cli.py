@@ -42,6 +42,13 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--state-dir", type=Path, help="state folder (default ~/.local/state/restoredrill)")
     run.add_argument("--run-id", help="run identifier (default: time based)")
     run.add_argument("-k", dest="keyword", help="only drills matching this pytest -k expression")
+    run.add_argument("--mode", choices=["scheduled", "gate", "monthly"],
+                     help="scheduled: audits + a restore rotation under scratch.budgets.max_run_time; gate: fast "
+                          "audits only (CI); monthly: the DR drill with a plan, runbook.md and evidence/ "
+                          "(default: every drill)")
+    run.add_argument("--yes", action="store_true", help="monthly: confirm every step without asking (unattended)")
+    run.add_argument("--workers", type=int, metavar="N", default=1,
+                     help="run drills in N pytest-xdist workers (at most scratch.budgets.max_parallel)")
 
     check = sub.add_parser("check-inventory", help="validate an inventory (never runs command: references)")
     check.add_argument("file", type=Path)
@@ -99,11 +106,21 @@ def cmd_lint(args) -> int:
 
 
 def cmd_run(args) -> int:
-    validated(args.inventory)
+    from restoredrill.scheduling import worker_count
+    loaded = validated(args.inventory)
     kinds = select_kinds(args.select)
     extra = ["-k", args.keyword] if args.keyword else []
-    return run_drills(RunRequest(inventory=args.inventory, kinds=kinds, junit=args.junit, out_dir=args.out,
-                                 state_dir=args.state_dir, run_id=args.run_id, extra_args=extra))
+    if args.workers < 1:
+        raise UsageError(f"--workers must be at least 1, not {args.workers}")
+    workers, note = worker_count(args.workers, loaded.model.scratch.budgets.max_parallel)
+    if note:
+        print(f"restoredrill: {note}", file=sys.stderr)
+    request = RunRequest(inventory=args.inventory, kinds=kinds, junit=args.junit, out_dir=args.out,
+                         state_dir=args.state_dir, run_id=args.run_id, workers=workers, extra_args=extra)
+    if args.mode:
+        from restoredrill.modes import run_in_mode
+        return run_in_mode(args.mode, request, loaded, yes=args.yes)
+    return run_drills(request)
 
 
 def cmd_lab(args) -> int:

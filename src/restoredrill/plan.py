@@ -82,3 +82,146 @@ def choose_snapshot(items: list[dict], how: str, seed: str, pinned: str | None =
     if how == "oldest":
         return ordered[0]
     return random.Random(seed).choice(ordered)
+
+
+# --- scheduled mode: which restore targets this run tests --------------------------------
+
+@dataclass(frozen=True)
+class RestoreTarget:
+    """A restore target (``borg:REPO`` extract and data checks, ``guest:NAME`` restore and
+    health checks), when it was last restore-tested and how long that takes."""
+    name: str
+    last_tested: datetime | None
+    expected_seconds: float
+
+
+@dataclass(frozen=True)
+class Rotation:
+    chosen: tuple[str, ...]
+    left_out: tuple[str, ...]
+    budget_seconds: float
+    planned_seconds: float
+    notes: tuple[str, ...] = ()
+
+
+def expected_restore_seconds(past_totals: list[float], default: float) -> float:
+    """The time to budget for a target: the longest of its last three restore tests (oldest
+    first in ``past_totals``), or ``default`` when it was never tested."""
+    recent = [seconds for seconds in past_totals if seconds is not None and seconds >= 0][-3:]
+    return max(recent) if recent else default
+
+
+def plan_restore_rotation(targets: list[RestoreTarget], *, budget_seconds: float, now: datetime,
+                          cover_days: float) -> Rotation:
+    """Least recently tested first (never tested before all others, then in the given order).
+    The most overdue target is always taken, even over budget, so a target longer than the
+    budget is still tested; the others only while they fit what is left of the budget."""
+    never = datetime.min.replace(tzinfo=now.tzinfo)
+    order = sorted(range(len(targets)), key=lambda i: (targets[i].last_tested or never, i))
+    chosen, left_out, used, notes = [], [], 0.0, []
+    for position, index in enumerate(order):
+        target = targets[index]
+        if position == 0 or used + target.expected_seconds <= budget_seconds:
+            chosen.append(target.name)
+            used += target.expected_seconds
+        else:
+            left_out.append(target.name)
+    if chosen and used > budget_seconds:
+        notes.append(f"{chosen[0]} alone is expected to take {used:.0f} s, over the restore budget of "
+                     f"{budget_seconds:.0f} s; it is the most overdue, so it runs anyway")
+    notes += coverage_notes(targets, left_out, budget_seconds, now, cover_days)
+    return Rotation(tuple(chosen), tuple(left_out), budget_seconds, used, tuple(notes))
+
+
+def coverage_notes(targets: list[RestoreTarget], left_out: list[str], budget_seconds: float, now: datetime,
+                   cover_days: float) -> list[str]:
+    notes = []
+    for target in targets:
+        if target.name in left_out and target.last_tested and now - target.last_tested > timedelta(days=cover_days):
+            notes.append(f"{target.name} was last restore-tested {target.last_tested:%Y-%m-%d}, more than "
+                         f"{cover_days:g} days ago, and does not fit this run's budget")
+    total = sum(target.expected_seconds for target in targets)
+    runs_needed = -(-total // budget_seconds) if budget_seconds > 0 else float("inf")
+    if runs_needed > cover_days:
+        notes.append(f"all restore targets together take about {total:.0f} s: at {budget_seconds:.0f} s a run "
+                     f"the rotation needs {runs_needed:g} daily runs, more than {cover_days:g} days; raise "
+                     f"scratch.budgets.max_run_time or run more often")
+    return notes
+
+
+# --- monthly mode: the order a site comes back in -----------------------------------------
+
+TIERS = ("firewall", "dns", "pbs", "application")
+DNS_NAMES = ("dns", "unbound", "bind", "pihole", "pi-hole", "adguard", "resolver", "dnsmasq")
+
+
+@dataclass(frozen=True)
+class PlanGuest:
+    name: str
+    strategy: str                    # pbs | config-export | none
+    depends_on: tuple[str, ...] = ()
+    tier: str = "application"        # firewall | dns | pbs | application
+
+
+@dataclass(frozen=True)
+class RecoveryPlan:
+    order: tuple[PlanGuest, ...]
+    cycles: tuple[tuple[str, ...], ...]  # each cycle as a -> b -> a (first name repeated last)
+    notes: tuple[str, ...] = ()
+
+
+def guest_tier(name: str, strategy: str, ports: tuple[str, ...] = (), pbs_host: str | None = None) -> str:
+    """firewall: restored from its config export; dns: named like a resolver or checked on
+    port 53; pbs: named like the backup server (or the host of the PBS URL); else application."""
+    if strategy == "config-export":
+        return "firewall"
+    words = set(name.lower().replace("_", "-").replace(".", "-").split("-"))
+    if words & set(DNS_NAMES) or "53" in ports:
+        return "dns"
+    if "pbs" in words or name == pbs_host or {"backup", "server"} <= words:
+        return "pbs"
+    return "application"
+
+
+def plan_recovery_order(guests: list[PlanGuest]) -> RecoveryPlan:
+    """Topological order over ``depends_on`` (Kahn); among the guests that are ready, the lower
+    tier (firewall, DNS, PBS, applications) first, then the inventory order. Guests on a cycle
+    cannot be ordered: each cycle is named and its guests follow the rest."""
+    by_name = {guest.name: guest for guest in guests}
+    rank = {guest.name: (TIERS.index(guest.tier), i) for i, guest in enumerate(guests)}
+    notes = [f"{guest.name} depends on {dep}, which is not in the inventory"
+             for guest in guests for dep in guest.depends_on if dep not in by_name]
+    needs = {guest.name: {dep for dep in guest.depends_on if dep in by_name and dep != guest.name}
+             for guest in guests}
+    done: list[str] = []
+    while True:
+        ready = [name for name in by_name if name not in done and needs[name] <= set(done)]
+        if not ready:
+            break
+        done.append(min(ready, key=rank.__getitem__))
+    stuck = [name for name in by_name if name not in done]
+    cycles = find_cycles({name: needs[name] & set(stuck) for name in stuck})
+    for cycle in cycles:
+        notes.append("dependency cycle: " + " -> ".join(cycle) + " (no order brings these back)")
+    order = done + sorted(stuck, key=rank.__getitem__)
+    return RecoveryPlan(tuple(by_name[name] for name in order), tuple(cycles), tuple(notes))
+
+
+def find_cycles(edges: dict[str, set[str]]) -> list[tuple[str, ...]]:
+    """Elementary cycles found by depth-first search, each reported once (as a rotation of
+    its lexicographically smallest start)."""
+    found: dict[frozenset, tuple[str, ...]] = {}
+
+    def visit(name: str, path: list[str]) -> None:
+        for dep in sorted(edges.get(name, ())):
+            if dep in path:
+                cycle = path[path.index(dep):]
+                start = cycle.index(min(cycle))
+                rotated = cycle[start:] + cycle[:start]
+                found.setdefault(frozenset(rotated), tuple(rotated + [rotated[0]]))
+            elif len(path) < len(edges):
+                visit(dep, path + [dep])
+
+    for name in sorted(edges):
+        visit(name, [name])
+    return sorted(found.values())

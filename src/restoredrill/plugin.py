@@ -94,6 +94,9 @@ def keep_targets_together(items: list[pytest.Item]) -> None:
                 return f"{param}:{getattr(value, 'name', value)}"
         return None
     positions = [i for i, item in enumerate(items) if target_of(item) is not None]
+    for i in positions:        # with --workers, one target's cases stay on one xdist worker
+        if items[i].get_closest_marker("xdist_group") is None:
+            items[i].add_marker(pytest.mark.xdist_group(name=target_of(items[i])))
     def line_of(item) -> int:
         function = getattr(item, "function", None)
         return getattr(getattr(function, "__code__", None), "co_firstlineno", 0)

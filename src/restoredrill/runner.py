@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import sys
+import uuid
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
@@ -21,7 +23,9 @@ class RunRequest:
     out_dir: Path | None = None
     state_dir: Path | None = None
     run_id: str | None = None
+    workers: int = 1                 # pytest-xdist workers (already capped by scratch.budgets.max_parallel)
     extra_args: list[str] = field(default_factory=list)
+    plugins: list = field(default_factory=list)     # plugin objects a mode registers (restoredrill.modes)
 
 
 def pytest_args(request: RunRequest) -> list[str]:
@@ -38,9 +42,18 @@ def pytest_args(request: RunRequest) -> list[str]:
         args.append(f"--out-dir={request.out_dir}")
     if request.state_dir:
         args.append(f"--state-dir={request.state_dir}")
-    if request.run_id:
-        args.append(f"--run-id={request.run_id}")
+    run_id = request.run_id or (new_run_id() if request.workers > 1 else None)
+    if run_id:      # every xdist worker must record the same run
+        args.append(f"--run-id={run_id}")
+    if request.workers > 1:
+        # one group per target (see fixtures/pbs_restore.py): a worker restores its guest once
+        args += ["-n", str(request.workers), "--dist", "loadgroup"]
     return args + request.extra_args
+
+
+def new_run_id() -> str:
+    """The same form as the drills' own (``run_id`` fixture)."""
+    return datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ-") + uuid.uuid4().hex[:6]
 
 
 def run_drills(request: RunRequest) -> int:
@@ -51,7 +64,7 @@ def run_drills(request: RunRequest) -> int:
         return EXIT_FAILED
     if request.out_dir:
         request.out_dir.mkdir(parents=True, exist_ok=True)
-    code = pytest.main(pytest_args(request))
+    code = pytest.main(pytest_args(request), plugins=list(request.plugins))
     return map_exit_code(int(code))
 
 

@@ -1,6 +1,8 @@
-"""The offsite drills end to end against the offsite lab (real SeaweedFS over HTTPS, real
-sshd): a healthy run passes every case and makes only List/Get/Head calls; a run with
-faults fails exactly the right cases, each naming the object, file or host."""
+"""The offsite drills end to end against the offsite lab (real SeaweedFS over HTTPS holding
+the Proxmox double's offsite datastore, real sshd): a healthy run passes every case and
+makes only List/Get/Head calls; a run with faults fails exactly the right cases, each
+naming the object, file or host; an archive that differs between the local PBS datastore
+and its copy in the bucket fails the cross-copy case naming the snapshot and archive."""
 from __future__ import annotations
 
 import os
@@ -11,7 +13,9 @@ import boto3
 import pytest
 import yaml
 
-from restoredrill.lab.offsite import LAB_BUCKET, LAB_STORE, merge_fragment, setup_offsite, upload_tree
+from restoredrill.lab.offsite import LAB_BUCKET, LAB_STORE, LAB_TARGET, merge_fragment, setup_offsite
+from restoredrill.lab.proxmox import ProxmoxDouble
+from restoredrill.lab.proxmox_inventory import proxmox_inventory
 from restoredrill.lab.seaweed import write_tls_files
 from restoredrill.lab.storagebox import StorageBox
 from restoredrill.pbsformat import Layout
@@ -23,22 +27,30 @@ pytestmark = pytest.mark.integration
 S3_CASES = ("test_s3_reachable", "test_s3_hardening", "test_s3_manifests", "test_s3_chunks_present",
             "test_s3_chunk_sample", "test_s3_encrypted", "test_s3_retention", "test_s3_fresh")
 EXPORT_CASES = ("test_export_fresh", "test_export_parses")
-BASE = {"version": 1, "site": {"name": "offsite-lab", "timezone": "Europe/Berlin"}}
+CROSS = "test_cross_copy"
+BASE = {"version": 1, "site": {"name": "offsite-lab", "timezone": "Europe/Berlin"},
+        "policies": {"rpo": {"daily": {"max_age": "25h", "grace": "2h"}}}}
 
 
 @pytest.fixture(scope="module")
 def offsite(tmp_path_factory):
     root = tmp_path_factory.mktemp("offsite-lab")
-    with StorageBox(root / "box") as box:
-        lab = setup_offsite(root / "offsite", box)
+    with StorageBox(root / "box") as box, ProxmoxDouble(root / "proxmox") as double:
+        lab = setup_offsite(root / "offsite", box, double)
         try:
             yield lab
         finally:
             lab.stop()
 
 
-def write_inventory(path, offsite, **targets) -> dict:
-    inventory = merge_fragment(BASE, offsite.inventory_fragment())
+def write_inventory(path, offsite, sync_max_age: str | None = "1m", **targets) -> dict:
+    """The lab's offsite and Proxmox parts; ``sync_max_age`` of the offsite datastore (short by
+    default, so the cross-copy case compares the newest snapshots whatever the time of day)."""
+    inventory = merge_fragment(merge_fragment(BASE, proxmox_inventory(offsite.double, LAB_TARGET)),
+                               offsite.inventory_fragment())
+    for store in inventory["proxmox"]["pbs"]["datastores"]:
+        if store.get("s3_target") == LAB_TARGET and sync_max_age:
+            store["sync_max_age"] = sync_max_age
     good = inventory["offsite"]["s3"][0]
     for name, changes in targets.items():
         inventory["offsite"]["s3"].append({**good, "name": name, **changes})
@@ -82,7 +94,10 @@ def test_a_healthy_run_passes_and_makes_no_write_call(offsite, tmp_path, monkeyp
     code, cases, seconds = run(tmp_path)
     failed = {name: c["message"] for name, c in cases.items() if c["outcome"] != "passed"}
     assert code == 0 and not failed, failed
-    assert len(cases) == len(S3_CASES) + 2 * len(EXPORT_CASES)
+    assert len(cases) == len(S3_CASES) + 1 + 2 * len(EXPORT_CASES)
+    cross = cases[f"{CROSS}[{LAB_TARGET}]"]["properties"]
+    assert (cross["local_datastore"], cross["offsite_datastore"]) == ("local", "offsite")
+    assert int(cross["compared"]) == 2 and int(cross["pending"]) == 0     # the newest of each group
     assert calls and set(calls) <= {"ListObjectsV2", "GetObject", "HeadObject", "HeadBucket",
                                     "GetBucketVersioning", "GetObjectLockConfiguration",
                                     "GetBucketLifecycleConfiguration", "GetObjectRetention"}
@@ -97,14 +112,15 @@ def test_a_healthy_run_passes_and_makes_no_write_call(offsite, tmp_path, monkeyp
 def test_faults_fail_the_right_cases_naming_what_is_wrong(offsite, tmp_path):
     admin = offsite.seaweed.client("admin")
     admin.create_bucket(Bucket="offsite-unlocked")
-    upload_tree(admin, "offsite-unlocked", offsite.tree)
+    offsite.upload(admin, "offsite-unlocked")
     (tmp_path / "wrong.secret").write_text("wrong-secret\n")
     write_tls_files(tmp_path / "other-ca", name="another CA")
     write_inventory(tmp_path / "inventory.yaml", offsite,
                     **{"bad-secret": {"secret_key": f"file:{tmp_path / 'wrong.secret'}"},
                        "bad-ca": {"ca_file": str(tmp_path / "other-ca" / "ca.pem")},
                        "no-bucket": {"bucket": "no-such-bucket"},
-                       "unlocked": {"bucket": "offsite-unlocked"}})
+                       "unlocked": {"bucket": "offsite-unlocked"},
+                       "must-encrypt": {"encryption_required": True}})
     layout = Layout.s3(LAB_STORE)
     victim = next(key for key in (o["Key"] for o in admin.list_objects_v2(
         Bucket=LAB_BUCKET, Prefix=layout.chunk_prefix)["Contents"]))
@@ -131,7 +147,56 @@ def test_faults_fail_the_right_cases_naming_what_is_wrong(offsite, tmp_path):
     unlocked_failures = {case for case in S3_CASES if outcome(case, "unlocked")["outcome"] != "passed"}
     assert unlocked_failures == {"test_s3_hardening"}
     assert "object lock is off" in outcome("test_s3_hardening", "unlocked")["message"]
+    # the double backs the CT up without a key: a target that demands encryption says so
+    assert {case for case in S3_CASES if outcome(case, "must-encrypt")["outcome"] != "passed"} == {
+        "test_s3_encrypted", "test_s3_chunk_sample", "test_s3_chunks_present"}
+    message = outcome("test_s3_encrypted", "must-encrypt")["message"]
+    assert "crypt-mode none" in message and "/ct/120/" in message and "/vm/110/" not in message
+    assert outcome(CROSS, "lab-s3")["outcome"] == "passed"          # the missing chunk is not an archive
+    assert outcome(CROSS, "bad-secret")["outcome"] == "skipped"     # no datastore names that target
     for export in ("fw-plain", "fw-encrypted"):
         for case in EXPORT_CASES:
             message = outcome(case, export)["message"]
             assert f"host key of [127.0.0.1]:{offsite.box.port} has CHANGED" in message, message
+
+
+def test_an_archive_that_differs_offsite_fails_the_cross_copy_case(offsite, tmp_path):
+    """Flip one byte of an index object in the bucket (admin identity), run, restore it."""
+    admin = offsite.seaweed.client("admin")
+    local = offsite.double.stores["local"]
+    newest = max(local.snapshot_infos("vm", "110"), key=lambda i: i.epoch)
+    victim = Layout.s3(LAB_STORE).content_key(newest.ref.file_path("drive-scsi0.img.fidx"))
+    original = admin.get_object(Bucket=LAB_BUCKET, Key=victim)["Body"].read()
+    damaged = bytearray(original)
+    damaged[4096] ^= 0xFF                            # the first chunk digest
+    write_inventory(tmp_path / "inventory.yaml", offsite)
+    admin.put_object(Bucket=LAB_BUCKET, Key=victim, Body=bytes(damaged))
+    try:
+        code, cases, _seconds = run(tmp_path, "cross")
+    finally:
+        admin.put_object(Bucket=LAB_BUCKET, Key=victim, Body=original)
+    assert code == 1
+    case = cases[f"{CROSS}[{LAB_TARGET}]"]
+    assert case["outcome"] == "failure"
+    assert f"{newest.ref.path}/drive-scsi0.img.fidx: csum differs" in case["message"], case["message"]
+    assert "1 problem(s)" in case["message"]
+    code, cases, _seconds = run(tmp_path, "restored")
+    assert cases[f"{CROSS}[{LAB_TARGET}]"]["outcome"] == "passed"
+
+
+def test_the_bucket_holds_the_doubles_offsite_store(offsite):
+    """Every file of the double's offsite datastore is an object in the S3 layout, same bytes."""
+    from restoredrill.lab.offsite import store_objects
+    admin = offsite.seaweed.client("admin")
+    listed = {}
+    for page in admin.get_paginator("list_objects_v2").paginate(Bucket=LAB_BUCKET, Prefix=f"{LAB_STORE}/"):
+        listed.update({o["Key"]: o["Size"] for o in page.get("Contents", [])})
+    expected = {key: path.stat().st_size for key, path in store_objects(offsite.store_root, LAB_STORE)}
+    assert set(listed) == set(expected) | {f"{LAB_STORE}/.in-use"}
+    assert all(listed[key] == size for key, size in expected.items())
+    assert any(key.startswith(f"{LAB_STORE}/.cnt/vm/110/") for key in listed)
+    assert any(key.startswith(f"{LAB_STORE}/.chunks/") for key in listed)
+    assert f"{LAB_STORE}/.cnt/ct/120/owner" in listed
+    assert offsite.facts["objects_uploaded"] == len(listed)
+    print(f"upload: {offsite.facts['objects_uploaded']} objects, {offsite.facts['bytes_uploaded']:,} bytes "
+          f"in {offsite.timings['upload']:.2f} s")

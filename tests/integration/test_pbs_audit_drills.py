@@ -46,8 +46,7 @@ def double(tmp_path_factory):
 def audit_token(double):
     """A PBS token for the audits: the drill token's privileges plus Datastore.Modify, which
     PBS requires even for a prune dry-run."""
-    return double.pbs_tokens.create("restoredrill@pbs!audit", homelab.pbs_drill_acl() + [
-        acl("/datastore", "Datastore.Modify")], double.base_dir / "secrets")
+    return double.pbs_audit
 
 
 def newest_snapshot(double, store: str, kind: str, ident: str):

@@ -320,7 +320,7 @@ def test_pbs_jobs_report_their_last_runs(pbs):
     gc = pbs.admin.gc.get()
     assert {j["id"] for j in verify} == {"local-verify", "offsite-verify"}
     ran = [j for j in verify + sync + prune if "last-run-upid" in j]
-    assert {j["id"] for j in ran} == {"local-verify", "offsite-pull", "local-keep-last",
+    assert {j["id"] for j in ran} == {"local-verify", "offsite-verify", "offsite-pull", "local-keep-last",
                                       "offsite-retention"}
     assert all(j["last-run-state"] == "OK" and j["next-run"] > j["last-run-endtime"]
                for j in ran)

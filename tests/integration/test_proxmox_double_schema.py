@@ -177,7 +177,12 @@ def walk_pbs(double: ProxmoxDouble) -> None:
     pbs.config.notifications.targets.get()
     store = pbs.admin.datastore("local")
     store.status.get(verbose=1), store.groups.get(), store.snapshots.get()
-    store.snapshots.get(**{"backup-type": "ct", "backup-id": "120"})
+    newest = max(store.snapshots.get(**{"backup-type": "ct", "backup-id": "120"}),
+                 key=lambda s: s["backup-time"])
+    raw = store.download.get(**{"backup-type": "ct", "backup-id": "120",     # a DOWNLOAD method:
+                                "backup-time": newest["backup-time"],         # the body is the file
+                                "file-name": "index.json.blob"})
+    assert isinstance(raw["errors"], bytes) and raw["errors"][:8].hex() == "31b958426fb6a37f"
     admin.admin.datastore("local").prune.post(**{"backup-type": "vm", "backup-id": "110",
                                                  "keep-last": 1, "dry-run": 1})
     upids = [store.verify.post(**{"backup-type": "ct", "backup-id": "120"}),

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 
-from restoredrill.clients.proxmox_api import ApiChokePoint
+from restoredrill.clients.proxmox_api import ApiChokePoint, ApiError
 from restoredrill.clients.pve import wait_for_task
 
 
@@ -30,6 +30,23 @@ class PbsClient:
         """``proxmox-backup-client snapshot list`` / GET /admin/datastore/{store}/snapshots"""
         params = {k: v for k, v in (("backup-type", backup_type), ("backup-id", backup_id), ("ns", ns)) if v}
         return self.api.call("get", f"/admin/datastore/{store}/snapshots", **params)
+
+    def download(self, store: str, backup_type: str, backup_id: str, backup_time: int, file_name: str,
+                 ns: str | None = None) -> bytes:
+        """``proxmox-backup-client restore SNAPSHOT FILE -`` of one raw file (read-only):
+        GET /admin/datastore/{store}/download. A DOWNLOAD method answers the file itself,
+        not JSON; proxmoxer hands a body that is not JSON back as ``{"errors": <bytes>}``
+        (a PBS blob or index starts with binary magic, so it never parses as UTF-8 JSON)."""
+        params = {"backup-type": backup_type, "backup-id": backup_id, "backup-time": int(backup_time),
+                  "file-name": file_name}
+        if ns:
+            params["ns"] = ns
+        path = f"/admin/datastore/{store}/download"
+        answer = self.api.call("get", path, **params)
+        if isinstance(answer, dict) and isinstance(answer.get("errors"), (bytes, bytearray)):
+            return bytes(answer["errors"])
+        raise ApiError(f"PBS GET {path} {backup_type}/{backup_id}/{backup_time} {file_name}: expected the raw "
+                       f"file, found a JSON answer ({str(answer)[:80]!r})", call=f"GET {path}")
 
     def prune_dry_run(self, store: str, backup_type: str, backup_id: str, keep: dict[str, int],
                       ns: str | None = None) -> list[dict]:

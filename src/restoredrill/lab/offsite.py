@@ -1,25 +1,32 @@
-"""The lab's offsite parts: a PBS datastore in S3 (SeaweedFS) and firewall exports on the box.
+"""The lab's offsite parts: the double's offsite PBS datastore in S3 (SeaweedFS) and
+firewall exports on the box.
 
-``OffsiteLab.start()``:
+``OffsiteLab.start()`` (the Proxmox double must be running: the bucket holds ITS store):
 
 1. starts SeaweedFS (HTTPS with a lab CA by default) with an admin and a read-only
    drill identity, creates the bucket with object lock (so versioning) and a default
    GOVERNANCE retention;
-2. writes a client-side encrypted PBS datastore in the S3 key layout
-   (``pbsformat.DatastoreWriter(layout="s3")``): a VM group and a CT group with about
-   two years of back-dated daily history, only the snapshots that a 7/4/12/2 PBS prune
-   keeps (``retention.simulate_pbs``), a few hundred KiB each, deduplicated; uploads it;
+2. uploads the double's ``offsite`` datastore (local PBS layout on disk: ``.chunks/<hex4>/
+   <digest>``, ``<type>/<id>/<time>/<file>``, group ``owner``/``notes``) into the bucket in
+   the PBS 4 S3 layout (``<store>/.cnt/<type>/<id>/<time>/<file>``, ``<store>/.chunks/
+   <hex4>/<digest>``, ``<store>/.in-use``), with parallel PUTs: the bucket is what the
+   double's offsite store holds when the lab starts (as after a PBS 4 S3 datastore's sync);
 3. puts OPNsense exports on the storage box (plain, and encrypted in OPNsense's armored
    format) and authorizes the box's SFTP key read-only for that folder.
+
+``write_pbs_datastore`` (a generated S3-layout datastore) stays for the unit tests and the
+audit's own integration test, which need no double.
 
 ``fragments()`` returns ``(inventory_fragment, endpoints_fragment)`` for the site
 lab to merge (``merge_fragment``). The drills never use the admin identity.
 """
 from __future__ import annotations
 
+import json
 import os
 import random
 import secrets as pysecrets
+import socket
 import time
 import xml.etree.ElementTree as ET
 from concurrent.futures import ThreadPoolExecutor
@@ -29,10 +36,11 @@ from pathlib import Path
 from restoredrill import retention
 from restoredrill.checks.opnsense import encrypt_export
 from restoredrill.lab.seaweed import SeaweedServer, write_secret_file
-from restoredrill.pbsformat import CryptConfig, DatastoreWriter, write_key_file
+from restoredrill.pbsformat import CryptConfig, DatastoreWriter, Layout
 
 LAB_BUCKET = "restoredrill-offsite"
-LAB_STORE = "pbs-offsite"
+DOUBLE_STORE = "offsite"       # the double's datastore the bucket holds
+LAB_STORE = DOUBLE_STORE       # its S3 store prefix: PBS uses the datastore name
 LAB_TARGET = "lab-s3"
 LAB_POLICY = {"keep_daily": 7, "keep_weekly": 4, "keep_monthly": 12, "keep_yearly": 2}
 LAB_ZONE = "Europe/Berlin"
@@ -97,6 +105,43 @@ def upload_tree(client, bucket: str, tree: Path, workers: int = 8) -> tuple[int,
     with ThreadPoolExecutor(max_workers=workers) as pool:
         sizes = list(pool.map(put, objects))
     return len(objects), sum(sizes)
+
+
+def store_objects(store_root: Path, store: str) -> list[tuple[str, Path]]:
+    """(S3 key, file) for a datastore in the local PBS layout: ``.chunks/<hex4>/<digest>``
+    -> ``<store>/.chunks/<hex4>/<digest>``, everything else (snapshot files, group
+    ``owner``/``notes``, ``ns/.../``) -> ``<store>/.cnt/<path>``. The local store's own
+    dot files (``.lock``, ``.gc-status``) and unfinished temporary files stay behind."""
+    layout = Layout.s3(store)
+    out = []
+    for path in store_root.rglob("*"):
+        if not path.is_file() or ".tmp_" in path.name:
+            continue
+        relative = path.relative_to(store_root).as_posix()
+        if relative.startswith(".chunks/"):
+            out.append((layout.chunk_prefix + relative[len(".chunks/"):], path))
+        elif not relative.startswith("."):
+            out.append((layout.content_key(relative), path))
+    return sorted(out)
+
+
+def upload_store(client, bucket: str, store_root: Path, store: str, workers: int = 10) -> tuple[int, int]:
+    """Upload a local-layout PBS datastore into ``bucket`` in the PBS 4 S3 layout, plus the
+    ``<store>/.in-use`` marker; parallel PUTs (the lab's write side, admin identity; 10
+    workers: boto3's default connection pool)."""
+    objects = store_objects(store_root, store)
+
+    def put(item):
+        key, path = item
+        data = path.read_bytes()
+        client.put_object(Bucket=bucket, Key=key, Body=data)
+        return len(data)
+
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        sizes = list(pool.map(put, objects))
+    marker = json.dumps({"hostname": socket.gethostname()}).encode()
+    client.put_object(Bucket=bucket, Key=Layout.s3(store).marker_key, Body=marker)
+    return len(objects) + 1, sum(sizes) + len(marker)
 
 
 def create_locked_bucket(client, bucket: str, days: int = LOCK_DAYS, mode: str = "GOVERNANCE") -> None:
@@ -213,11 +258,14 @@ def _write_with_mtime(path: Path, data: bytes, when: datetime) -> None:
 # --- the offsite lab ---------------------------------------------------------------------------
 
 class OffsiteLab:
-    """SeaweedFS + the PBS S3 datastore + exports on the storage box, for one lab."""
+    """SeaweedFS holding the double's offsite datastore + exports on the storage box."""
 
-    def __init__(self, root: Path, box, *, https: bool = True, zone: str = LAB_ZONE):
+    def __init__(self, root: Path, box, double, *, https: bool = True, zone: str = LAB_ZONE,
+                 store: str = DOUBLE_STORE):
         self.root = Path(root).resolve()
         self.box = box
+        self.double = double
+        self.store = store
         self.https = https
         self.zone = zone
         self.seaweed: SeaweedServer | None = None
@@ -234,8 +282,9 @@ class OffsiteLab:
         return self.root / EXPORTS_DIR
 
     @property
-    def tree(self) -> Path:
-        return self.root / "bucket-tree"
+    def store_root(self) -> Path:
+        """The double's datastore on disk (local PBS layout) that the bucket mirrors."""
+        return self.double.stores[self.store].root
 
     @property
     def passphrase_file(self) -> Path:
@@ -243,7 +292,16 @@ class OffsiteLab:
 
     @property
     def pbs_key_file(self) -> Path:
-        return self.secrets_dir / "pbs-offsite.key"
+        """The double's encryption key (its VM snapshots are encrypted with it)."""
+        return self.double.key_file
+
+    @property
+    def target_name(self) -> str:
+        return LAB_TARGET
+
+    def upload(self, client, bucket: str) -> tuple[int, int]:
+        """Put the double's offsite store into ``bucket`` (S3 layout); (objects, bytes)."""
+        return upload_store(client, bucket, self.store_root, self.store)
 
     def __enter__(self) -> "OffsiteLab":
         try:
@@ -258,22 +316,21 @@ class OffsiteLab:
     def start(self, newest: datetime | None = None) -> "OffsiteLab":
         started = time.monotonic()
         newest = newest or (datetime.now(timezone.utc) - timedelta(hours=2)).replace(second=0, microsecond=0)
+        if self.store not in getattr(self.double, "stores", {}):
+            raise RuntimeError(f"the offsite lab uploads the Proxmox double's datastore {self.store!r}: "
+                               "start the double first")
         self.secrets_dir.mkdir(parents=True, exist_ok=True)
         os.chmod(self.secrets_dir, 0o700)
         self.seaweed = SeaweedServer(self.root / "seaweed", https=self.https).start()
         self.timings["seaweed_start"] = self.seaweed.ready_seconds or 0.0
-        mark = time.monotonic()
-        crypt = CryptConfig.generate()
-        write_key_file(self.pbs_key_file, crypt)
-        self.key_fingerprint = crypt.fingerprint()
-        vm_times = plan_pbs_history(newest, self.zone)
-        ct_times = plan_pbs_history(newest + timedelta(minutes=7), self.zone)
-        self.facts.update(write_pbs_datastore(self.tree, crypt, vm_times, ct_times))
-        self.timings["datastore_write"] = time.monotonic() - mark
+        self.key_fingerprint = self.double.key_fingerprint
+        infos = self.double.stores[self.store].snapshot_infos()
+        self.facts.update(vm_snapshots=sum(i.backup_type == "vm" for i in infos),
+                          ct_snapshots=sum(i.backup_type == "ct" for i in infos))
         mark = time.monotonic()
         admin = self.seaweed.client("admin")
         create_locked_bucket(admin, LAB_BUCKET)
-        objects, size = upload_tree(admin, LAB_BUCKET, self.tree)
+        objects, size = self.upload(admin, LAB_BUCKET)
         self.facts.update(objects_uploaded=objects, bytes_uploaded=size)
         self.timings["upload"] = time.monotonic() - mark
         write_secret_file(self.passphrase_file, pysecrets.token_urlsafe(18))
@@ -300,7 +357,10 @@ class OffsiteLab:
             "require_object_lock": True,
         }
         from restoredrill.inventory.model import S3Target
-        proposed = {"retention": LAB_TARGET, "rpo": LAB_TARGET, "encryption_required": True,
+        # encryption_required False: the double encrypts the VM's snapshots but not the CT's
+        # (as its PBS datastores declare), so the bucket truthfully holds plain CT chunks;
+        # the key fingerprint the VM snapshots must carry is still declared
+        proposed = {"retention": LAB_TARGET, "rpo": LAB_TARGET, "encryption_required": False,
                     "key_fingerprint": self.key_fingerprint, "read_data_runs": 3}
         target.update({k: v for k, v in proposed.items() if k in S3Target.model_fields})
         return target
@@ -341,10 +401,11 @@ class OffsiteLab:
         return self.inventory_fragment(), self.endpoints_fragment()
 
 
-def setup_offsite(root: Path, box, *, newest: datetime | None = None, https: bool = True,
+def setup_offsite(root: Path, box, double, *, newest: datetime | None = None, https: bool = True,
                   zone: str = LAB_ZONE) -> OffsiteLab:
-    """Build and start the offsite lab (stop it with ``.stop()``)."""
-    lab = OffsiteLab(root, box, https=https, zone=zone)
+    """Build and start the offsite lab over a RUNNING Proxmox double, whose ``offsite``
+    datastore goes into the bucket (stop it with ``.stop()``)."""
+    lab = OffsiteLab(root, box, double, https=https, zone=zone)
     try:
         return lab.start(newest)
     except BaseException:

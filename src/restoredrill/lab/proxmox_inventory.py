@@ -5,7 +5,9 @@ from __future__ import annotations
 from restoredrill.lab.guests.image import CANARY_VALUE, WEB_PORT
 
 
-def proxmox_inventory(double) -> dict:
+def proxmox_inventory(double, offsite_target: str | None = None) -> dict:
+    """``offsite_target``: the offsite.s3 target that holds the double's ``offsite`` store (the
+    lab uploads it there); that datastore is then declared ``backend: s3`` naming it."""
     endpoints = double.endpoints()["pve"]
     access = double.guest_access
     vm_checks = [
@@ -54,8 +56,8 @@ def proxmox_inventory(double) -> dict:
             "pve": {"url": double.pve_url, "token_id": double.drill_token.token_id,
                     "token_secret": f"file:{double.drill_token.secret_file}", "fingerprint": double.fingerprint,
                     "nodes": [double.node], "node_ssh": endpoints.get("node_ssh")},
-            "pbs": {"url": double.pbs_url, "token_id": double.pbs_drill_token.token_id,
-                    "token_secret": f"file:{double.pbs_drill_token.secret_file}",
+            "pbs": {"url": double.pbs_url, "token_id": double.pbs_audit_token.token_id,
+                    "token_secret": f"file:{double.pbs_audit_token.secret_file}",
                     "fingerprint": double.pbs_fingerprint, "timezone": double.zone,
                     "datastores": [
                         {"name": "local", "role": "local", "pve_storage": "pbs", "retention": "pbs-local",
@@ -64,7 +66,8 @@ def proxmox_inventory(double) -> dict:
                         {"name": "offsite", "role": "offsite", "pve_storage": "pbs-offsite",
                          "retention": "pbs-offsite", "rpo": "pbs-offsite", "sync_job": "offsite-pull",
                          "key_fingerprint": double.key_fingerprint, "encryption_required": False,
-                         "key_escrow": escrow}]},
+                         "key_escrow": escrow,
+                         **({"backend": "s3", "s3_target": offsite_target} if offsite_target else {})}]},
         },
         "guests": [
             {"name": "opnsense", "vmid": 100, "type": "qemu", "node": double.node, "strategy": "config-export",

@@ -93,11 +93,11 @@ class Lab:
         self.facts = build_history(builder, self.repos, self.root / "source", newest)
         self.timings["borg_history"] = time.monotonic() - started - self.timings["storage_box"]
         mark = time.monotonic()
-        self.offsite = setup_offsite(self.root / "offsite", self.box, zone=LAB_ZONE)
-        self.timings["offsite"] = time.monotonic() - mark
-        mark = time.monotonic()
         self.double = ProxmoxDouble(self.root / "proxmox", real_guests=True).start()
         self.timings["proxmox"] = time.monotonic() - mark
+        mark = time.monotonic()      # the bucket holds the double's offsite datastore: double first
+        self.offsite = setup_offsite(self.root / "offsite", self.box, self.double, zone=LAB_ZONE)
+        self.timings["offsite"] = time.monotonic() - mark
         self.write_inventory()
         self.write_endpoints()
         self.timings["total"] = time.monotonic() - started
@@ -166,7 +166,8 @@ class Lab:
                 "key_file": str(box.borg_key_file), "known_hosts_file": str(box.known_hosts_file)}]},
         }
         if self.double is not None:
-            data = merge_fragment(data, proxmox_inventory(self.double))
+            data = merge_fragment(data, proxmox_inventory(
+                self.double, self.offsite.target_name if self.offsite else None))
         return merge_fragment(data, self.offsite.inventory_fragment()) if self.offsite else data
 
     def write_inventory(self) -> None:

@@ -119,6 +119,11 @@ class LabNetwork:
             ip("link", "set", "eth0", "up", netns=netns)
         return peer
 
+    def forget_neighbours(self) -> None:
+        """Flush the runner's ARP cache: a restored guest comes back with the same address
+        but a new MAC, and a stale entry would black-hole the runner's traffic for ~30 s."""
+        ip("neigh", "flush", "all", netns=self.runner_ns, check=False)
+
     def remove_namespace(self, name: str) -> None:
         run(["ip", "netns", "del", name], timeout=30, check=False)
         if name in self.namespaces:

@@ -91,6 +91,7 @@ class NamespaceRuntime:
         sandbox = GuestSandbox(guest.vmid, root, netns, hostname, folder / "console.log")
         try:
             sandbox.start(configure_network=guest.kind == "qemu")
+            self.network.forget_neighbours()   # as a guest's gratuitous ARP would: its MAC is new
         except SandboxError as exc:
             self.network.remove_namespace(netns)
             self._namespaces.pop(guest.vmid, None)

@@ -160,6 +160,7 @@ class ProxmoxDouble:
         self.pbs_admin = self.pbs_tokens.create(homelab.ADMIN_TOKEN, homelab.admin_acl(), secrets)
         self.pbs_drill = self.pbs_tokens.create(homelab.PBS_DRILL_TOKEN, homelab.pbs_drill_acl(),
                                                 secrets)
+        self.pbs_audit = self.pbs_tokens.create(homelab.PBS_AUDIT_TOKEN, homelab.pbs_audit_acl(), secrets)
         service = PbsService(self.pbs_node, self.stores, tasks, self.pbs_jobs, self.zone)
         self.servers["pbs"] = ApiServer(
             "pbs", build_pbs_router(service), self.pbs_tokens, self.pbs_identity, self.schemas,
@@ -275,6 +276,10 @@ class ProxmoxDouble:
     @property
     def pbs_drill_token(self) -> TokenInfo:
         return _info(self.pbs_drill)
+
+    @property
+    def pbs_audit_token(self) -> TokenInfo:
+        return _info(self.pbs_audit)
 
     @property
     def key_fingerprint(self) -> str:

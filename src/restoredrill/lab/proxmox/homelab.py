@@ -36,6 +36,7 @@ SCRATCH_STORAGE = "local-zfs"
 ADMIN_TOKEN = "root@pam!restoredrill-admin"
 PVE_DRILL_TOKEN = "restoredrill@pve!drill"
 PBS_DRILL_TOKEN = "restoredrill@pbs!drill"
+PBS_AUDIT_TOKEN = "restoredrill@pbs!audit"
 GUEST_PRIVS = ("VM.Allocate", "VM.PowerMgmt", "VM.Audit", "VM.Config.Disk", "VM.Config.CPU",
                "VM.Config.Memory", "VM.Config.Network", "VM.Config.Options",
                "VM.Config.HWType", "VM.Config.CDROM", "VM.Config.Cloudinit",
@@ -55,10 +56,15 @@ def pve_drill_acl() -> list[AclEntry]:
 
 
 def pbs_drill_acl() -> list[AclEntry]:
-    # Datastore.Modify: PBS demands it even for a prune dry-run (the audit's cross-check);
-    # the harness's PBS client can only send dry-run=1
-    return [acl("/datastore", "Datastore.Audit", "Datastore.Read", "Datastore.Verify", "Datastore.Modify"),
+    return [acl("/datastore", "Datastore.Audit", "Datastore.Read", "Datastore.Verify"),
             acl("/system/tasks", "Sys.Audit"), acl("/system/notifications", "Sys.Audit")]
+
+
+def pbs_audit_acl() -> list[AclEntry]:
+    """The audit token: the drill token's privileges plus Datastore.Modify, which PBS demands
+    even for a prune dry-run (the retention cross-check); restoredrill's PBS client can only
+    send dry-run=1."""
+    return pbs_drill_acl() + [acl("/datastore", "Datastore.Modify")]
 
 
 def notification_targets() -> list[dict[str, Any]]:

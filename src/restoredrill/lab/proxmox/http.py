@@ -53,7 +53,16 @@ class SchemaViolation:
         return f"{self.api} {self.method} {self.template} [{self.where}]: {self.detail}"
 
 
-Answer = tuple[int, str, bytes]    # status, reason phrase, body
+Answer = tuple  # (status, reason phrase, body[, content type]); JSON unless a type is given
+
+
+@dataclass(frozen=True)
+class RawDownload:
+    """What a DOWNLOAD method (schema ``"method": "DOWNLOAD"``, e.g. PBS
+    ``/admin/datastore/{store}/download``) answers: the file's bytes as they are, not JSON."""
+
+    content: bytes
+    content_type: str = "application/octet-stream"
 
 
 class ApiServer:
@@ -175,6 +184,8 @@ class ApiServer:
         with self._lock:
             self.served[(method, route.template)] += 1
         data = route.handler(call)
+        if isinstance(data, RawDownload):    # the body is the file; the schema's "returns" is null
+            return 200, "OK", data.content, data.content_type
         if self.strict and self.schemas.available:
             returns = self.schemas.returns(self.api, route.template, method)
             for problem in check_value(returns, data, booleans_as_ints=self.api == "pve"):
@@ -260,6 +271,7 @@ def parse_parameters(query: str, headers: Any, body: bytes) -> dict[str, list[An
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     timeout = 60
+    disable_nagle_algorithm = True    # headers and body go out in two writes: no 40 ms delayed-ACK stall
 
     def setup(self) -> None:
         super().setup()
@@ -290,9 +302,9 @@ class _Handler(BaseHTTPRequestHandler):
             self.request.reset_on_close = True
             self.close_connection = True
             return
-        status, reason, payload = answer
+        status, reason, payload, *content_type = answer
         self.send_response(status, reason)
-        self.send_header("Content-Type", JSON_TYPE)
+        self.send_header("Content-Type", content_type[0] if content_type else JSON_TYPE)
         self.send_header("Content-Length", str(len(payload)))
         self.send_header("Cache-Control", "max-age=0")
         self.end_headers()

@@ -13,15 +13,18 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from restoredrill.lab.proxmox import homelab, store_ops
+from restoredrill.lab.proxmox.http import RawDownload
 from restoredrill.lab.proxmox.names import check_backup_id, check_datastore
 from restoredrill.lab.proxmox.pbs_jobs import PbsJobs, gc_counters
 from restoredrill.lab.proxmox.permissions import has_privs, require
 from restoredrill.lab.proxmox.routing import (BOOLEAN, INTEGER, PBS_BACKUP_ID, PBS_BACKUP_TYPE,
-                                              PBS_NODE, PBS_NS, PBS_STORE, PBS_UPID, STRING,
+                                              PBS_NAME_PATTERN, PBS_NODE, PBS_NS, PBS_STORE,
+                                              PBS_UPID, STRING,
                                               ApiError, Call, Router, declare, optional,
                                               param_error)
 from restoredrill.lab.proxmox.store import PbsStore
 from restoredrill.lab.proxmox.tasks import Task, TaskRegistry, parse_upid
+from restoredrill.pbsformat import FormatError, MissingObject, SnapshotRef
 
 PBS_VERSION = {"version": "4.0", "release": "14", "repoid": "6f2a2b5d"}
 AUDIT_PRIVS = ("Datastore.Audit", "Datastore.Backup", "Datastore.Read", "Datastore.Verify",
@@ -166,11 +169,50 @@ def _datastore_routes(router: Router, service: PbsService) -> None:
                                        outdated_after=call.get("outdated-after"))))
         return task.text
 
+    @router.route("GET", "/admin/datastore/{store}/download", declare(
+        store=PBS_STORE, ns=optional(PBS_NS), backup_type=PBS_BACKUP_TYPE,
+        backup_id=PBS_BACKUP_ID, backup_time=dict(INTEGER, minimum=1),
+        file_name={"type": "string", "pattern": PBS_NAME_PATTERN}))
+    def download(call: Call) -> RawDownload:
+        """``proxmox-backup-client restore SNAPSHOT FILE -`` of one raw file (a DOWNLOAD
+        method: the answer is the file, not JSON). Upstream (``api2/admin/datastore.rs``
+        ``download_file``): Datastore.Read on /datastore/{store}[/{ns}], or Datastore.Backup
+        and owning the group (``check_priv_or_backup_owner``); the file name is a plain name
+        inside the snapshot directory; an unopenable file is 400 ``File open failed``."""
+        ns = call.get("ns") or None
+        acl_path = f"/datastore/{check_datastore(call.get('store'))}" + (f"/{ns}" if ns else "")
+        require(call.token, acl_path, ("Datastore.Read", "Datastore.Backup"), any_of=True,
+                api="pbs")
+        store = service.stores.get(call.get("store"))
+        if store is None:
+            raise ApiError(400, f"no such datastore '{call.get('store')}'")
+        kind, ident = call.get("backup-type"), check_backup_id(call.get("backup-id"))
+        if not has_privs(call.token, acl_path, ["Datastore.Read"]) and \
+                not _owns(call.authid, store.owner(kind, ident, ns)):
+            raise ApiError(403, "permission check failed")
+        name = call.get("file-name")
+        try:
+            ref = SnapshotRef(ns, kind, ident, call.get("backup-time"))
+            return RawDownload(store.read_snapshot_file(ref, name))
+        except MissingObject:
+            raise ApiError(400, f"File open failed: {name}: No such file or directory "
+                                "(os error 2)") from None
+        except FormatError as exc:
+            raise param_error("file-name", str(exc)) from None
+
     @router.route("POST", "/admin/datastore/{store}/gc", declare(store=PBS_STORE))
     def start_gc(call: Call) -> str:
         store = service.store(call, ("Datastore.Modify",))
         return service.tasks.start("garbage_collection", store.name, call.authid,
                                    lambda t: store_ops.garbage_collect(store, t)).text
+
+
+def _owns(authid: str, owner: str | None) -> bool:
+    """``check_backup_owner``: the owner itself, or a user owning through one of its tokens."""
+    if owner is None:
+        return False
+    return owner == authid or ("!" in owner and "!" not in authid
+                               and owner.split("!", 1)[0] == authid)
 
 
 def _job_routes(router: Router, service: PbsService) -> None:

@@ -18,7 +18,7 @@ from typing import Any
 
 from restoredrill.pbsformat import (MANIFEST_BLOB_NAME, DatastoreReader, DatastoreWriter,
                                     FormatError, Layout, LocalSource, MissingObject,
-                                    SnapshotInfo, SnapshotRef, decode_manifest_blob,
+                                    SnapshotInfo, SnapshotRef, UnsafeName, decode_manifest_blob,
                                     encode_manifest_blob, make_layout)
 
 ARCHIVE_SUFFIXES = (".fidx", ".didx", ".blob")
@@ -113,6 +113,22 @@ class PbsStore:
         except MissingObject:
             return None
         return raw.decode("utf-8", "replace").strip() or None
+
+    def read_snapshot_file(self, ref: SnapshotRef, filename: str) -> bytes:
+        """The raw bytes of one file of a snapshot directory (``proxmox-backup-client
+        restore --ignore-...`` / the API's ``download``). Only a plain file name directly in
+        the snapshot directory: no separator, no leading dot (so no ``..``, no ``.protected``),
+        and the resolved path must stay inside that directory."""
+        if not filename or "/" in filename or "\\" in filename or "\0" in filename \
+                or filename.startswith("."):
+            raise UnsafeName(f"invalid file name {filename!r}")
+        key = self.key(ref, filename)
+        folder = self.backend.path(self.snapshot_prefix(ref).rstrip("/")).resolve()
+        target = self.backend.path(key).resolve()
+        if target.parent != folder:
+            raise UnsafeName(f"file name {filename!r} leaves the snapshot directory")
+        with self.lock:
+            return self.backend.read(key)
 
     def read_manifest_document(self, ref: SnapshotRef) -> dict[str, Any] | None:
         try:
