@@ -31,8 +31,9 @@ def run_lab(out: Path, kinds: list[str], keep: bool = False) -> int:
                   f"({lab.facts.get('archives_kept')} archives per repository after prune); running drills",
                   flush=True)
             out.mkdir(parents=True, exist_ok=True)
+            # the lab's own state folder beside its reports: a second `restoredrill lab` shows trends
             code = run_drills(RunRequest(inventory=lab.inventory_path, kinds=kinds, out_dir=out,
-                                         state_dir=lab.root / "state"))
+                                         state_dir=out / "state"))
     finally:
         if keep:
             print(f"restoredrill lab: kept {root}", file=sys.stderr)
