@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import stat
 import time
+from pathlib import Path
 
 import boto3
 import pytest
@@ -109,6 +110,16 @@ def test_a_healthy_run_passes_and_makes_no_write_call(offsite, tmp_path, monkeyp
     print(f"drill run: {seconds:.2f} s, {len(calls)} S3 calls")
 
 
+def referenced_chunk_key(double, layout) -> str:
+    """The bucket key of the first chunk of the newest VM snapshot's disk index."""
+    from restoredrill.pbsformat import DatastoreReader
+    reader = DatastoreReader(Path(double.datastores["offsite"]))
+    newest = max((s for s in reader.list_snapshots() if s.ref.backup_type == "vm" and s.finished),
+                 key=lambda s: s.ref.epoch)
+    digest = reader.read_archive_index(newest, "drive-scsi0.img.fidx").digests[0].hex()
+    return f"{layout.chunk_prefix}{digest[:4]}/{digest}"
+
+
 def test_faults_fail_the_right_cases_naming_what_is_wrong(offsite, tmp_path):
     admin = offsite.seaweed.client("admin")
     admin.create_bucket(Bucket="offsite-unlocked")
@@ -122,8 +133,7 @@ def test_faults_fail_the_right_cases_naming_what_is_wrong(offsite, tmp_path):
                        "unlocked": {"bucket": "offsite-unlocked"},
                        "must-encrypt": {"encryption_required": True}})
     layout = Layout.s3(LAB_STORE)
-    victim = next(key for key in (o["Key"] for o in admin.list_objects_v2(
-        Bucket=LAB_BUCKET, Prefix=layout.chunk_prefix)["Contents"]))
+    victim = referenced_chunk_key(offsite.double, layout)   # a chunk an index really uses (GC keeps others)
     original = admin.get_object(Bucket=LAB_BUCKET, Key=victim)["Body"].read()
     admin.delete_object(Bucket=LAB_BUCKET, Key=victim)
     offsite.box.rotate_host_key()
