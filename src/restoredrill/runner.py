@@ -59,13 +59,30 @@ def new_run_id() -> str:
 def run_drills(request: RunRequest) -> int:
     missing = [k for k in request.kinds if not list(drills_dir().glob(KIND_FILES[k]))]
     if missing:
-        print(f"restoredrill: the {', '.join(missing)} drills do not exist in this version; a drill that "
-              f"cannot run is a failure. Select only: borg", file=sys.stderr)
+        print(f"restoredrill: the {', '.join(missing)} drills do not exist in this installation; a drill "
+              f"that cannot run is a failure", file=sys.stderr)
         return EXIT_FAILED
     if request.out_dir:
         request.out_dir.mkdir(parents=True, exist_ok=True)
-    code = pytest.main(pytest_args(request), plugins=list(request.plugins))
-    return map_exit_code(int(code))
+    code = map_exit_code(int(pytest.main(pytest_args(request), plugins=list(request.plugins))))
+    junit = request.junit or (request.out_dir / "junit.xml" if request.out_dir else None)
+    if code == EXIT_OK and junit is not None and junit_has_failures(junit):
+        # seen with a pytest-xdist INTERNALERROR: exit 0 although cases failed
+        print(f"restoredrill: pytest exited 0 but {junit} is missing or records failed cases; exit 1",
+              file=sys.stderr)
+        return EXIT_FAILED
+    return code
+
+
+def junit_has_failures(path: Path) -> bool:
+    """True when the JUnit file is missing, unreadable or counts failures or errors."""
+    import xml.etree.ElementTree as ET
+    try:
+        root = ET.parse(path).getroot()
+    except (OSError, ET.ParseError):
+        return True
+    suites = [root] if root.tag == "testsuite" else list(root.iter("testsuite"))
+    return any(int(s.get("failures", 0)) + int(s.get("errors", 0)) > 0 for s in suites)
 
 
 def map_exit_code(code: int) -> int:

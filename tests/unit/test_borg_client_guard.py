@@ -59,3 +59,13 @@ def test_archive_choice_and_kinds():
     assert select_kinds(None) == list(IMPLEMENTED_KINDS) and "borg" in IMPLEMENTED_KINDS
     with pytest.raises(PlanError, match="unknown drill kind"):
         select_kinds(["tape"])
+
+
+def test_a_junit_file_with_failures_overrides_a_zero_exit(tmp_path):
+    from restoredrill.runner import junit_has_failures
+    ok = tmp_path / "ok.xml"
+    ok.write_text('<testsuites><testsuite name="pytest" failures="0" errors="0" tests="2"/></testsuites>')
+    bad = tmp_path / "bad.xml"
+    bad.write_text('<testsuites><testsuite name="pytest" failures="0" errors="1" tests="2"/></testsuites>')
+    assert not junit_has_failures(ok)
+    assert junit_has_failures(bad) and junit_has_failures(tmp_path / "missing.xml")
