@@ -17,6 +17,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 
+from restoredrill.checks.errors import Verdict
 from restoredrill.clients.upid import UpidError, parse_upid
 
 MANIFEST = "index.json.blob"
@@ -24,17 +25,6 @@ MAX_LISTED = 5
 KEEP_OPTIONS = ("keep-last", "keep-hourly", "keep-daily", "keep-weekly", "keep-monthly", "keep-yearly")
 
 
-@dataclass
-class Verdict:
-    problems: list[str] = field(default_factory=list)
-    facts: dict[str, object] = field(default_factory=dict)
-
-    @property
-    def ok(self) -> bool:
-        return not self.problems
-
-    def message(self) -> str:
-        return "; ".join(self.problems)
 
 
 @dataclass(frozen=True)

@@ -12,6 +12,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 
+from restoredrill.checks.errors import Verdict
+
 
 @dataclass(frozen=True)
 class BorgRun:
@@ -20,17 +22,7 @@ class BorgRun:
     end: datetime | None = None     # from ``borg info``; None until fetched
 
 
-@dataclass
-class Sequencing:
-    problems: list[str] = field(default_factory=list)
-    facts: dict[str, object] = field(default_factory=dict)
-
-    @property
-    def ok(self) -> bool:
-        return not self.problems
-
-    def message(self) -> str:
-        return "; ".join(self.problems)
+Sequencing = Verdict     # problems and facts of one guest's Borg-then-PBS order
 
 
 def archive_before(archives: Iterable[BorgRun], snapshot_start: datetime) -> BorgRun | None:
