@@ -6,7 +6,6 @@ or undone afterwards, so the shared lab stays valid.
 from __future__ import annotations
 
 import shutil
-import sqlite3
 import subprocess
 import sys
 from datetime import datetime, timedelta, timezone

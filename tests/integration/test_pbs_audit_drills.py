@@ -21,8 +21,7 @@ import pytest
 import yaml
 
 from restoredrill.lab.borg_history import BorgBuilder, LabRepo
-from restoredrill.lab.proxmox import ProxmoxDouble, homelab
-from restoredrill.lab.proxmox.permissions import acl
+from restoredrill.lab.proxmox import ProxmoxDouble
 from restoredrill.lab.proxmox.testing import pbs_api, wait_task
 from restoredrill.secrets import write_private
 from tests.conftest import DrillRun, parse_junit

@@ -4,7 +4,6 @@ over the node's SSH, reach the guest's HTTP service from the runner namespace, s
 service fail after its data is damaged, then stop and destroy with nothing left."""
 from __future__ import annotations
 
-import base64
 import json
 import subprocess
 import time

@@ -14,7 +14,7 @@ notification targets.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 
 from restoredrill.checks.errors import Verdict

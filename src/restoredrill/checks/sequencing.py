@@ -9,7 +9,7 @@ ago than the sequencing window. Pure: times in, a verdict out.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 
 from restoredrill.checks.errors import Verdict

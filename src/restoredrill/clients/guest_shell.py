@@ -84,7 +84,7 @@ class PctBackend(BaseBackend):
 
 def write_ssh_config(path: Path, *, address: str, user: str, key_file: str, known_hosts_file: str,
                      runner_netns: str | None) -> Path:
-    lines = [f"Host drill-guest", f"  HostName {address}", f"  User {user}", f"  IdentityFile {key_file}",
+    lines = ["Host drill-guest", f"  HostName {address}", f"  User {user}", f"  IdentityFile {key_file}",
              "  IdentitiesOnly yes", f"  UserKnownHostsFile {known_hosts_file}", "  GlobalKnownHostsFile /dev/null",
              "  StrictHostKeyChecking yes", "  BatchMode yes", "  ConnectTimeout 10"]
     if runner_netns:

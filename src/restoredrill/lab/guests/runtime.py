@@ -184,5 +184,5 @@ class NamespaceRuntime:
         self._agent(guest)
         record = self._exec.get((guest.vmid, int(pid)))
         if record is None:
-            raise GuestError(f"Agent error: Invalid parameter 'pid'")
+            raise GuestError("Agent error: Invalid parameter 'pid'")
         return {k: v for k, v in record.items() if v != "" or k == "exited"}

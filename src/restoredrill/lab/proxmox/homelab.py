@@ -20,6 +20,7 @@ may audit, read and verify datastores. Both may list notification targets (PVE
 from __future__ import annotations
 
 import time
+from typing import Any
 
 from restoredrill.lab.proxmox.cluster import Pool, PveState, StorageConfig
 from restoredrill.lab.proxmox.guests import Guest, parse_config
