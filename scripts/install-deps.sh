@@ -13,7 +13,7 @@ APT_PACKAGES=(
   # the storage box (sshd) and throwaway PostgreSQL servers for dump restores
   openssh-server openssh-client postgresql sqlite3 openssl
   # scratch guests: namespaces, ext4 images, a tiny static userland
-  iproute2 e2fsprogs busybox-static util-linux make python3-venv python3
+  iproute2 e2fsprogs busybox-static util-linux procps make python3-venv python3
   # headless browser for the HTML report test (Debian's real package, not Ubuntu's snap wrapper)
   chromium
 )
