@@ -1,0 +1,223 @@
+"""What a plain dump may contain: the refusal rules applied to the statements and
+meta-commands that :mod:`psqllex` finds, and which statements are owner or
+privilege statements (left out, as ``pg_restore --no-owner --no-privileges`` does).
+
+Each rule returns a short description of what was found, naming only a command,
+a keyword or a name from our own lists (or a name made of plain identifier
+characters), never other text of the dump.
+"""
+from __future__ import annotations
+
+import re
+
+from restoredrill.checks.postgres.psqllex import Meta, Statement
+
+# what pg_dump writes (\restrict, \unrestrict, psql >= 13.22/14.19/15.14/16.10/17.6)
+# and two harmless extras; not \connect (it could switch user) nor \set (it could
+# turn ON_ERROR_STOP off), nor anything else of psql's ~100 commands
+ALLOWED_META_COMMANDS = frozenset({"restrict", "unrestrict", "encoding", "echo"})
+# arguments of an allowed meta-command: no quote, backtick (psqlscanslash.l runs it
+# in a shell), colon (variable interpolation), backslash (next command), pipe
+_SAFE_META_ARGUMENTS = re.compile(rb"[A-Za-z0-9_ \t\r\f.,+=/@%-]*")
+# encodings in which every ASCII byte is an ASCII character (PostgreSQL's server
+# encodings, common/encnames.c names, normalized as pg_char_to_encoding does:
+# lower case, letters and digits only). Not SJIS, BIG5, GBK, UHC, GB18030, JOHAB:
+# there a byte 0x5c can be the second byte of a character, psql then does not
+# see a backslash where this lexer does (psqlscan.l psqlscan_prepare_buffer).
+SAFE_ENCODINGS = frozenset(
+    {"sqlascii", "utf8", "unicode", "eucjp", "euccn", "euckr", "euctw", "eucjis2004",
+     "muleinternal", "koi8", "koi8r", "koi8u", "alt", "cp866", "win866", "win874", "win",
+     "tcvn", "tcvn5712", "vscii", "abc", "default",
+     *(f"latin{n}" for n in range(1, 11)),
+     *(f"iso8859{n}" for n in (1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 13, 14, 15, 16)),
+     *(f"win{n}" for n in range(1250, 1259)), *(f"windows{n}" for n in range(1250, 1259)),
+     "cp1250", "cp1251", "cp1252", "cp1253", "cp1254", "cp1255", "cp1256", "cp1257", "cp1258"})
+# trusted extensions (PostgreSQL 13+: an unprivileged database owner may create them)
+# that touch neither files, nor the network, nor other databases. Refused among
+# others: adminpack (writes server files), file_fdw (reads them), dblink and
+# postgres_fdw (open connections), plperlu/plpython3u/pltclu (untrusted languages).
+# lo is allowed: a domain and a trigger function that unlinks large objects of
+# its own database; the server-file functions lo_import/lo_export are core ones.
+ALLOWED_EXTENSIONS = frozenset(
+    {"plpgsql", "pgcrypto", "uuid-ossp", "citext", "hstore", "pg_trgm", "btree_gin", "btree_gist",
+     "ltree", "cube", "isn", "intarray", "fuzzystrmatch", "unaccent", "tablefunc", "seg", "lo",
+     "tsm_system_rows", "tsm_system_time", "dict_int", "earthdistance"})
+# server functions that read or write server files or directories (or signal the server)
+SERVER_FILE_FUNCTIONS = frozenset(
+    {"pg_read_file", "pg_read_binary_file", "pg_ls_dir", "pg_stat_file", "pg_ls_logdir",
+     "pg_ls_waldir", "pg_ls_tmpdir", "pg_ls_archive_statusdir", "pg_ls_logicalmapdir",
+     "pg_ls_logicalsnapdir", "pg_ls_replslotdir", "lo_import", "lo_export", "pg_file_write",
+     "pg_file_rename", "pg_file_unlink", "pg_file_sync", "pg_logdir_ls", "pg_reload_conf",
+     "pg_rotate_logfile", "pg_terminate_backend", "pg_cancel_backend", "pg_promote",
+     "pg_log_backend_memory_contexts", "dblink", "dblink_exec", "dblink_connect"})
+_PLAIN_NAME = re.compile(rb"[A-Za-z0-9_.-]{1,63}")
+_PSQL_VARIABLE = re.compile(rb"[A-Z][A-Z0-9_]*")
+_META_NAME = re.compile(rb"[A-Za-z0-9_!?;:+.-]{1,30}")
+
+
+def _show(name: bytes) -> str:
+    """A name from the dump, shown only when it is made of plain identifier characters."""
+    return name.decode() if _PLAIN_NAME.fullmatch(name) else "(an unusual name)"
+
+
+def encoding_is_safe(name: bytes) -> bool:
+    return re.sub(rb"[^a-z0-9]", b"", name.lower()).decode() in SAFE_ENCODINGS
+
+
+def meta_problem(meta: Meta) -> str | None:
+    """psqlscanslash.l: the name runs to whitespace or a backslash; psql expands
+    backticks and :variables in the arguments, and a backslash starts another command."""
+    name = meta.name.decode("ascii", "replace")
+    if name not in ALLOWED_META_COMMANDS:
+        shown = (f"\\{name}" if _META_NAME.fullmatch(meta.name) else
+                 "\\(an unusual name)" if meta.name else "a lone backslash")
+        return f"runs the psql meta-command {shown}"
+    if not _SAFE_META_ARGUMENTS.fullmatch(meta.arguments):
+        return (f"has a quote, backtick, colon, pipe or backslash in the arguments of \\{name} "
+                f"(psql would expand or run it)")
+    if name == "encoding" and not encoding_is_safe(meta.arguments.strip()):
+        return "switches psql to a client encoding that is not allowed (\\encoding)"
+    return None
+
+
+def is_owner_or_privilege(statement: Statement) -> bool:
+    """GRANT, REVOKE, ALTER DEFAULT PRIVILEGES and ``ALTER <object> ... OWNER TO <role>``
+    (as pg_dump writes them: one action, the role last). Never one holding a meta-command."""
+    if statement.has_meta or statement.copy_data is not None:
+        return False
+    words = statement.words()
+    if words[:1] in ([b"grant"], [b"revoke"]) or words[:3] == [b"alter", b"default", b"privileges"]:
+        return True
+    tokens = [t for t in statement.tokens if t != ("p", b";")]
+    if words[:1] != [b"alter"] or len(tokens) < 4:
+        return False
+    tail_ok = tokens[-3] == ("w", b"owner") and tokens[-2] == ("w", b"to") and tokens[-1][0] in "wq"
+    return tail_ok and not _top_level_comma(tokens) and words.count(b"owner") == 1
+
+
+def _top_level_comma(tokens: list) -> bool:
+    depth = 0
+    for kind, value in tokens:
+        if kind == "p":
+            depth += {b"(": 1, b")": -1}.get(value, 0)
+            if value == b"," and depth == 0:
+                return True
+    return False
+
+
+def statement_problem(statement: Statement) -> str | None:
+    """The first refused form in a statement, or None."""
+    for rule in (_copy_problem, _create_problem, _first_word_problem, _set_problem,
+                 _function_problem, _variable_problem):
+        if (problem := rule(statement)) is not None:
+            return problem
+    return None
+
+
+def _copy_problem(statement: Statement) -> str | None:
+    words = statement.words()
+    if words[:1] != [b"copy"]:
+        if b"copy" in words and b"stdin" in words:
+            return "has COPY ... stdin inside another statement"
+        return None
+    tokens = statement.tokens
+    if b"program" in words:
+        return "runs COPY ... PROGRAM (a program on the server)"
+    for index, (kind, value) in enumerate(tokens[:-1]):
+        if kind == "w" and value in (b"from", b"to") and tokens[index + 1][0] == "s":
+            return "runs COPY with a server file (only FROM stdin and TO stdout are allowed)"
+    if statement.copy_data is None and b"stdout" not in words:
+        return "runs COPY without FROM stdin or TO stdout"
+    return None
+
+
+def _create_problem(statement: Statement) -> str | None:
+    words = statement.words()
+    if words[:1] != [b"create"]:
+        return None
+    rest = [w for w in words[1:4] if w not in (b"or", b"replace", b"trusted", b"procedural")]
+    kind = rest[0] if rest else b""
+    if kind == b"language":
+        return "runs CREATE LANGUAGE"
+    if kind == b"extension":
+        return _extension_problem(statement)
+    if kind in (b"function", b"procedure"):
+        tokens = statement.tokens
+        for index, (token_kind, value) in enumerate(tokens[:-1]):
+            if token_kind == "w" and value == b"language" and tokens[index + 1][0] in "wqs":
+                language = tokens[index + 1][1].lower()
+                if language in (b"c", b"internal") or language.endswith(b"u"):
+                    return (f"creates a {kind.decode()} in the untrusted language "
+                            f"{_show(language)}")
+    return None
+
+
+def _extension_problem(statement: Statement) -> str | None:
+    names = [(k, v) for k, v in statement.tokens[2:] if k in "wqs"]
+    while names and names[0] in (("w", b"if"), ("w", b"not"), ("w", b"exists")):
+        names.pop(0)
+    name = names[0][1] if names else b""
+    if name.decode("utf-8", "replace").lower() not in ALLOWED_EXTENSIONS:
+        return (f"runs CREATE EXTENSION {_show(name)} (allowed: "
+                f"{', '.join(sorted(ALLOWED_EXTENSIONS))})")
+    if b"cascade" in statement.words():
+        return "runs CREATE EXTENSION ... CASCADE (it could create other extensions)"
+    return None
+
+
+def _first_word_problem(statement: Statement) -> str | None:
+    words = statement.words()
+    if words[:1] == [b"do"]:
+        return "runs a DO block (pg_dump never writes one)"
+    if words[:2] == [b"alter", b"system"]:
+        return "runs ALTER SYSTEM"
+    if words[:1] == [b"load"]:
+        return "runs LOAD (loads a shared library into the server)"
+    if b"client_encoding" in words[1:] and words[:1] != [b"set"]:
+        return "changes client_encoding other than with SET"
+    return None
+
+
+def _set_problem(statement: Statement) -> str | None:
+    """SET/RESET ROLE and SESSION AUTHORIZATION; SET client_encoding and SET NAMES to an
+    encoding in which psql would lex bytes differently from us."""
+    words = statement.words()
+    if words[:1] not in ([b"set"], [b"reset"]):
+        return None
+    rest = words[1:]
+    if rest[:1] in ([b"session"], [b"local"]) and rest[1:2] != [b"authorization"]:
+        rest = rest[1:]
+    if rest[:1] in ([b"role"], [b"session_authorization"]) or rest[:2] == [b"session", b"authorization"]:
+        return f"runs {words[0].decode().upper()} ROLE or SESSION AUTHORIZATION"
+    if words[:1] == [b"set"] and rest[:1] in ([b"client_encoding"], [b"names"]):
+        values = [v for k, v in statement.tokens if k in "wqs"][len(words) - len(rest) + 1:]
+        values = [v for v in values if v != b"to"]
+        if not values or not encoding_is_safe(values[0]):
+            return ("sets a client encoding that is not allowed (SJIS, BIG5, GBK, UHC, GB18030 "
+                    "and JOHAB hide backslashes from psql's lexer)")
+    return None
+
+
+def _function_problem(statement: Statement) -> str | None:
+    tokens = statement.tokens
+    for index, (kind, value) in enumerate(tokens):
+        if kind not in "wq":
+            continue
+        name = value.lower().decode("utf-8", "replace")
+        if name in SERVER_FILE_FUNCTIONS:
+            return f"calls the server function {name}"
+        if name == "set_config" and tokens[index + 1:index + 3] != [("p", b"("), ("s", b"search_path")]:
+            return "calls set_config for another setting than search_path"
+        if name == "session_authorization":
+            return "changes session_authorization"
+    return None
+
+
+def _variable_problem(statement: Statement) -> str | None:
+    """psql interpolates :NAME, :'NAME', :"NAME" outside quotes (psqlscan.l). A dump
+    cannot define variables (every meta-command that sets one is refused), so only
+    psql's own (upper-case: DBNAME, HOST, VERSION, LAST_ERROR_MESSAGE...) could expand."""
+    for kind, value in statement.tokens:
+        if kind == "v" and _PSQL_VARIABLE.fullmatch(value):
+            return f"uses the psql variable :{value.decode()}"
+    return None
