@@ -9,6 +9,7 @@ from pathlib import Path
 from restoredrill import __version__
 from restoredrill.plan import KINDS, PlanError, select_kinds
 from restoredrill.runner import EXIT_FAILED, EXIT_OK, EXIT_USAGE, RunRequest, run_drills
+from restoredrill.state import StateError
 
 
 class UsageError(Exception):
@@ -74,6 +75,9 @@ def main(argv: list[str] | None = None) -> int:
     except (UsageError, PlanError) as exc:
         print(f"restoredrill: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    except StateError as exc:       # e.g. state.db held by another run: the drills could not run
+        print(f"restoredrill: {exc}", file=sys.stderr)
+        return EXIT_FAILED
     except KeyboardInterrupt:
         print("restoredrill: interrupted", file=sys.stderr)
         return EXIT_FAILED

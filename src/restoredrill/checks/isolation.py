@@ -16,6 +16,13 @@ QEMU_DELETE = (r"hostpci\d+", r"usb\d+", r"virtiofs\d+", r"serial\d+", r"paralle
                "audio0")
 LXC_DELETE = (r"dev\d+", r"mp\d+")
 EXPIRY_MARK = "restoredrill-expires:"
+# Config keys whose values never reach evidence (JUnit, HTML, the bundle, state.db): the
+# cloud-init credentials and user data of qemu-server (PVE/QemuServer.pm, cipassword is
+# a crypt hash; sshkeys the authorized keys), notes (``description``: the ``#`` lines of
+# the config file, free text), raw QEMU ``args`` and raw ``lxc.*`` keys (pve-container
+# src/PVE/LXC/Config.pm: anything, lxc.environment included). Their keys still show.
+REDACTED_KEYS = re.compile(r"cipassword|sshkeys|ciuser|cicustom|description|args|lxc\..+")
+REDACTED = "<redacted>"
 
 
 @dataclass
@@ -105,9 +112,16 @@ def unsafe_keys(kind: str, config: dict[str, str], bridge: str) -> list[str]:
     return problems
 
 
+def shown_value(key: str, value: object) -> str:
+    """A config value as evidence may show it: secrets and free text as ``<redacted>``."""
+    return REDACTED if REDACTED_KEYS.fullmatch(key) else str(value)
+
+
 def config_diff(before: dict[str, object], after: dict[str, object]) -> dict[str, list]:
+    """Backup config against the scratch guest's: changed keys with both values (redacted
+    where :data:`REDACTED_KEYS` says), removed and added keys by name only."""
     keys = sorted(set(before) | set(after))
-    return {"changed": [[k, str(before[k]), str(after[k])] for k in keys
+    return {"changed": [[k, shown_value(k, before[k]), shown_value(k, after[k])] for k in keys
                         if k in before and k in after and str(before[k]) != str(after[k])],
             "removed": [k for k in keys if k in before and k not in after],
             "added": [k for k in keys if k not in before and k in after]}

@@ -2,10 +2,38 @@
 only, plus prune in dry-run mode (it can never remove a snapshot)."""
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import datetime, timezone
 
 from restoredrill.clients.proxmox_api import ApiChokePoint, ApiError
 from restoredrill.clients.pve import wait_for_task
+
+# The keep options of PBS's prune (pbs-api-types src/datastore.rs, ``KeepOptions``); the
+# prune call's other parameters (dry-run, use-task, ns, backup-type, backup-id) are set
+# by this client only.
+PRUNE_KEEP_OPTIONS = ("keep-last", "keep-hourly", "keep-daily", "keep-weekly", "keep-monthly", "keep-yearly")
+
+
+def prune_dry_run_params(backup_type: str, backup_id: str, keep: Mapping[str, int],
+                         ns: str | None = None) -> dict[str, object]:
+    """The parameters of a prune that cannot remove anything. The drill's PBS token holds
+    Datastore.Modify (PBS demands it even for a dry run), so a ``dry-run: 0`` slipped in
+    through ``keep`` would really prune: any key that is not a keep option is refused, and
+    ``dry-run`` is set last."""
+    params: dict[str, object] = {"backup-type": backup_type, "backup-id": backup_id}
+    for key, value in keep.items():
+        option = key.replace("_", "-")
+        if option not in PRUNE_KEEP_OPTIONS:
+            raise ApiError(f"PBS prune dry-run of {backup_type}/{backup_id}: {key!r} is not a PBS keep option "
+                           f"({', '.join(PRUNE_KEEP_OPTIONS)}); refusing to send it (only keep options reach the "
+                           f"prune call, so nothing can turn the dry run into a real prune). Fix the retention "
+                           f"policy's options.", call="POST prune")
+        if value:
+            params[option] = value
+    if ns:
+        params["ns"] = ns
+    params["dry-run"] = 1          # last: nothing above can undo it
+    return params
 
 
 class PbsClient:
@@ -51,10 +79,7 @@ class PbsClient:
     def prune_dry_run(self, store: str, backup_type: str, backup_id: str, keep: dict[str, int],
                       ns: str | None = None) -> list[dict]:
         """POST /admin/datastore/{store}/prune with dry-run=1: what PBS itself would keep."""
-        params = {"backup-type": backup_type, "backup-id": backup_id, "dry-run": 1,
-                  **{k.replace("_", "-"): v for k, v in keep.items() if v}}
-        if ns:
-            params["ns"] = ns
+        params = prune_dry_run_params(backup_type, backup_id, keep, ns)
         return self.api.call("post", f"/admin/datastore/{store}/prune", **params)
 
     def jobs(self, kind: str) -> list[dict]:

@@ -65,7 +65,7 @@ class CallStats:
 class Endpoint:
     url: str
     token_id: str            # user@realm!name
-    token_secret: str        # resolved late by the caller, kept out of every message
+    token_secret: str = field(repr=False)   # resolved late by the caller, kept out of every message and repr
     fingerprint: str | None
     verify_tls: bool = True
     service: str = "PVE"     # or "PBS"
@@ -76,10 +76,10 @@ def connect(endpoint: Endpoint):
     """A proxmoxer API object for the endpoint, with pinning mounted on its session."""
     from proxmoxer import ProxmoxAPI
     parts = urlsplit(endpoint.url)
+    if parts.username or parts.password:       # checked first: the messages below show the URL
+        raise ApiError(f"{endpoint.service} url must not hold credentials; use token_id/token_secret")
     if parts.scheme != "https" or not parts.hostname:
         raise ApiError(f"{endpoint.service} url {endpoint.url!r} must be https://HOST[:PORT]")
-    if parts.username or parts.password:
-        raise ApiError(f"{endpoint.service} url must not hold credentials; use token_id/token_secret")
     user, _, token_name = endpoint.token_id.partition("!")
     verify: bool = endpoint.verify_tls and not endpoint.fingerprint
     if not endpoint.verify_tls:

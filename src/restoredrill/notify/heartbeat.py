@@ -34,11 +34,18 @@ class HeartbeatError(RuntimeError):
     """A ping could not be delivered; the message never holds the URL's path or query."""
 
 
-@dataclass
+@dataclass(repr=False)
 class Heartbeat:
-    url: str
+    url: str                 # holds the monitor's token: never in a repr, message or log
     timeout: float = TIMEOUT_SECONDS
     attempts: int = ATTEMPTS
+
+    def __repr__(self) -> str:
+        """Masked, so that a heartbeat in a traceback, a log line or pytest's assertion
+        rewriting shows where it pings but never the token."""
+        return f"Heartbeat(url={self.where!r}, timeout={self.timeout!r}, attempts={self.attempts!r})"
+
+    __str__ = __repr__
 
     def __post_init__(self) -> None:
         parts = urlsplit(self.url)

@@ -1,8 +1,10 @@
 """The state of the double's Proxmox VE node: guests, pools, storages, bridges, jobs.
 
 Guest configs are also written to ``<root>/etc-pve/nodes/<node>/{qemu-server,lxc}/<vmid>.conf``
-(the pmxcfs layout) so a test or a person can read what a restore produced; disks live
-under ``<root>/images/<vmid>/``. Every path is built from a validated integer vmid.
+(the pmxcfs layout, with the node-local ``lxc`` and ``qemu-server`` links) and pool
+membership to ``<root>/etc-pve/user.cfg`` (``pool:`` lines only), so a test, a person or
+the node's pct guard (contrib/restoredrill-pct-guard) can read them; disks live under
+``<root>/images/<vmid>/``. Every path is built from a validated integer vmid.
 """
 from __future__ import annotations
 
@@ -91,6 +93,25 @@ class PveState:
         path = self.config_path(guest.vmid, guest.kind)
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(render_config(guest.config))
+        local = self.root / "etc-pve" / path.parent.name        # pmxcfs: /etc/pve/lxc -> nodes/NODE/lxc
+        try:
+            local.symlink_to(Path("nodes") / self.node / path.parent.name)
+        except FileExistsError:
+            pass
+        self.write_pools()
+
+    def write_pools(self) -> None:
+        """``etc-pve/user.cfg`` as PVE writes its pool lines: ``pool:NAME:COMMENT:VMLIST:STORELIST:``
+        (pve-access-control src/PVE/AccessControl.pm ``write_user_config``); written whole
+        and renamed, so a reader never sees half a file."""
+        with self.lock:
+            lines = [f"pool:{p.poolid}::{','.join(str(v) for v in sorted(p.vmids))}:"
+                     f"{','.join(sorted(p.storages))}:" for p in sorted(self.pools.values(), key=lambda p: p.poolid)]
+            target = self.root / "etc-pve" / "user.cfg"
+            target.parent.mkdir(parents=True, exist_ok=True)
+            temp = target.with_name(".user.cfg.tmp")
+            temp.write_text("\n".join(lines) + "\n")
+            temp.replace(target)
 
     def digest(self, guest: Guest) -> str:
         return hashlib.sha1(render_config(guest.config).encode()).hexdigest()
@@ -105,6 +126,7 @@ class PveState:
             shutil.rmtree(self.images_dir(guest.vmid), ignore_errors=True)
             for pool in self.pools.values():
                 pool.vmids.discard(guest.vmid)
+            self.write_pools()
             if purge:
                 for job in self.backup_jobs:
                     ids = [v for v in str(job.get("vmid", "")).split(",") if v and
@@ -121,6 +143,7 @@ class PveState:
         if poolid:
             with self.lock:
                 self.pools[poolid].vmids.add(int(vmid))
+                self.write_pools()
 
     def check_pool_exists(self, poolid: str | None) -> None:
         if poolid is not None and poolid not in self.pools:

@@ -195,7 +195,7 @@ class ProxmoxDouble:
         self.network = LabNetwork(bridge=self.isolated_bridge).create()
         work = self.base_dir / "guests"
         work.mkdir(mode=0o700, exist_ok=True)
-        self.node_ssh = NodeSsh(self.base_dir / "node-ssh", work).start()
+        self.node_ssh = NodeSsh(self.base_dir / "node-ssh", work, self.base_dir / "pve" / "etc-pve").start()
         return NamespaceRuntime(self.network, work, start_failure=self.faults.start_failure,
                                 agent_silent=self.faults.agent_silent,
                                 broken_services=self.faults.broken_services)

@@ -245,6 +245,7 @@ def _pool_routes(router: Router, service: PveService) -> None:
                 pool.vmids.add(vmid)
             else:
                 pool.vmids.add(vmid)
+        service.state.write_pools()
 
 
 def _task_routes(router: Router, service: PveService) -> None:
