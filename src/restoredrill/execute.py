@@ -3,11 +3,18 @@
 Every outside program (borg, ssh, initdb, psql, ...) is run through :func:`run`:
 argument lists only (never a shell string), a timeout, secrets masked before
 anything is logged or raised, and the tail of the output in the error.
+
+At the timeout a program is stopped as its :class:`Stop` policy says. The default
+kills it at once (SIGKILL, as ``subprocess.run(timeout=)`` does). Programs that hold
+a lock pass ``stop=Stop(signal.SIGTERM, grace)``: SIGTERM goes to the process itself
+(not its group, so an ``ssh`` child it started can close the connection after it),
+and SIGKILL follows only when it is still running after ``grace`` seconds.
 """
 from __future__ import annotations
 
 import logging
 import os
+import signal
 import subprocess
 import time
 from collections.abc import Iterable, Mapping, Sequence
@@ -27,11 +34,27 @@ class CommandError(RuntimeError):
     """
 
     def __init__(self, message: str, *, argv: Sequence[str] = (), returncode: int | None = None,
-                 tail: str = ""):
+                 tail: str = "", stopped: str = ""):
         super().__init__(message)
         self.argv = list(argv)
         self.returncode = returncode
         self.tail = tail
+        self.stopped = stopped          # set when the timeout stopped it: how ("SIGTERM, exited after 0.1 s")
+
+    @property
+    def timed_out(self) -> bool:
+        return bool(self.stopped)
+
+
+@dataclass(frozen=True)
+class Stop:
+    """How a program is stopped at its timeout: ``signal`` to the process, then SIGKILL
+    after ``grace`` seconds if it is still running."""
+    signal: int = signal.SIGKILL
+    grace: float = 0.0
+
+
+KILL = Stop()
 
 
 @dataclass
@@ -42,6 +65,12 @@ class Result:
     stderr: str
     seconds: float
     secrets: tuple[str, ...] = field(default=(), repr=False)
+
+    def __repr__(self) -> str:
+        """The output is the program's (a secret it echoed, a restored file's content): a
+        repr says how much there is, never what; ``tail`` shows it with secrets masked."""
+        return (f"Result(argv={printable_argv(self.argv, self.secrets)!r}, returncode={self.returncode}, "
+                f"stdout=<{len(self.stdout)} chars>, stderr=<{len(self.stderr)} chars>, seconds={self.seconds:g})")
 
     @property
     def tail(self) -> str:
@@ -69,13 +98,14 @@ def run(argv: Sequence[str], *, timeout: float, env: Mapping[str, str] | None = 
         extra_env: Mapping[str, str] | None = None, cwd: str | os.PathLike | None = None,
         input: str | bytes | None = None, pass_fds: Sequence[int] = (),
         secrets: Iterable[str] = (), ok_codes: Iterable[int] = (0,), check: bool = True,
-        binary: bool = False, user: str | None = None, label: str = "") -> Result:
+        binary: bool = False, user: str | None = None, label: str = "", stop: Stop = KILL) -> Result:
     """Run argv and return its :class:`Result`.
 
     Raises :class:`CommandError` when the program is missing, runs past
     ``timeout`` seconds, or (with ``check``) exits with a code not in ``ok_codes``.
     ``secrets`` are masked in every log line and error message; they must never be
-    in argv in the first place, this is a second line of defence.
+    in argv in the first place, this is a second line of defence. ``stop`` says how
+    the program is stopped at the timeout (default: SIGKILL at once).
     """
     argv = [str(a) for a in argv]
     secrets = tuple(s for s in secrets if s)
@@ -87,30 +117,85 @@ def run(argv: Sequence[str], *, timeout: float, env: Mapping[str, str] | None = 
     log.debug("%srunning %s", prefix, shown)
     started = time.monotonic()
     try:
-        proc = subprocess.run(
-            argv, env=full_env, cwd=cwd, input=input, capture_output=True, timeout=timeout,
-            pass_fds=tuple(pass_fds), text=not binary, user=user,
-            errors=None if binary else "replace",
+        proc = subprocess.Popen(
+            argv, env=full_env, cwd=cwd, stdin=subprocess.PIPE if input is not None else None,
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, pass_fds=tuple(pass_fds), text=not binary,
+            user=user, errors=None if binary else "replace",
         )
     except FileNotFoundError as exc:
         raise CommandError(f"{prefix}cannot run {argv[0]!r}: it is not installed or not on PATH "
                            f"(install it, or set its path in the inventory)", argv=argv) from exc
-    except subprocess.TimeoutExpired as exc:
-        out = _text(exc.stdout)
-        err = _text(exc.stderr)
-        tail = output_tail(out, err, secrets)
-        raise CommandError(f"{prefix}{shown} did not finish within {timeout:g} s; last output:\n{tail}",
-                           argv=argv, tail=tail) from None
+    try:
+        out, err = proc.communicate(input, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        how, out, err = _stop(proc, stop)
+        tail = output_tail(_text(out), _text(err), secrets)
+        raise CommandError(f"{prefix}{shown} did not finish within {timeout:g} s and was stopped ({how}); "
+                           f"last output:\n{tail}", argv=argv, returncode=proc.returncode, tail=tail,
+                           stopped=how) from None
+    except BaseException:
+        proc.kill()               # KeyboardInterrupt and the like: never leave it running
+        proc.wait()
+        raise
     seconds = time.monotonic() - started
-    stdout = proc.stdout if binary else proc.stdout
-    result = Result(argv, proc.returncode, stdout, proc.stderr if not binary else _text(proc.stderr),
-                    seconds, secrets)
+    stdout = out
+    result = Result(argv, proc.returncode, stdout, err if not binary else _text(err), seconds, secrets)
     log.debug("%s%s exited %d after %.2f s", prefix, shown, proc.returncode, seconds)
     if check and proc.returncode not in tuple(ok_codes):
         tail = output_tail(_text(stdout), result.stderr, secrets)
         raise CommandError(f"{prefix}{shown} exited with code {proc.returncode}; last output:\n{tail}",
                            argv=argv, returncode=proc.returncode, tail=tail)
     return result
+
+
+def _stop(proc: subprocess.Popen, stop: Stop) -> tuple[str, object, object]:
+    """Stop a program that ran past its timeout; returns (how, stdout, stderr).
+
+    ``stop.signal`` goes to the process itself, never to its process group: a borg
+    client's ``ssh`` child must stay to close the connection after borg exits (see
+    clients/borg.py). SIGKILL follows only when the process is still there after
+    ``stop.grace`` seconds. Output read so far is kept: ``communicate`` may be called
+    again after its TimeoutExpired (Python's subprocess documentation).
+    """
+    if stop.signal == signal.SIGKILL or stop.grace <= 0:
+        how = "SIGKILL"
+    else:
+        name = signal.Signals(stop.signal).name
+        sent = time.monotonic()
+        proc.send_signal(stop.signal)
+        out, err = _drain(proc, stop.grace)
+        try:
+            proc.wait(max(0.0, sent + stop.grace - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            pass
+        if proc.returncode is not None:
+            _close_pipes(proc)
+            how = f"{name}; it exited with code {proc.returncode} {time.monotonic() - sent:.1f} s later"
+            return how, out, err
+        how = f"{name}; still running {stop.grace:g} s later, then SIGKILL"
+    proc.kill()
+    out, err = _drain(proc, 5.0)
+    proc.wait()
+    _close_pipes(proc)
+    return how, out, err
+
+
+def _drain(proc: subprocess.Popen, seconds: float) -> tuple[object, object]:
+    """Everything the program wrote until its pipes close, or what came within ``seconds``
+    (a grandchild may hold the pipes open after the program itself has exited)."""
+    try:
+        return proc.communicate(timeout=seconds)
+    except subprocess.TimeoutExpired as exc:
+        return exc.output, exc.stderr
+
+
+def _close_pipes(proc: subprocess.Popen) -> None:
+    for pipe in (proc.stdin, proc.stdout, proc.stderr):
+        if pipe is not None:
+            try:
+                pipe.close()
+            except OSError:
+                pass
 
 
 def pid_alive(pid: int) -> bool:

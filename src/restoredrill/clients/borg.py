@@ -1,9 +1,21 @@
 """Borg client: the only code that runs borg. Read-side subcommands only.
 
 The passphrase reaches borg through a pipe (``BORG_PASSPHRASE_FD``), never argv or
-an environment variable holding the value. Locks are waited for (``--lock-wait``)
-so a drill never fails a nightly ``borg create``; nothing here can prune, delete,
-compact, break a lock, import a key or recreate an archive.
+an environment variable holding the value. Nothing here can prune, delete, compact,
+break or bypass a lock, import a key or recreate an archive.
+
+Locks (borg/locking.py): ``check`` holds the repository's exclusive lock, ``list``,
+``info`` and ``extract`` a shared one; ``borg create`` waits only 1 s for it by default.
+So every call here (1) starts only when it can end before the repository's next
+backup window (:mod:`restoredrill.backup_window`) and gets at most the time that is
+left, and (2) is stopped at its timeout with SIGTERM to the borg process, never
+SIGKILL first: borg turns SIGTERM into ``SigTerm`` (borg/helpers/process.py
+``raising_signal_handler``, installed in borg/archiver.py ``main``), which unwinds
+through ``Repository.__exit__`` and releases the lock. SIGKILL leaves ``lock.exclusive``
+and ``lock.roster`` behind, and borg removes a dead holder's lock itself only on the
+host that holds it (``ExclusiveLock.kill_stale_lock``: ``platform.process_alive`` is
+false only for the own host id). The first SIGINT would do nothing to ``check`` or
+``extract``: ``SigIntManager`` only sets a flag that ``create`` reads.
 """
 from __future__ import annotations
 
@@ -15,14 +27,18 @@ import shutil
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
+from signal import SIGTERM
 
-from restoredrill.execute import CommandError, Result, run
+from restoredrill import backup_window
+from restoredrill.execute import CommandError, Result, Stop, run
 
 READ_ONLY_SUBCOMMANDS = frozenset({"list", "info", "check", "extract"})
 FORBIDDEN_SUBCOMMANDS = frozenset({"prune", "delete", "compact", "break-lock", "recreate", "key",
                                    "init", "create", "rename", "upgrade", "config", "mount", "with-lock"})
+# never on a borg command line: they would take the lock away from a running backup (or write)
+FORBIDDEN_ARGS = ("--bypass-lock", "break-lock", "--break-lock", "with-lock", "--repair")
 SCRUBBED_ENV = ("BORG_PASSPHRASE", "BORG_PASSCOMMAND", "BORG_PASSPHRASE_FD", "BORG_REPO",
                 "BORG_NEW_PASSPHRASE", "BORG_KEY_FILE")
 
@@ -56,6 +72,17 @@ class BorgTarget:
     binary: str = "borg"
     remote_path: str | None = None
     extra_env: dict[str, str] = field(default_factory=dict)
+    windows: tuple[backup_window.Window, ...] = ()   # when borg create runs (none: no deadline)
+    window_margin: timedelta = timedelta(minutes=15)
+    stop_grace_seconds: float = 30.0      # after SIGTERM at a timeout, SIGKILL only this much later
+    clock: Callable[[], datetime] = field(default=lambda: datetime.now(timezone.utc), repr=False)
+
+    @property
+    def remote(self) -> bool:
+        return self.location.startswith("ssh://")
+
+    def budget(self) -> backup_window.Budget:
+        return backup_window.budget(self.windows, self.clock(), self.window_margin)
 
 
 # (pattern in borg's output, cause, fix): first match wins
@@ -121,7 +148,17 @@ class BorgClient:
         """Run one read-side borg subcommand against the repository."""
         if subcommand not in READ_ONLY_SUBCOMMANDS:
             raise PermissionError(f"borg {subcommand} is not allowed: restoredrill only reads repositories")
-        argv = [self.target.binary, subcommand, f"--lock-wait={self.target.lock_wait_seconds}"]
+        refused = [a for a in args if str(a).split("=")[0] in FORBIDDEN_ARGS]
+        if refused:
+            raise PermissionError(f"borg {subcommand} {' '.join(refused)} is not allowed: restoredrill never "
+                                  f"bypasses or breaks a repository lock and never repairs")
+        left = self.target.budget()
+        why_not = backup_window.refusal(f"borg {subcommand}", left)
+        if why_not:
+            raise BorgError(self.target.name, why_not)
+        lock_wait = int(left.bound(self.target.lock_wait_seconds))
+        limit = left.bound(timeout + lock_wait)
+        argv = [self.target.binary, subcommand, f"--lock-wait={lock_wait}"]
         if self.target.remote_path:
             argv.append(f"--remote-path={self.target.remote_path}")
         argv.extend(args)
@@ -133,12 +170,16 @@ class BorgClient:
             read_fd = _passphrase_pipe(secret)
             env["BORG_PASSPHRASE_FD"] = str(read_fd)
         try:
-            return run(argv, timeout=timeout + self.target.lock_wait_seconds, env=env, cwd=cwd,
+            return run(argv, timeout=limit, env=env, cwd=cwd,
                        pass_fds=(read_fd,) if read_fd is not None else (),
                        secrets=(secret,) if secret else (), ok_codes=ok_codes, check=check,
-                       label=f"borg {subcommand} [{self.target.name}]")
+                       label=f"borg {subcommand} [{self.target.name}]",
+                       stop=Stop(SIGTERM, self.target.stop_grace_seconds))
         except CommandError as exc:
             tail = exc.tail or str(exc)
+            if exc.timed_out:
+                raise BorgError(self.target.name, self._stopped_cause(subcommand, limit, left, exc),
+                                f"command: {' '.join(exc.argv[:2])} ...\nlast output:\n{tail}") from None
             cause = explain_failure(tail)
             if cause in (UNREACHABLE, UNEXPLAINED) and self.target.rsh:
                 probe = self._probe_ssh()   # borg may drop ssh's own words when the connection dies
@@ -150,6 +191,24 @@ class BorgClient:
         finally:
             if read_fd is not None:
                 os.close(read_fd)
+
+    def _stopped_cause(self, subcommand: str, limit: float, left: backup_window.Budget,
+                       exc: CommandError) -> str:
+        """One paragraph: what stopped borg, how, and what that means for the lock."""
+        if left.deadline is not None and left.bound(10 ** 9) <= limit + 1:
+            why = (f"it reached the deadline {left.deadline:%Y-%m-%d %H:%M} UTC, {_minutes(self.target.window_margin)} "
+                   f"before the backup window {left.window.label}")
+            fix = "schedule the drill earlier or give it a longer gap before the window"
+        else:
+            why = f"it ran past its timeout ({limit:.0f} s including lock_wait)"
+            fix = "look for a slow or hung repository, or raise the budget"
+        text = f"borg {subcommand} was stopped: {why} ({exc.stopped})"
+        if self.target.remote and subcommand == "check":
+            text += ("; over ssh:// borg serve keeps the exclusive lock until its repository check returns "
+                     "(a bounded --max-duration check ends it)")
+        elif "SIGKILL" not in exc.stopped:
+            text += "; borg released its lock on SIGTERM"
+        return f"{text}. Fix: {fix}."
 
     def _probe_ssh(self) -> str:
         """``ssh -p PORT USER@HOST true`` with the same options: what does ssh itself say?"""
@@ -214,8 +273,14 @@ class BorgClient:
     def check(self, *, verify_data: bool = False, repository_only: bool = False,
               archives_only: bool = False, last: int | None = None, max_duration: int | None = None,
               timeout: float = 6 * 3600) -> Result:
-        """``borg check [--verify-data | --repository-only [--max-duration S] | --archives-only]``"""
-        args = []
+        """``borg check --info [--verify-data | --repository-only [--max-duration S] | --archives-only]``
+
+        ``--info`` makes borg log how far a repository check got (see
+        :func:`restoredrill.backup_window.segment_pass`). ``--max-duration`` needs
+        ``--repository-only`` and excludes ``--verify-data`` and ``--last``
+        (borg/archiver.py ``do_check``).
+        """
+        args = ["--info"]
         if verify_data:
             args.append("--verify-data")
         if repository_only:
@@ -234,6 +299,10 @@ class BorgClient:
         args = ["--dry-run"] if dry_run else []
         return self._run("extract", [*args, f"{self.target.location}::{archive}", *paths],
                          timeout=timeout, cwd=destination)
+
+
+def _minutes(value: timedelta) -> str:
+    return f"{value.total_seconds() / 60:g} min"
 
 
 def _passphrase_pipe(secret: str) -> int:
