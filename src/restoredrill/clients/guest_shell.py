@@ -5,8 +5,11 @@
 - ``PctBackend``: ``pct exec VMID -- sh -c CMD`` over SSH to the node (its key is
   limited by contrib/restoredrill-pct-guard to the scratch range);
 - SSH on the drill network with strict host keys: testinfra's own ``ssh`` backend
-  with an ssh_config this module writes (``ProxyCommand`` through the runner's
-  network namespace when the runner's leg on the drill bridge lives in one).
+  with an ssh_config this module writes, ALWAYS with a ``ProxyCommand`` through the
+  runner's network namespace (``scratch.runner_netns``, whose path to the guest
+  ``clients.runner_check`` proves first). Never a direct connection: the restored
+  guest keeps production's address and host key, so from the runner's own network
+  strict host-key checking would pass against production itself.
 
 Hosts are built directly (``testinfra.host.Host(backend)``), never through
 ``Host.get_host``, whose process-wide cache would hand a reused VMID an old guest.
@@ -82,18 +85,38 @@ class PctBackend(BaseBackend):
         return self.result(result.returncode, self.encode(cmd), result.stdout, result.stderr)
 
 
+NO_RUNNER_NETNS = ("access ssh reaches the scratch guest by the address its OS configures, which is production's; "
+                   "without scratch.runner_netns (a namespace whose only route is the drill bridge) it would "
+                   "reach production, whose host key the restored copy carries. Set scratch.runner_netns, or use "
+                   "access agent (VMs) or pct (containers)")
+
+
+def proxy_command(runner_netns: str) -> str:
+    """ssh's ``ProxyCommand``: a TCP relay started inside the runner's namespace."""
+    return f"ip netns exec {runner_netns} {sys.executable} -m restoredrill.lab.guests.relay %h %p"
+
+
 def write_ssh_config(path: Path, *, address: str, user: str, key_file: str, known_hosts_file: str,
                      runner_netns: str | None) -> Path:
+    """The guest's ssh_config; refuses without a runner namespace (never a direct connection).
+    ``ControlPath none``: no multiplexed connection outlives this guest (testinfra asks for
+    ``ControlMaster=auto``; without a path ssh multiplexes nothing)."""
+    if not runner_netns:
+        raise GuestUnreachable(NO_RUNNER_NETNS)
     lines = ["Host drill-guest", f"  HostName {address}", f"  User {user}", f"  IdentityFile {key_file}",
              "  IdentitiesOnly yes", f"  UserKnownHostsFile {known_hosts_file}", "  GlobalKnownHostsFile /dev/null",
-             "  StrictHostKeyChecking yes", "  BatchMode yes", "  ConnectTimeout 10"]
-    if runner_netns:
-        lines.append(f"  ProxyCommand ip netns exec {runner_netns} {sys.executable} -m restoredrill.lab.guests.relay %h %p")
+             "  StrictHostKeyChecking yes", "  BatchMode yes", "  ConnectTimeout 10", "  ControlPath none",
+             f"  ProxyCommand {proxy_command(runner_netns)}"]
     path.write_text("\n".join(lines) + "\n")
     return path
 
 
 def ssh_backend(config: Path, timeout: int = 30) -> SshBackend:
+    """testinfra's ssh backend on a config of :func:`write_ssh_config`; any other config
+    (no ProxyCommand into a namespace: a direct connection) is refused."""
+    text = Path(config).read_text()
+    if not any(line.strip().startswith("ProxyCommand ip netns exec ") for line in text.splitlines()):
+        raise GuestUnreachable(f"{config}: {NO_RUNNER_NETNS}")
     return SshBackend("drill-guest", ssh_config=str(config), timeout=timeout)
 
 

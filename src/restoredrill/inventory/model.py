@@ -7,9 +7,9 @@ silently turns a check off.
 from __future__ import annotations
 
 import re
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
 from restoredrill.inventory.types import Duration, Secret, Size, TimeZone
 
@@ -78,7 +78,9 @@ class Scratch(Strict):
     restore_timeout: Duration = Field("1h", description="Deadline of one restore task.")
     boot_timeout: Duration = Field("5m", description="From start until the guest answers (agent, SSH, pct).")
     runner_netns: str | None = Field(None, description="Network namespace holding the runner's leg on the drill "
-                                     "bridge (the lab); none: the runner reaches the bridge directly.")
+                                     "bridge, with no other route. Required by access: ssh and from_runner checks "
+                                     "(they reach the guest by its address, production's too); the drill proves "
+                                     "its routes and the answering MAC before and after every such contact.")
     guest_ssh: "SshLogin | None" = Field(None, description="Login for access: ssh (drill key, pinned host keys).")
 
     @model_validator(mode="after")
@@ -167,6 +169,9 @@ class HealthCheck(Strict):
     from_runner: bool = Field(False, description="http only: reach the URL from the runner's drill-bridge leg.")
     database: str | None = Field(None, pattern=r"^(sqlite:/.+|postgres:[A-Za-z0-9_]+)$",
                                  description="sql only: sqlite:/path/in/guest or postgres:DBNAME.")
+    show_found: bool = Field(False, description="Show what was found (at most 80 printable characters) in "
+                             "messages and evidence; by default only its SHA-256 prefix, length and whether "
+                             "it matched.")
 
 
 class Guest(Strict):
@@ -221,6 +226,19 @@ class SpotCheck(Strict):
 class SqlQuery(Strict):
     sql: str = Field(description="Read-only query run against the restored database.")
     expect: str = Field(description="Expected result: rows joined by newlines, columns by tabs.")
+    show_found: bool = Field(False, description="Show what was found (at most 80 printable characters) in "
+                             "messages and evidence; by default only its SHA-256 prefix, length and whether "
+                             "it matched.")
+
+
+class SqliteFile(Strict):
+    path: str = Field(description="SQLite file inside the archive.")
+    show_found: bool = Field(False, description="On failure show the first integrity problem (at most 80 "
+                             "printable characters; it may quote database content); by default only their count.")
+
+    def __str__(self) -> str:
+        """The path: the drill's case id is built from it."""
+        return self.path
 
 
 class PostgresDump(Strict):
@@ -233,6 +251,9 @@ class Canary(Strict):
     path: str = Field(description="Canary file inside the archive, written before every backup.")
     equals: str | None = Field(None, description="Exact content (trailing newline ignored).")
     pattern: str | None = Field(None, description="Regular expression the content must match.")
+    show_found: bool = Field(False, description="Show what was found (at most 80 printable characters) in "
+                             "messages and evidence; by default only its SHA-256 prefix, length and whether "
+                             "it matched.")
 
     @model_validator(mode="after")
     def _one_expectation(self) -> "Canary":
@@ -247,9 +268,22 @@ class DataChecks(Strict):
     paths: list[str] = Field(default_factory=list, description="Paths that must exist in the archive.")
     min_files: int | None = Field(None, ge=0, description="Least number of files the archive holds.")
     spot_check: SpotCheck | None = Field(None, description="Compare with the live source.")
-    sqlite: list[str] = Field(default_factory=list, description="SQLite files that must pass integrity_check.")
+    sqlite: list[str | SqliteFile] = Field(default_factory=list, description="SQLite files that must pass "
+                                           "integrity_check: a path, or path and show_found.")
     postgres_dumps: list[PostgresDump] = Field(default_factory=list, description="Dumps to restore.")
     canary: Canary | None = Field(None, description="A known file and value.")
+
+
+class BackupWindow(Strict):
+    start: str = Field(pattern=r"^([01]?\d|2[0-3]):[0-5]\d$", description="Daily start of the backup "
+                       "(borg create), HH:MM on the backup machine's clock.")
+    duration: Duration = Field(description="How long the backup may run, e.g. 2h.")
+    timezone: TimeZone | None = Field(None, description="Zone of that clock (default: prune_timezone, "
+                                      "then site.timezone).")
+
+
+def _one_or_many_windows(value: object) -> object:
+    return [value] if isinstance(value, dict) else value
 
 
 class BorgRepository(Strict):
@@ -267,6 +301,11 @@ class BorgRepository(Strict):
     encryption_required: bool = Field(True, description="Fail when the repository is not encrypted.")
     archive: Literal["latest", "oldest", "random"] = Field("latest", description="Archive to extract.")
     lock_wait: Duration = Field("10m", description="Wait this long for a repository lock.")
+    backup_window: Annotated[list[BackupWindow], BeforeValidator(_one_or_many_windows)] = Field(
+        default_factory=list, description="When borg create runs (one window or a list): every drill step "
+        "that takes the repository lock ends window_margin before the next start (none: no limit).")
+    window_margin: Duration = Field("15m", description="Lock-taking drill steps end this long before a "
+                                    "backup window starts.")
     verify_data: VerifyData = Field(default_factory=VerifyData, description="Read budget.")
     checks: DataChecks = Field(default_factory=DataChecks, description="Checks on the extracted data.")
     borg_binary: str = Field("borg", description="borg executable on the runner.")

@@ -5,13 +5,14 @@ from collections import Counter
 from collections.abc import Iterator
 
 from restoredrill.inventory.model import Inventory
+from restoredrill.inventory.reach import runner_reach_errors
 
 Problem = tuple[tuple[str | int, ...], str]
 
 
 def find_reference_errors(inv: Inventory) -> list[Problem]:
     return [*_duplicate_names(inv), *_borg_references(inv), *_guest_references(inv),
-            *_pbs_references(inv), *_offsite_references(inv)]
+            *_pbs_references(inv), *_offsite_references(inv), *runner_reach_errors(inv)]
 
 
 def _duplicates(items, loc) -> Iterator[Problem]:
