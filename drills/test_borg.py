@@ -88,7 +88,9 @@ def test_retention(borg_drill, inventory, evidence):
 
 
 def test_check(borg_drill, inventory, state, evidence, progress):
-    """``borg check``: a full ``--verify-data`` on a rotation, a cheaper check in between."""
+    """``borg check``: a full ``--verify-data`` on a rotation, a cheaper check in between; every
+    call ends before the repository's next backup window (a full check that cannot is deferred,
+    reported as partial and stays due)."""
     repo = borg_drill.repo
     scope = f"borg:{repo.name}"
     now = datetime.now(timezone.utc)
@@ -97,20 +99,14 @@ def test_check(borg_drill, inventory, state, evidence, progress):
     plan = plan_borg_check(int(runs) if runs is not None else None,
                            datetime.fromisoformat(last) if last else None,
                            every_runs=repo.verify_data.every_runs, max_age=repo.verify_data.max_age, now=now)
-    evidence(drill=f"borg:{repo.name}", check="check", repository=repo.name,
-             check_mode="verify-data" if plan.full else "repository+last-archive", check_reason=plan.reason)
-    progress(f"{repo.name}: borg check ({'full --verify-data' if plan.full else 'partial'})")
-    started = time.monotonic()
+    evidence(drill=f"borg:{repo.name}", check="check", repository=repo.name, check_reason=plan.reason)
     with drill_step(f"repository {repo.name}: borg check"):
-        if plan.full:
-            borg_drill.client.check(verify_data=True)
-        else:
-            budget = repo.verify_data.max_duration
-            borg_drill.client.check(repository_only=True,
-                                    max_duration=int(budget.total_seconds()) if budget else None)
-            borg_drill.client.check(archives_only=True, last=1)
-    evidence(seconds=time.monotonic() - started, runs_until_full=plan.runs_until_full)
-    if plan.full:
+        steps = borg_drill.check_steps(plan.full, state)
+        evidence(check_mode=steps.mode, full_check=steps.full, **({"check_note": steps.note} if steps.note else {}))
+        progress(f"{repo.name}: borg check ({steps.mode})")
+        facts = borg_drill.run_check(steps, state)
+    evidence(runs_until_full=plan.runs_until_full if steps.full or not plan.full else 0, **facts)
+    if steps.full:
         state.put(scope, "runs_since_full", "0")
         state.put(scope, "last_full", now.isoformat())
     else:
@@ -143,28 +139,38 @@ def run_data_check(check, root: Path, inventory, run_id: str, tmp_path: Path) ->
                                       sample=spec.sample, count_tolerance=spec.count_tolerance,
                                       mismatch_tolerance=spec.mismatch_tolerance,
                                       seed=zlib.crc32(run_id.encode()))
-    if check.kind == "sqlite":
-        return data_checks.check_sqlite(root, spec)
+    if check.kind == "sqlite":     # a path, or an entry with path and show_found
+        return data_checks.check_sqlite(root, str(spec), work_dir=tmp_path,
+                                        show_found=getattr(spec, "show_found", False))
     if check.kind == "canary":
-        return data_checks.check_canary(root, spec.path, spec.equals, spec.pattern)
+        return data_checks.check_canary(root, spec.path, spec.equals, spec.pattern, show_found=spec.show_found)
     if check.kind == "postgres":
         return restore_postgres_dump(root, spec, tmp_path)
     raise CheckFailed(check.id, "a known check kind", check.kind)
 
 
 def restore_postgres_dump(root: Path, spec, tmp_path: Path) -> dict:
+    """Restore the dump into a throwaway server and run the declared queries.
+
+    The dump is resolved inside the extract without following a link (a dump that is a
+    symlink is refused) and stays open while the server reads it. A query's expected value
+    comes from the inventory and is shown; what it found only as a fingerprint, unless the
+    query sets show_found."""
+    from restoredrill.checks import redact
     from restoredrill.checks.postgres import ThrowawayPostgres
-    dump = data_checks.inside(root, spec.path)
-    if not dump.is_file():
-        raise CheckFailed(spec.path, "a PostgreSQL dump", "no such file in the archive")
+    from restoredrill.checks.safe_paths import split_relative
     started = time.monotonic()
-    with ThrowawayPostgres(tmp_path / "pg") as server:
-        restored = server.restore_dump(dump, spec.database)
+    with data_checks.regular_file(root, spec.path, "a PostgreSQL dump (a regular file)") as dump, \
+            ThrowawayPostgres(tmp_path / "pg") as server:
+        # the path the fd was reached by: its components are real directories (checked above)
+        restored = server.restore_dump(root.joinpath(*split_relative(spec.path)), spec.database)
         for query in spec.queries:
             rows = server.query(spec.database, query.sql)
-            found = "\n".join("\t".join(row) for row in rows)
-            if found.strip() != query.expect.strip():
-                raise CheckFailed(f"{spec.path} ({query.sql})", repr(query.expect), repr(found[:300]))
+            found = "\n".join("\t".join(row) for row in rows).strip()
+            if found != query.expect.strip():
+                raise CheckFailed(f"{spec.path} ({query.sql})", repr(query.expect),
+                                  redact.describe(found, matched=False, show=query.show_found,
+                                                  linked=dump.st.st_nlink > 1))
     return {"queries": len(spec.queries), "restore_seconds": time.monotonic() - started,
             "dump_format": restored.dump_format, "owner_statements_skipped": restored.skipped_statements}
 

@@ -12,6 +12,8 @@ APT_PACKAGES=(
   libssl-dev liblz4-dev libzstd-dev libxxhash-dev libacl1-dev pkg-config gcc python3-dev
   # the storage box (sshd) and throwaway PostgreSQL servers for dump restores
   openssh-server openssh-client postgresql sqlite3 openssl
+  # the sandbox for untrusted restored data (psql, PostgreSQL, SQLite): bwrap; python3 runs the SQLite probe
+  bubblewrap
   # scratch guests: namespaces, ext4 images, a tiny static userland
   iproute2 e2fsprogs busybox-static util-linux procps make python3-venv python3
   # headless browser for the HTML report test (Debian's real package, not Ubuntu's snap wrapper)

@@ -1,6 +1,7 @@
 """ThrowawayPostgres against the real PostgreSQL server binaries."""
 from __future__ import annotations
 
+import os
 import uuid
 from pathlib import Path
 
@@ -8,6 +9,7 @@ import pytest
 
 from restoredrill.checks.postgres import (PostgresError, ThrowawayPostgres, UnsafeDumpError,
                                           find_bin_dir)
+from restoredrill.execute import CommandError
 from restoredrill.lab.storagebox import descendants
 
 pytestmark = pytest.mark.integration
@@ -123,14 +125,19 @@ def test_dump_with_program_running_meta_command_is_refused(pg, tmp_path, marker,
     assert not marker.exists()
 
 
-def test_copy_from_program_is_refused_by_the_server(pg, tmp_path, marker):
+def test_copy_from_program_is_refused_by_the_scan_and_by_the_server(pg, tmp_path, canary_dump, marker):
     dump = tmp_path / "copy_program.sql"
     dump.write_text(f"CREATE TABLE t (line text);\nCOPY t FROM PROGRAM 'touch {marker}';\n")
+    pg.restore_dump(canary_dump, "copyprog")
 
     with pytest.raises(PostgresError) as refused:
-        pg.restore_dump(dump, "copyprog")
+        pg.restore_dump(dump, "copyprog_dump")
+    with pytest.raises(CommandError) as by_server:  # should a dump get past the scan
+        pg._run([pg._bin("psql"), "-X", "-v", "ON_ERROR_STOP=1", *pg._client("restore_copyprog", "copyprog"),
+                 "-c", f"COPY canary (note) FROM PROGRAM 'touch {marker}'"], timeout=60)
 
-    assert "pg_execute_server_program" in str(refused.value)
+    assert str(dump) in str(refused.value) and "program" in str(refused.value).lower()
+    assert "pg_execute_server_program" in by_server.value.tail
     assert not marker.exists()
 
 
@@ -178,12 +185,15 @@ def test_owner_and_privilege_statements_are_left_out_like_no_owner(pg, tmp_path)
 
 def test_a_statement_the_role_may_not_run_fails_naming_the_dump(pg, tmp_path):
     dump = tmp_path / "super.sql"
-    dump.write_text("CREATE TABLE public.t (id int);\nALTER SYSTEM SET work_mem = '1GB';\n")
+    # older pg_dump versions write this; only the extension's owner may run it
+    dump.write_text("CREATE TABLE public.t (id int);\n"
+                    "COMMENT ON EXTENSION plpgsql IS 'PL/pgSQL procedural language';\n")
 
     with pytest.raises(PostgresError) as failed:
         pg.restore_dump(dump, "superonly")
 
     assert str(dump) in str(failed.value) and "ERROR" in str(failed.value)
+    assert "must be owner of extension plpgsql" in str(failed.value)
 
 
 def test_stop_leaves_no_postgres_process(tmp_path):
@@ -198,3 +208,78 @@ def test_stop_leaves_no_postgres_process(tmp_path):
     assert not alive(postmaster)
     assert [pid for pid in backends if alive(pid)] == []
     assert not root.exists()
+
+
+def test_directory_format_dump_restores(pg, canary_dump, tmp_path):
+    pg.restore_dump(canary_dump, "origin")
+    directory = pg.dump_database("origin", tmp_path / "origin.dir", fmt="directory")
+
+    restored = pg.restore_dump(directory, "copy_dir")
+
+    assert restored.dump_format == "directory" and (directory / "toc.dat").is_file()
+    assert pg.query("copy_dir", "SELECT count(*) FROM canary") == [("2",)]
+
+
+@pytest.fixture
+def secret() -> Path:
+    """A harness secret at a path the server's kernel uid could read on the host (0644)."""
+    path = Path(f"/tmp/restoredrill-secret-{uuid.uuid4().hex}")
+    path.write_text("pbs-token-value\n")
+    path.chmod(0o644)
+    yield path
+    path.unlink()
+
+
+def superuser_sql(pg, sql: str) -> str:
+    """What a dump could do if it ever became superuser (a server privilege-escalation bug)."""
+    try:
+        pg._admin_sql(sql)
+    except CommandError as exc:
+        return exc.tail
+    return "succeeded"
+
+
+def test_server_cannot_reach_harness_secrets_even_as_superuser(pg, secret, marker):
+    copy_from_file = superuser_sql(pg, f"CREATE TABLE leak (line text); COPY leak FROM '{secret}'")
+    read_file = superuser_sql(pg, f"SELECT pg_read_file('{secret}')")
+    to_program = superuser_sql(pg, f"COPY (SELECT 1) TO PROGRAM 'cat {secret} > {marker}'")
+
+    assert "No such file or directory" in copy_from_file
+    assert "No such file or directory" in read_file
+    assert "failed" in to_program
+    assert f"cat: {secret}: No such file or directory" in pg.log_tail()  # the program's stderr
+    assert not marker.exists()                          # its /tmp is not the host's /tmp
+
+
+def test_dump_that_is_a_symlink_is_refused_not_followed(pg, secret, tmp_path):
+    link = tmp_path / "dump.sql"
+    link.symlink_to(secret)
+
+    with pytest.raises(PostgresError) as refused:
+        pg.restore_dump(link, "linked")
+
+    assert str(link) in str(refused.value) and "symbolic link" in str(refused.value)
+    assert "pbs-token-value" not in str(refused.value)
+
+
+def test_dump_that_is_a_fifo_is_refused_without_blocking(pg, tmp_path):
+    fifo = tmp_path / "dump.sql"
+    os.mkfifo(fifo)
+
+    with pytest.raises(PostgresError) as refused:
+        pg.restore_dump(fifo, "fifo")
+
+    assert str(fifo) in str(refused.value) and "a FIFO" in str(refused.value)
+
+
+def test_directory_dump_with_a_symlinked_member_is_refused(pg, canary_dump, secret, tmp_path):
+    pg.restore_dump(canary_dump, "origin")
+    directory = pg.dump_database("origin", tmp_path / "origin.dir", fmt="directory")
+    member = next(p for p in directory.iterdir() if p.name != "toc.dat")
+    member.unlink()
+    member.symlink_to(secret)
+
+    with pytest.raises(PostgresError) as refused:
+        pg.restore_dump(directory, "dirlink")
+
+    assert str(member) in str(refused.value) and "symbolic link" in str(refused.value)

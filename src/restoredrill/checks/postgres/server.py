@@ -3,64 +3,71 @@
 Drills restore a PostgreSQL dump found in a backup into a private, short-lived
 server and query it for a canary. Control flow: start (initdb, postgres on a
 Unix socket only) -> restore_dump (new unprivileged role owning a new database,
-load as that role) -> query (read-only, as that role) -> stop (``pg_ctl stop -m
-immediate``, remove everything).
+load as that role) -> query (read-only, as that role) -> stop (the sandbox of
+the server is killed, everything removed).
 
 Privileges, in layers:
 
-* ``initdb`` and ``postgres`` refuse to run as root, so when we are root every
-  PostgreSQL program (server and clients) runs as the system user
-  ``restoredrill``, created on first use with ``useradd --system
-  --no-create-home --shell /usr/sbin/nologin restoredrill``. We switch with
-  ``setpriv --reuid --regid --clear-groups``: subprocess's ``user=`` alone
-  would keep root's group and supplementary groups.
+* Every PostgreSQL program (initdb, postgres, pg_isready, psql, pg_restore,
+  pg_dump) runs in :mod:`restoredrill.sandbox`: another uid, no network, a
+  mount view without the harness's secrets, resource limits. The server sees
+  only its root directory (data, socket, log), writable; a client sees the
+  socket directory and, read-only, the private copy of the dump it loads.
 * The server listens on no TCP address (``listen_addresses=''``), only on a
-  socket in a 0700 directory owned by that user. Restore roles log in by
-  ``trust`` (nobody else can reach the socket); the superuser ``postgres``
-  needs a random password that only our own administrative psql calls get
-  (``PGPASSWORD``), so a dump cannot reconnect as the superuser.
+  socket in a 0700 directory. Restore roles log in by ``trust`` (nobody else can
+  reach the socket); the superuser ``postgres`` needs a random password that
+  only our own administrative psql calls get (``PGPASSWORD`` in the
+  environment, never on a command line), so a dump cannot reconnect as the
+  superuser.
 * Each dump is loaded as a role without SUPERUSER, CREATEROLE or CREATEDB that
   owns its database: the server refuses ``COPY ... FROM PROGRAM`` and other
   superuser-only statements from it.
 * A plain (SQL) dump is read by psql, whose backslash meta-commands run on the
-  client (``\\!``, ``\\o |cmd``, ``\\copy ... program``, ``\\w |cmd``...). Such a
-  dump is scanned first and refused unless it only uses the meta-commands
-  pg_dump itself writes (see :data:`ALLOWED_META_COMMANDS`).
+  client (``\\!``, ``\\o |cmd``, ``\\copy ... program``...). The private copy
+  psql reads is written by :func:`prepare_plain_dump`, which scans exactly the
+  bytes it writes and refuses meta-commands pg_dump itself does not write.
+* The dump is copied without following symbolic links (``O_NOFOLLOW``); a
+  directory-format dump may hold only regular files.
 
 Plain dumps carry ``ALTER ... OWNER TO`` and ``GRANT``/``REVOKE`` statements that an
-unprivileged role cannot run: the private copy of a plain dump leaves out those
-one-line statements outside COPY data, as ``pg_restore --no-owner --no-privileges``
-does for the other formats (the count is part of the evidence).
+unprivileged role cannot run: the private copy of a plain dump leaves them out,
+as ``pg_restore --no-owner --no-privileges`` does for the other formats (the
+count is part of the evidence).
 """
 from __future__ import annotations
 
 import atexit
 import csv
-import grp
 import io
 import logging
-import os
-import pwd
 import secrets
 import shutil
 import subprocess
-import tempfile
 import time
 import weakref
 from dataclasses import dataclass
 from pathlib import Path
 
+from restoredrill import sandbox
+from restoredrill.checks.postgres.dumpfiles import (copy_dump_directory, open_regular_file,
+                                                    refuse_special)
 from restoredrill.checks.postgres.errors import PostgresError
-from restoredrill.checks.postgres.script import (DUMP_FORMATS, check_plain_dump_is_safe,
-                                                 copy_without_owner_statements, detect_dump_format,
-                                                 dump_failure_message, restore_role)
+from restoredrill.checks.postgres.script import (DUMP_FORMATS, detect_dump_format,
+                                                 dump_failure_message, prepare_plain_dump,
+                                                 restore_role)
 from restoredrill.execute import CommandError, run
 
 log = logging.getLogger("restoredrill.checks.postgres")
 
-SERVICE_USER = "restoredrill"
+SERVICE_USER = sandbox.SANDBOX_USER
 PORT = 5432  # only names the socket file; there is no TCP listener
 STOP_GRACE_SECONDS = 5.0
+# PostgreSQL writes 1 GiB segment files (RELSEG_SIZE, src/include/pg_config_manual.h)
+SERVER_FILE_SIZE = 4 * sandbox.GiB
+# the 8th line of postmaster.pid once the server accepts connections
+# (LOCK_FILE_LINE_PM_STATUS and PM_STATUS_READY, src/include/utils/pidfile.h; pg_ctl waits on it)
+PM_STATUS_LINE = 8
+PM_STATUS_READY = "ready"
 
 _running_servers: "weakref.WeakSet[ThrowawayPostgres]" = weakref.WeakSet()
 
@@ -78,9 +85,9 @@ class DumpRestore:
 
 
 class ThrowawayPostgres:
-    """A private PostgreSQL server in a temporary directory, for restore checks.
+    """A private PostgreSQL server in a temporary directory, in the sandbox.
 
-    ``work_dir`` receives the temporary directory (it must let the service
+    ``work_dir`` receives the temporary directory (it must let the sandbox
     user through: when it does not, the system temporary directory is used).
     """
 
@@ -90,9 +97,9 @@ class ThrowawayPostgres:
         self.bin_dir = Path(bin_dir) if bin_dir else None
         self.timeout = timeout
         self.ready_timeout = ready_timeout
-        self.os_user: str | None = None
         self.root_dir: Path | None = None
         self.startup_seconds: float | None = None
+        self.skipped_statements = 0
         self._process: subprocess.Popen | None = None
         self._log_handle = None
         self._superuser_password = secrets.token_urlsafe(32)
@@ -112,6 +119,7 @@ class ThrowawayPostgres:
 
     @property
     def pid(self) -> int | None:
+        """The host pid of the sandbox (bwrap) holding the server."""
         return self._process.pid if self._process else None
 
     def _root(self) -> Path:
@@ -136,8 +144,13 @@ class ThrowawayPostgres:
             return self
         started = time.monotonic()
         self.bin_dir = self.bin_dir or find_bin_dir()
-        self.os_user = ensure_service_user() if os.geteuid() == 0 else None
-        self.root_dir = self._make_private_dir()
+        try:
+            sandbox.ensure_sandbox()
+        except sandbox.SandboxError as exc:
+            raise PostgresError(f"cannot start a throwaway PostgreSQL server: {exc}") from None
+        self.root_dir = sandbox.private_dir(self.work_dir, "throwaway-postgres-")
+        (self.root_dir / "socket").mkdir(mode=0o700)
+        sandbox.give_to_sandbox(self.root_dir / "socket")
         _running_servers.add(self)
         try:
             self._initdb()
@@ -147,25 +160,16 @@ class ThrowawayPostgres:
             self.stop()
             raise
         self.startup_seconds = time.monotonic() - started
-        log.info("throwaway PostgreSQL pid %d ready in %.2f s (socket %s)",
+        log.info("throwaway PostgreSQL (sandbox pid %d) ready in %.2f s (socket %s)",
                  self._process.pid, self.startup_seconds, self.socket_dir)
         return self
 
     def stop(self) -> None:
-        """``pg_ctl stop -m immediate``, SIGKILL if needed, remove the temporary directory."""
+        """Kill the server's sandbox (nothing in it needs a clean shutdown), remove its files."""
         process, self._process = self._process, None
         _running_servers.discard(self)
-        if process is not None and process.poll() is None:
-            try:
-                self._run([self._bin("pg_ctl"), "stop", "-D", self.data_dir, "-m", "immediate",
-                           "-w", "-t", str(int(STOP_GRACE_SECONDS))], timeout=STOP_GRACE_SECONDS + 5)
-            except CommandError as exc:
-                log.warning("pg_ctl stop failed, killing postgres: %s", exc)
-            try:
-                process.wait(STOP_GRACE_SECONDS)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(STOP_GRACE_SECONDS)
+        if process is not None:
+            sandbox.stop(process, STOP_GRACE_SECONDS)
         if self._log_handle:
             self._log_handle.close()
             self._log_handle = None
@@ -173,44 +177,16 @@ class ThrowawayPostgres:
             shutil.rmtree(self.root_dir, ignore_errors=True)
             self.root_dir = None
 
-    def _make_private_dir(self) -> Path:
-        parent = self.work_dir if self._user_can_enter(self.work_dir) else Path(tempfile.gettempdir())
-        parent.mkdir(parents=True, exist_ok=True)
-        root = Path(tempfile.mkdtemp(prefix="throwaway-postgres-", dir=parent))
-        (root / "socket").mkdir(mode=0o700)
-        self._give_to_service_user(root)
-        (root / "socket").chmod(0o700)
-        return root
-
-    def _user_can_enter(self, path: Path) -> bool:
-        """Whether the service user can traverse every directory down to path."""
-        if self.os_user is None:
-            return True
-        path = path.resolve()
-        for directory in [*reversed(path.parents), path]:
-            if not directory.exists():
-                return True  # we create the rest (0755 under the umask)
-            if not os.stat(directory).st_mode & 0o001:
-                return False
-        return True
-
-    def _give_to_service_user(self, path: Path) -> None:
-        if self.os_user is None:
-            return
-        entry = pwd.getpwnam(self.os_user)
-        for item in [path, *path.rglob("*")]:
-            os.chown(item, entry.pw_uid, entry.pw_gid)
-
     def _initdb(self) -> None:
         password_file = self._root() / "superuser-password"
         password_file.write_text(self._superuser_password + "\n")
         password_file.chmod(0o600)
-        self._give_to_service_user(password_file)
+        sandbox.give_to_sandbox(password_file)
         try:
             self._run([self._bin("initdb"), "-D", self.data_dir, "--username=postgres",
                        f"--pwfile={password_file}", "--auth-local=scram-sha-256",
                        "--auth-host=reject", "--encoding=UTF8", "--locale=C", "--no-sync",
-                       "--no-instructions"], timeout=120)
+                       "--no-instructions"], writable=[self._root()], timeout=120)
         finally:
             password_file.unlink()
         (self.data_dir / "pg_hba.conf").write_text(
@@ -218,60 +194,86 @@ class ThrowawayPostgres:
             "# The superuser needs its password; restore roles are trusted.\n"
             "local all postgres scram-sha-256\n"
             "local all all trust\n")
-        self._give_to_service_user(self.data_dir / "pg_hba.conf")
+        sandbox.give_to_sandbox(self.data_dir / "pg_hba.conf")
 
     def _start_server(self) -> None:
-        argv = [*self._as_service_user(), self._bin("postgres"), "-D", str(self.data_dir),
+        argv = [self._bin("postgres"), "-D", str(self.data_dir),
                 "-c", "listen_addresses=", "-c", f"unix_socket_directories={self.socket_dir}",
                 "-c", f"port={PORT}", "-c", "fsync=off", "-c", "synchronous_commit=off",
                 "-c", "full_page_writes=off", "-c", "max_connections=20",
                 "-c", "shared_buffers=32MB", "-c", "logging_collector=off"]
         self._log_handle = open(self.log_file, "ab")
-        self._process = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=self._log_handle,
-                                         stderr=subprocess.STDOUT, cwd=self.root_dir,
-                                         env=self._env(), start_new_session=True)
+        try:
+            self._process = sandbox.start_sandboxed(
+                argv, readable=self._bin_readable(), writable=[self._root()],
+                limits=self._limits(), env=self._env(), cwd=self._root(), stdout=self._log_handle,
+                stderr=subprocess.STDOUT, label="throwaway postgres")
+        except sandbox.SandboxError as exc:
+            raise PostgresError(str(exc)) from None
 
     def _wait_until_ready(self) -> None:
+        """Wait for postmaster.pid to say ``ready`` (as pg_ctl -w does), then pg_isready once."""
         deadline = time.monotonic() + self.ready_timeout
         while time.monotonic() < deadline:
             if self._process.poll() is not None:
                 raise PostgresError(f"postgres exited with code {self._process.returncode} while "
                                     f"starting; server log:\n{self.log_tail()}")
-            probe = self._run([self._bin("pg_isready"), "-q", "-h", self.socket_dir, "-p", PORT,
-                               "-U", "postgres", "-d", "postgres"], timeout=10, check=False)
-            if probe.returncode == 0:
-                return
-            time.sleep(0.05)
+            if self._postmaster_status() == PM_STATUS_READY:
+                probe = self._run([self._bin("pg_isready"), "-q", "-h", self.socket_dir, "-p", PORT,
+                                   "-U", "postgres", "-d", "postgres"], timeout=10, check=False)
+                if probe.returncode == 0:
+                    return
+            time.sleep(0.02)
         raise PostgresError(f"postgres was not ready within {self.ready_timeout:g} s; "
                             f"server log:\n{self.log_tail()}")
 
-    def log_tail(self, lines: int = 20) -> str:
+    def _postmaster_status(self) -> str:
         try:
-            return "\n".join(self.log_file.read_text(errors="replace").splitlines()[-lines:])
+            with open_regular_file(self.data_dir / "postmaster.pid") as handle:
+                lines = handle.read(4096).decode(errors="replace").splitlines()
+        except (OSError, PostgresError):
+            return ""
+        return lines[PM_STATUS_LINE - 1].strip() if len(lines) >= PM_STATUS_LINE else ""
+
+    def log_tail(self, lines: int = 20) -> str:
+        try:  # the server's sandbox can write there: never follow a link it made
+            with open_regular_file(self.log_file) as handle:
+                text = handle.read().decode(errors="replace")
+            return "\n".join(text.splitlines()[-lines:])
         except (OSError, PostgresError):
             return "(no server log)"
 
     # -- running PostgreSQL programs ----------------------------------------
-    def _as_service_user(self) -> list[str]:
-        if self.os_user is None:
-            return []
-        return ["setpriv", f"--reuid={self.os_user}", f"--regid={self.os_user}", "--clear-groups", "--"]
-
     def _env(self, **extra: str) -> dict[str, str]:
         """A clean environment: no PG* variable from outside may redirect a client."""
-        env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LC_ALL": "C.UTF-8",
-               "HOME": str(self._root()), "PGTZ": "UTC"}
+        env = {"PATH": "/usr/bin:/bin", "LC_ALL": "C.UTF-8", "HOME": sandbox.INSIDE_HOME, "PGTZ": "UTC"}
         env.update(extra)
         return env
 
+    def _limits(self, timeout: float | None = None) -> sandbox.Limits:
+        """Per process: CPU up to the wall-clock budget, files above the 1 GiB segments."""
+        return sandbox.Limits(cpu_seconds=int(timeout or self.timeout) + 1,
+                              file_size_bytes=SERVER_FILE_SIZE)
+
+    def _bin_readable(self) -> list[Path]:
+        """The binaries' directory when it is not under /usr (always in the sandbox)."""
+        return [] if Path("/usr") in self.bin_dir.resolve().parents else [self.bin_dir.resolve()]
+
     def _run(self, argv: list, *, timeout: float, check: bool = True, pgoptions: str | None = None,
-             as_superuser: bool = False):
+             as_superuser: bool = False, readable: tuple = (), writable: list | None = None):
+        """Run a PostgreSQL program in the sandbox; clients see the socket directory only."""
         extra = {"PGOPTIONS": pgoptions} if pgoptions else {}
         if as_superuser:
             extra["PGPASSWORD"] = self._superuser_password
-        return run([*self._as_service_user(), *argv], timeout=timeout, env=self._env(**extra),
-                   cwd=self._root(), check=check, secrets=(self._superuser_password,),
-                   label="throwaway postgres")
+        try:
+            return sandbox.run_sandboxed(
+                argv, readable=[*self._bin_readable(), *readable],
+                writable=[self.socket_dir] if writable is None else writable,
+                limits=self._limits(timeout), env=self._env(**extra),
+                cwd=None, check=check, timeout=timeout, secrets=(self._superuser_password,),
+                label="throwaway postgres")
+        except sandbox.SandboxError as exc:
+            raise PostgresError(str(exc)) from None
 
     def _client(self, role: str, database: str) -> list[str]:
         return ["-h", str(self.socket_dir), "-p", str(PORT), "-U", role, "-d", database]
@@ -292,9 +294,33 @@ class ThrowawayPostgres:
         dump_path = Path(dump_path)
         if fmt not in DUMP_FORMATS:
             raise PostgresError(f"unknown dump format {fmt!r}: use one of {', '.join(DUMP_FORMATS)}")
+        restore_role(database)  # refuses a bad name before any work
+        refuse_special(dump_path)
         dump_format = detect_dump_format(dump_path) if fmt == "auto" else fmt
-        if dump_format == "plain":
-            check_plain_dump_is_safe(dump_path)
+        holder = self._dump_holder()
+        try:
+            readable = self._readable_copy(dump_path, holder, plain=dump_format == "plain")
+            role = self._create_database(database, dump_path)
+            started = time.monotonic()
+            try:
+                self._load(readable, dump_format, role, database)
+            except CommandError as exc:
+                tail = exc.tail.replace(str(readable), str(dump_path))  # psql names the file it read
+                raise PostgresError(dump_failure_message(dump_path, dump_format, tail)) from None
+        finally:
+            shutil.rmtree(holder, ignore_errors=True)
+        seconds = time.monotonic() - started
+        log.info("restored %s (%s) into %s as %s in %.2f s", dump_path, dump_format, database,
+                 role, seconds)
+        return DumpRestore(dump_path, database, role, dump_format, seconds,
+                           self.skipped_statements)
+
+    def _dump_holder(self) -> Path:
+        """A directory for one dump copy, outside the server's writable root: the
+        server's sandbox cannot see it, let alone swap a link into it."""
+        return sandbox.private_dir(self.work_dir, "throwaway-postgres-dump-")
+
+    def _create_database(self, database: str, dump_path: Path) -> str:
         role = restore_role(database)
         try:
             self._admin_sql(f'CREATE ROLE "{role}" LOGIN NOSUPERUSER NOCREATEROLE NOCREATEDB '
@@ -303,22 +329,7 @@ class ThrowawayPostgres:
         except CommandError as exc:
             raise PostgresError(f"cannot create database {database} for dump {dump_path}; "
                                 f"last output:\n{exc.tail}") from None
-        started = time.monotonic()
-        self.skipped_statements = 0
-        readable = self._readable_copy(dump_path, strip=dump_format == "plain")
-        try:
-            self._load(readable, dump_format, role, database)
-        except CommandError as exc:
-            tail = exc.tail.replace(str(readable), str(dump_path))  # psql names the file it read
-            raise PostgresError(dump_failure_message(dump_path, dump_format, tail)) from None
-        finally:
-            if readable != dump_path:
-                shutil.rmtree(readable.parent, ignore_errors=True)
-        seconds = time.monotonic() - started
-        log.info("restored %s (%s) into %s as %s in %.2f s", dump_path, dump_format, database,
-                 role, seconds)
-        return DumpRestore(dump_path, database, role, dump_format, seconds,
-                           self.skipped_statements)
+        return role
 
     def _load(self, dump: Path, dump_format: str, role: str, database: str) -> None:
         if dump_format == "plain":
@@ -327,24 +338,22 @@ class ThrowawayPostgres:
         else:
             argv = [self._bin("pg_restore"), "--no-owner", "--no-privileges", "--exit-on-error",
                     f"--format={dump_format}", *self._client(role, database), dump]
-        self._run(argv, timeout=self.timeout)
+        self._run(argv, readable=(dump.parent,), timeout=self.timeout)
 
-    def _readable_copy(self, dump_path: Path, *, strip: bool = False) -> Path:
-        """The service user may not read the dump where it lies: hand it a private copy
-        (for plain dumps without owner and privilege statements)."""
-        if self.os_user is None and not strip:
-            return dump_path
-        holder = Path(tempfile.mkdtemp(prefix="dump-", dir=self._root()))
-        target = holder / dump_path.name
-        if strip:
-            with open(dump_path, encoding="utf-8", errors="surrogateescape") as source, \
-                    open(target, "w", encoding="utf-8", errors="surrogateescape") as out:
-                self.skipped_statements = copy_without_owner_statements(source, out)
-        elif dump_path.is_dir():
-            shutil.copytree(dump_path, target)
+    def _readable_copy(self, dump_path: Path, holder: Path, *, plain: bool) -> Path:
+        """The private copy the sandbox reads: links never followed; for plain dumps the
+        scanned copy without owner and privilege statements."""
+        target = holder / (dump_path.name or "dump")
+        self.skipped_statements = 0
+        if dump_path.is_dir() and not dump_path.is_symlink():
+            copy_dump_directory(dump_path, target)
         else:
-            shutil.copyfile(dump_path, target)
-        self._give_to_service_user(holder)
+            with open_regular_file(dump_path) as source, open(target, "xb") as out:
+                if plain:
+                    self.skipped_statements = prepare_plain_dump(source, out, name=str(dump_path))
+                else:
+                    shutil.copyfileobj(source, out, 1 << 20)
+        sandbox.give_to_sandbox(holder)
         return target
 
     def query(self, database: str, sql: str) -> list[tuple[str, ...]]:
@@ -367,16 +376,19 @@ class ThrowawayPostgres:
 
         Manual equivalent: ``pg_dump --no-owner --no-privileges -Fc -U ROLE -d DB -f TARGET``.
         """
-        formats = {"plain": "p", "custom": "c", "tar": "t"}
+        formats = {"plain": "p", "custom": "c", "tar": "t", "directory": "d"}
         if fmt not in formats:
             raise PostgresError(f"cannot dump in format {fmt!r}: use one of {', '.join(formats)}")
-        holder = Path(tempfile.mkdtemp(prefix="dump-", dir=self._root()))
-        self._give_to_service_user(holder)
+        holder = self._dump_holder()
         try:
             self._run([self._bin("pg_dump"), "--no-owner", "--no-privileges", f"-F{formats[fmt]}",
                        *self._client(restore_role(database), database), "-f", holder / "dump"],
-                      timeout=self.timeout)
-            shutil.copyfile(holder / "dump", target)
+                      writable=[self.socket_dir, holder], timeout=self.timeout)
+            if fmt == "directory":
+                copy_dump_directory(holder / "dump", Path(target))
+            else:
+                with open_regular_file(holder / "dump") as source, open(target, "wb") as out:
+                    shutil.copyfileobj(source, out, 1 << 20)
         finally:
             shutil.rmtree(holder, ignore_errors=True)
         return Path(target)
@@ -402,17 +414,9 @@ def find_bin_dir() -> Path:
 
 
 def ensure_service_user() -> str:
-    """Create the system user ``restoredrill`` if missing (we are root) and return its name."""
-    try:
-        pwd.getpwnam(SERVICE_USER)
-    except KeyError:
-        # exit code 9: another process created it meanwhile
-        run(["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin",
-             SERVICE_USER], timeout=60, ok_codes=(0, 9), label="throwaway postgres")
-        pwd.getpwnam(SERVICE_USER)
-        grp.getgrnam(SERVICE_USER)
+    """Create the sandbox's system user if missing (we are root) and return its name."""
+    sandbox.ensure_sandbox_user()
     return SERVICE_USER
-
 
 
 @atexit.register
