@@ -194,7 +194,7 @@ def test_damaged_data_in_the_newest_archive(drill, lab, lab_inventory, tmp_path)
     sqlite_msg = case(run, "test_restore[app-local-sqlite:app/db/app.sqlite]")["message"]
     assert "app/db/app.sqlite" in sqlite_msg and "integrity_check" in sqlite_msg
     pg_msg = case(run, "test_restore[app-local-postgres:app/db/app.sql]")["message"]
-    assert "app/db/app.sql" in pg_msg and "oops" in pg_msg
+    assert "app/db/app.sql" in pg_msg and "ERROR:  42601" in pg_msg and "oops" not in pg_msg
     canary_msg = case(run, "test_restore[app-local-canary:app/.restoredrill-canary]")["message"]
     assert "canary" in canary_msg and "missing" in canary_msg
     assert case(run, "test_restore[app-local-paths]")["outcome"] == "passed"

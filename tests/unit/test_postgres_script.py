@@ -52,7 +52,7 @@ def test_reviewer_reproduction_strips_the_whole_grant_so_nothing_turns_live():
 
     assert skipped == 1
     assert output == HIDDEN.replace(b'GRANT SELECT ON TABLE public."t;\n\\! touch '
-                                    b'/tmp/restoredrill-x" TO reader;', b"")
+                                    b'/tmp/restoredrill-x" TO reader;', b"\n")
     assert metas(output) == [] and first_problem(output) is None
 
 
@@ -202,8 +202,9 @@ def test_multi_line_owner_and_privilege_statements_are_stripped_whole():
               b"ALTER TABLE t ADD COLUMN owner int, OWNER TO x;\nSELECT 1;\n")
     output, skipped = prepare(script)
     assert skipped == 5
-    assert output == (b"CREATE TABLE t (a int);\n\n\n\n\n\n"
+    assert output == (b"CREATE TABLE t (a int);\n\n\n\n\n\n\n\n\n"
                       b"ALTER TABLE t ADD COLUMN owner int, OWNER TO x;\nSELECT 1;\n")
+    assert output.count(b"\n") == script.count(b"\n")      # psql's line numbers are the dump's
 
 
 def test_semicolons_inside_parentheses_do_not_end_a_statement():
@@ -407,5 +408,7 @@ def test_stripping_keeps_every_meta_command_and_every_other_byte(parts):
     assert all(name in (b"restrict",) for name, _ in metas(output))
     expected, position = b"", 0
     for statement in dropped:
-        expected, position = expected + data[position:statement.start], statement.end
+        breaks = b"\n" * data.count(b"\n", statement.start, statement.end)
+        expected, position = expected + data[position:statement.start] + breaks, statement.end
     assert (output, skipped) == (expected + data[position:], len(dropped))
+    assert output.count(b"\n") == data.count(b"\n")

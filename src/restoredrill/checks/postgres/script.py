@@ -52,9 +52,15 @@ def detect_dump_format(dump_path: Path) -> str:
     return "plain"
 
 
+INSUFFICIENT_PRIVILEGE = "42501"     # PostgreSQL's SQLSTATE (src/backend/utils/errcodes.txt)
+
+
 def dump_failure_message(dump_path: Path, dump_format: str, tail: str) -> str:
-    message = f"dump {dump_path} ({dump_format} format) did not restore; last output:\n{tail}"
-    if "must be member of role" in tail or "must be owner of" in tail:
+    """psql runs with VERBOSITY=sqlstate: the tail says file, line and SQLSTATE, never
+    the server's message text (which quotes the dump's content)."""
+    message = (f"dump {dump_path} ({dump_format} format) did not restore; psql stopped at "
+               f"(file:line: severity SQLSTATE):\n{tail}")
+    if INSUFFICIENT_PRIVILEGE in tail or "must be member of role" in tail or "must be owner of" in tail:
         message += ("\nhint: the dump is loaded as an unprivileged role; make plain dumps with "
                     "pg_dump --no-owner --no-privileges, or use pg_dump -Fc")
     return message
@@ -71,20 +77,18 @@ def prepare_plain_dump(source: BinaryIO, out: BinaryIO, *, name: str) -> int:
     """
     data = source.read()
     pieces: list[bytes] = []
-    segments: list[tuple[int, int]] = []   # (output offset, input offset) of each kept piece
-    position = length = skipped = 0
+    position = skipped = 0
     for item in PsqlLexer(data):
         if isinstance(item, Statement) and is_owner_or_privilege(item):
-            segments.append((length, position))
-            pieces.append(data[position:item.start])
-            length += item.start - position
+            # a left-out statement leaves its line breaks behind, so that psql's
+            # "psql:FILE:LINE:" in an error is the dump's own line
+            pieces.append(data[position:item.start] + b"\n" * data.count(b"\n", item.start, item.end))
             position, skipped = item.end, skipped + 1
-    segments.append((length, position))
     pieces.append(data[position:])
     output = b"".join(pieces)
     if (found := first_problem(output)) is not None:
         offset, problem = found
-        line = _input_line(data, segments, offset)
+        line = output.count(b"\n", 0, offset) + 1      # the same line in the dump
         raise UnsafeDumpError(f"refusing to load {name}: line {line} {problem}; a plain dump may "
                               f"only contain what pg_dump writes (make one with pg_dump, or use "
                               f"pg_dump -Fc)")
@@ -105,12 +109,6 @@ def first_problem(script: bytes) -> tuple[int, str] | None:
         if problem is not None:
             return item.offset if not isinstance(item, Statement) else item.start, problem
     return None
-
-
-def _input_line(data: bytes, segments: list[tuple[int, int]], offset: int) -> int:
-    """The dump's line of an offset in the stripped copy."""
-    out_start, in_start = max((s for s in segments if s[0] <= offset), default=(0, 0))
-    return data.count(b"\n", 0, in_start + offset - out_start) + 1
 
 
 # -- thin wrappers for older callers --------------------------------------------------

@@ -287,9 +287,14 @@ class ThrowawayPostgres:
     def restore_dump(self, dump_path: Path, database: str, *, fmt: str = "auto") -> DumpRestore:
         """Create ``database`` owned by a new unprivileged role and load dump_path as that role.
 
-        Manual equivalent: ``psql -v ON_ERROR_STOP=1 -X -U ROLE -d DB -f DUMP`` for a
-        plain dump, ``pg_restore --no-owner --no-privileges --exit-on-error -U ROLE -d DB
-        DUMP`` for the custom, directory and tar formats.
+        Every format ends up as one SQL script that psql loads: a custom, directory
+        or tar dump is first turned into the script pg_restore would run (``pg_restore
+        --no-owner --no-privileges -f SCRIPT DUMP``, no server involved); a plain dump
+        is that script already. The script psql reads is scanned as psql lexes it
+        (:func:`prepare_plain_dump`), whatever the format.
+
+        Manual equivalent: ``psql -v ON_ERROR_STOP=1 -v VERBOSITY=sqlstate -X -U ROLE -d DB
+        -f SCRIPT``.
         """
         dump_path = Path(dump_path)
         if fmt not in DUMP_FORMATS:
@@ -297,23 +302,45 @@ class ThrowawayPostgres:
         restore_role(database)  # refuses a bad name before any work
         refuse_special(dump_path)
         dump_format = detect_dump_format(dump_path) if fmt == "auto" else fmt
-        holder = self._dump_holder()
+        holders = [self._dump_holder()]
         try:
-            readable = self._readable_copy(dump_path, holder, plain=dump_format == "plain")
+            source = dump_path
+            if dump_format != "plain":
+                copy = self._readable_copy(dump_path, holders[0], plain=False)
+                holders.append(self._dump_holder())
+                source = self._script_of_archive(copy, dump_path, dump_format, holders[-1])
+                holders.append(self._dump_holder())
+            script = self._readable_copy(source, holders[-1], plain=True, name=str(dump_path))
             role = self._create_database(database, dump_path)
             started = time.monotonic()
             try:
-                self._load(readable, dump_format, role, database)
+                self._load(script, role, database)
             except CommandError as exc:
-                tail = exc.tail.replace(str(readable), str(dump_path))  # psql names the file it read
+                where = str(dump_path) if dump_format == "plain" else f"{dump_path} (as pg_restore's script)"
+                tail = exc.tail.replace(str(script), where)  # psql names the file it read
                 raise PostgresError(dump_failure_message(dump_path, dump_format, tail)) from None
         finally:
-            shutil.rmtree(holder, ignore_errors=True)
+            for holder in holders:
+                shutil.rmtree(holder, ignore_errors=True)
         seconds = time.monotonic() - started
         log.info("restored %s (%s) into %s as %s in %.2f s", dump_path, dump_format, database,
                  role, seconds)
         return DumpRestore(dump_path, database, role, dump_format, seconds,
                            self.skipped_statements)
+
+    def _script_of_archive(self, copy: Path, dump_path: Path, dump_format: str, holder: Path) -> Path:
+        """The SQL script pg_restore makes of a custom, directory or tar dump (in the sandbox,
+        without a server: ``pg_restore --no-owner --no-privileges -f SCRIPT DUMP``)."""
+        script = holder / "restore.sql"
+        sandbox.give_to_sandbox(holder)
+        try:
+            self._run([self._bin("pg_restore"), "--no-owner", "--no-privileges", f"--format={dump_format}",
+                       "-f", script, copy], readable=(copy.parent,), writable=[holder], timeout=self.timeout)
+        except CommandError as exc:
+            tail = exc.tail.replace(str(copy), str(dump_path))
+            raise PostgresError(f"dump {dump_path} ({dump_format} format) cannot be read by pg_restore; "
+                                f"last output:\n{tail}") from None
+        return script
 
     def _dump_holder(self) -> Path:
         """A directory for one dump copy, outside the server's writable root: the
@@ -331,26 +358,24 @@ class ThrowawayPostgres:
                                 f"last output:\n{exc.tail}") from None
         return role
 
-    def _load(self, dump: Path, dump_format: str, role: str, database: str) -> None:
-        if dump_format == "plain":
-            argv = [self._bin("psql"), "-v", "ON_ERROR_STOP=1", "--no-psqlrc", "-X", "-q",
-                    *self._client(role, database), "-f", dump]
-        else:
-            argv = [self._bin("pg_restore"), "--no-owner", "--no-privileges", "--exit-on-error",
-                    f"--format={dump_format}", *self._client(role, database), dump]
-        self._run(argv, readable=(dump.parent,), timeout=self.timeout)
+    def _load(self, script: Path, role: str, database: str) -> None:
+        """psql loads the scanned script; errors show only the line and the SQLSTATE
+        (``VERBOSITY=sqlstate``): PostgreSQL's message texts quote the dump's content."""
+        self._run([self._bin("psql"), "-v", "ON_ERROR_STOP=1", "-v", "VERBOSITY=sqlstate",
+                   "-v", "SHOW_CONTEXT=never", "--no-psqlrc", "-X", "-q",
+                   *self._client(role, database), "-f", script],
+                  readable=(script.parent,), timeout=self.timeout)
 
-    def _readable_copy(self, dump_path: Path, holder: Path, *, plain: bool) -> Path:
-        """The private copy the sandbox reads: links never followed; for plain dumps the
+    def _readable_copy(self, dump_path: Path, holder: Path, *, plain: bool, name: str = "") -> Path:
+        """The private copy the sandbox reads: links never followed; for a script the
         scanned copy without owner and privilege statements."""
         target = holder / (dump_path.name or "dump")
-        self.skipped_statements = 0
         if dump_path.is_dir() and not dump_path.is_symlink():
             copy_dump_directory(dump_path, target)
         else:
             with open_regular_file(dump_path) as source, open(target, "xb") as out:
                 if plain:
-                    self.skipped_statements = prepare_plain_dump(source, out, name=str(dump_path))
+                    self.skipped_statements = prepare_plain_dump(source, out, name=name or str(dump_path))
                 else:
                     shutil.copyfileobj(source, out, 1 << 20)
         sandbox.give_to_sandbox(holder)
@@ -364,6 +389,7 @@ class ThrowawayPostgres:
         """
         try:
             result = self._run([self._bin("psql"), "-X", "--csv", "-t", "-v", "ON_ERROR_STOP=1",
+                                "-v", "VERBOSITY=sqlstate",
                                 *self._client(restore_role(database), database), "-c", sql],
                                timeout=300, pgoptions="-c default_transaction_read_only=on")
         except CommandError as exc:
