@@ -119,6 +119,10 @@ def test_restore(borg_drill, data_check, extracted, inventory, run_id, tmp_path,
     repo = borg_drill.repo
     evidence(drill=f"borg:{repo.name}", check=data_check.id, repository=repo.name,
              archive=extracted.archive.name)
+    if extracted.failure:
+        shown = extracted.failure if data_check.kind == "extract" else \
+            f"not checked, the extract failed (see {repo.name}-extract): {extracted.failure}"
+        pytest.fail(shown, pytrace=False)
     if data_check.kind == "extract":
         return check_extract(repo, extracted, evidence)
     started = time.monotonic()

@@ -174,23 +174,9 @@ def _case(run: ArchiveRun, repo: str, check: str) -> dict:
 
 
 ITEMS = inputs(Places(Path("/s"), Path("/o"), Path("/src"), Path("/m"), b""))
-SETUP_ERROR = ("fixtures/borg.py `extracted`: a refused extract (borg rc 1, or too little free space) "
-               "fails the fixture in setup, so JUnit records an ERROR for every case of the repository, "
-               "not a FAILURE")
-KNOWN_DEFECTS = {
-    "symlinked-dir-abs-then-member": SETUP_ERROR,
-    "symlinked-dir-rel-then-member": SETUP_ERROR,
-    "hardlink-abs-to-runner-file": SETUP_ERROR,
-    "hardlink-dotdot-to-shadow": SETUP_ERROR,
-    "sparse-file-larger-than-scratch": SETUP_ERROR,
-    "file-larger-than-free-space": SETUP_ERROR,
-    "borg-without-the-extract-fix": ("clients/borg.py: the borg version is never checked; a borg older than "
-                                     "1.4.5 (Debian 12 ships 1.2.4) writes through symlinked parents (CVE-2026-62268)"),
-    "dump-shell-escape": ("drills/test_borg.py: PostgresError/UnsafeDumpError is not a DRILL_ERROR, so a refused "
-                          "dump is reported as a traceback, not one clear paragraph"),
-    "dump-copy-to-program": ("drills/test_borg.py: PostgresError/UnsafeDumpError is not a DRILL_ERROR, so a refused "
-                             "dump is reported as a traceback, not one clear paragraph"),
-}
+# Inputs whose handling is a known defect: xfail(strict=True) with the owning file in the reason
+# (a fix then shows as XPASS and the entry must go). Empty: every input is handled.
+KNOWN_DEFECTS: dict[str, str] = {}
 
 
 def _params():

@@ -69,3 +69,27 @@ def test_a_junit_file_with_failures_overrides_a_zero_exit(tmp_path):
     bad.write_text('<testsuites><testsuite name="pytest" failures="0" errors="1" tests="2"/></testsuites>')
     assert not junit_has_failures(ok)
     assert junit_has_failures(bad) and junit_has_failures(tmp_path / "missing.xml")
+
+
+@pytest.mark.parametrize("reported,refused", [("borg 1.2.4", True), ("borg 1.4.4", True), ("borg 1.4.5", False),
+                                              ("borg 1.4.6", False), ("nonsense", True)])
+def test_extract_needs_a_borg_that_refuses_symlinked_parents(tmp_path, reported, refused):
+    """borg < 1.4.5 writes archive members through a symlinked directory member (as root: anywhere);
+    such a borg never extracts. The stand-in binary only answers --version and records any other call."""
+    calls = tmp_path / "calls"
+    fake = tmp_path / "borg"
+    fake.write_text(f"#!/bin/sh\n[ \"$1\" = --version ] && {{ echo '{reported}'; exit 0; }}\necho \"$@\" >> {calls}\n")
+    fake.chmod(0o755)
+    client = BorgClient(BorgTarget("r", str(tmp_path / "repo"), tmp_path / "base", binary=str(fake)))
+    if refused:
+        with pytest.raises(Exception, match="cannot extract an untrusted archive safely"):
+            client.extract("a", tmp_path)
+        assert not calls.exists()
+    else:
+        client.extract("a", tmp_path)
+        assert "extract" in calls.read_text()
+
+
+def test_a_refused_member_is_explained():
+    tail = "d/pwned: not extracted, a parent directory is a symlink (malicious or corrupted archive)"
+    assert "refused to extract" in explain_failure(tail)

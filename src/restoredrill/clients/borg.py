@@ -34,6 +34,10 @@ from signal import SIGTERM
 from restoredrill import backup_window
 from restoredrill.execute import CommandError, Result, Stop, run
 
+# borg 1.4.5 refuses archive members below a symlinked parent and hard-link sources that
+# leave the extract (borg/archive.py Archive._check_safe_parent, BackupSymlinkParentError,
+# BackupHardlinkSourceError); Debian 12's borg 1.2.4 writes through such a parent as root.
+SAFE_EXTRACT_VERSION = (1, 4, 5)
 READ_ONLY_SUBCOMMANDS = frozenset({"list", "info", "check", "extract"})
 FORBIDDEN_SUBCOMMANDS = frozenset({"prune", "delete", "compact", "break-lock", "recreate", "key",
                                    "init", "create", "rename", "upgrade", "config", "mount", "with-lock"})
@@ -110,6 +114,10 @@ _CAUSES: Sequence[tuple[str, str]] = (
     (r"Cache, or information obtained from the security directory is newer than repository|"
      r"Attack on repository|Manifest.*newer",
      "the repository looks older than last seen (rollback or replay?): borg refused it"),
+    (r"malicious or corrupted archive|a parent directory is a symlink|hardlink source path is unsafe|"
+     r"path traversal",
+     "the archive holds members borg refused to extract (below a symbolic-link directory, or an unsafe "
+     "hard-link source): a crafted or damaged archive; nothing was written outside the extract folder"),
     (r"Data integrity error|Segment entry checksum mismatch|Index object count mismatch|"
      r"Archive metadata damage|error found|errors found|integrity",
      "the repository is damaged (borg check found errors)"),
@@ -253,6 +261,18 @@ class BorgClient:
         match = re.search(r"(\d+)\.(\d+)\.(\d+)", out)
         return tuple(int(x) for x in match.groups()) if match else (0,)
 
+    def require_safe_extract(self) -> None:
+        """Refuse to extract with a borg older than :data:`SAFE_EXTRACT_VERSION`."""
+        found = self.version()
+        if found < SAFE_EXTRACT_VERSION:
+            shown = ".".join(map(str, found)) if found != (0,) else "of unknown version"
+            raise BorgError(self.target.name, f"borg {shown} cannot extract an untrusted archive safely",
+                            f"borg before {'.'.join(map(str, SAFE_EXTRACT_VERSION))} follows a symbolic-link "
+                            f"directory stored in an archive and writes the members below it outside the "
+                            f"extract folder (and links unsafe hard-link sources); install borgbackup "
+                            f">= {'.'.join(map(str, SAFE_EXTRACT_VERSION))} (pip install 'borgbackup>=1.4.5') "
+                            f"or point borg_binary at one; the other drills (list, check) still run")
+
     def repository_info(self, timeout: float = 600) -> dict:
         """``borg info --json REPO``: repository id, location, encryption mode, cache stats."""
         return json.loads(self._run("info", ["--json", self.target.location], timeout=timeout).stdout)
@@ -295,7 +315,12 @@ class BorgClient:
 
     def extract(self, archive: str, destination: Path, paths: Sequence[str] = (), *,
                 dry_run: bool = False, timeout: float = 6 * 3600) -> Result:
-        """``cd DEST && borg extract REPO::ARCHIVE [PATH ...]`` (or ``--dry-run``)."""
+        """``cd DEST && borg extract REPO::ARCHIVE [PATH ...]`` (or ``--dry-run``).
+
+        Only with a borg that refuses members below a symlinked parent and unsafe hard-link
+        sources (:data:`SAFE_EXTRACT_VERSION`): an archive is hostile input, and an older
+        borg, run as root, writes through a symlinked directory member out of DEST."""
+        self.require_safe_extract()
         args = ["--dry-run"] if dry_run else []
         return self._run("extract", [*args, f"{self.target.location}::{archive}", *paths],
                          timeout=timeout, cwd=destination)
