@@ -119,14 +119,7 @@ def listener():
 IDS = [i for i, _, _ in inputs("/s", "http://x/")]
 
 
-XML_DEFECTS = {
-    "nesting-100k-deep": ("checks/opnsense.py parse_config: no depth limit; a 100,000-deep document is accepted "
-                          "as a valid export (an OPNsense config nests about 6 deep)"),
-    "unknown-encoding": ("checks/opnsense.py parse_config: LookupError from an unknown declared encoding escapes "
-                         "(ExportDrill._parse catches only ExportError: the drill crashes)"),
-    "declared-utf7": ("checks/opnsense.py parse_config: ValueError 'multi-byte encodings are not supported' "
-                      "escapes (ExportDrill._parse catches only ExportError)"),
-}
+XML_DEFECTS: dict[str, str] = {}     # none known (depth, encoding fixed in checks/opnsense.py)
 
 
 @pytest.mark.parametrize("name", with_known_defects(IDS, XML_DEFECTS))

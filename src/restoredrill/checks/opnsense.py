@@ -16,7 +16,9 @@ as ``openssl enc -aes-256-cbc -md sha512 -pbkdf2 -iter 100000`` writes it (key a
 from PBKDF2-HMAC-SHA512, PKCS#7 padding). Older releases wrote ``Hash: MD5`` and no
 ``PBKDF2:`` line (``openssl enc -aes-256-cbc -md md5``: EVP_BytesToKey, MD5, one
 round). The KDF is chosen from the header lines. Parsing uses defusedxml and refuses
-DOCTYPEs and entities, a pfSense root, HTML and truncated files. Pure functions.
+DOCTYPEs and entities, a pfSense root, HTML and truncated files, encodings expat cannot
+read, and documents over MAX_XML_DEPTH deep, MAX_XML_ELEMENTS elements or MAX_EXPORT_BYTES;
+no refusal quotes the file's content. Pure functions.
 """
 from __future__ import annotations
 
@@ -28,17 +30,27 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from xml.etree.ElementTree import Element, ParseError
+from xml.etree.ElementTree import Element, ParseError, TreeBuilder
 
-import defusedxml.ElementTree as SafeET
 from cryptography.hazmat.primitives import padding
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from defusedxml import DefusedXmlException
+from defusedxml.ElementTree import DefusedXMLParser
 
 SALT_MAGIC = b"Salted__"
 DEFAULT_ITERATIONS = 100_000
 MAX_ITERATIONS = 10_000_000
 ARMOR_LINE = 76
+# Bounds on a plain export. opnsense/core's src/etc/config.xml.sample nests 7 elements deep
+# (opnsense/OPNsense/Firewall/Filter/rules/rule/enabled) and the deepest MVC model mount plus
+# its items (src/opnsense/mvc/app/models/**, e.g. //OPNsense/Kea/dhcp4) about 11: 64 is far
+# beyond any real config. A large config (5,000 rules, as many DHCP mappings) has some 10^5
+# elements; 500,000 cost about 2 s and 40 MiB to refuse. The byte cap matches the SFTP
+# reader's (clients/sftp.py MAX_READ_BYTES).
+MAX_XML_DEPTH = 64
+MAX_XML_ELEMENTS = 500_000
+MAX_EXPORT_BYTES = 64 * 1024 * 1024
+_SAFE_TAG = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]{0,31}")
 _BEGIN = re.compile(r"^---- BEGIN (\S+) ----$")
 _HEADER = re.compile(r"^([A-Za-z0-9-]+):\s*(.*)$")
 
@@ -85,15 +97,58 @@ def parse_config(data: bytes) -> OpnsenseConfig:
     if text_start.startswith((b"<!doctype html", b"<html")):
         raise ExportError("the file is an HTML page, not a configuration (a login or error page "
                           "saved instead of the export?)")
+    if len(data) > MAX_EXPORT_BYTES:
+        raise ExportError(f"refused: the file is {len(data):,} bytes, more than the {MAX_EXPORT_BYTES:,}-byte "
+                          "limit for an OPNsense export")
+    return read_config_tree(_parse_xml(data))
+
+
+class _BoundedTreeBuilder(TreeBuilder):
+    """An ElementTree builder that stops a document nested deeper than MAX_XML_DEPTH or holding
+    more than MAX_XML_ELEMENTS elements, while expat is still reading it (expat itself is not
+    recursive, so without this a 100,000-deep document parses and is accepted)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.depth = 0
+        self.elements = 0
+
+    def start(self, tag, attrs):
+        self.depth += 1
+        self.elements += 1
+        if self.depth > MAX_XML_DEPTH:
+            raise ExportError(f"refused: the XML nests more than {MAX_XML_DEPTH} elements deep; an OPNsense "
+                              "export nests about 10 (a damaged or hostile file)")
+        if self.elements > MAX_XML_ELEMENTS:
+            raise ExportError(f"refused: the XML holds more than {MAX_XML_ELEMENTS:,} elements, far more "
+                              "than an OPNsense export (a damaged or hostile file)")
+        return super().start(tag, attrs)
+
+    def end(self, tag):
+        self.depth -= 1
+        return super().end(tag)
+
+
+def _parse_xml(data: bytes) -> Element:
+    """The root element, parsed by defusedxml (no DTD, entity or external reference) within the
+    depth and element bounds; every refusal is an ExportError that quotes none of the file."""
+    parser = DefusedXMLParser(target=_BoundedTreeBuilder(), forbid_dtd=True, forbid_entities=True,
+                              forbid_external=True)
     try:
-        root = SafeET.fromstring(data, forbid_dtd=True, forbid_entities=True,
-                                 forbid_external=True)
+        parser.feed(data)
+        return parser.close()
+    except ExportError:
+        raise
     except DefusedXmlException as exc:
         raise ExportError(f"refused: the XML holds a DOCTYPE or entity declaration ({type(exc).__name__}); "
                           "an OPNsense export never does") from None
     except ParseError as exc:
         raise ExportError(f"not well-formed XML ({_explain_parse_error(exc)})") from None
-    return read_config_tree(root)
+    except (LookupError, ValueError):
+        # pyexpat: LookupError for an unknown declared encoding, ValueError "multi-byte encodings
+        # are not supported" for e.g. UTF-7 (Modules/pyexpat.c PyUnknownEncodingHandler).
+        raise ExportError("not well-formed XML: its declaration names a character encoding the parser "
+                          "cannot read (OPNsense writes UTF-8)") from None
 
 
 def _explain_parse_error(exc: ParseError) -> str:
@@ -109,7 +164,8 @@ def read_config_tree(root: Element) -> OpnsenseConfig:
     if root.tag.lower() == "html":
         raise ExportError("the file is an HTML page, not a configuration")
     if root.tag != "opnsense":
-        raise ExportError(f"root element is <{root.tag}>, expected <opnsense>")
+        shown = f"<{root.tag}>" if _SAFE_TAG.fullmatch(root.tag) else "another element"
+        raise ExportError(f"root element is {shown}, expected <opnsense>")
     missing = [path for path in ("version", "system/hostname", "interfaces", "filter")
                if root.find(path) is None]
     if missing:
@@ -181,21 +237,28 @@ def choose_kdf(headers: dict[str, str]) -> tuple[str, int]:
     """("pbkdf2-sha512", iterations) or ("md5", 1), from the ``PBKDF2:`` and ``Hash:`` lines."""
     cipher = headers.get("Cipher", "AES-256-CBC").upper()
     if cipher != "AES-256-CBC":
-        raise ExportError(f"unsupported cipher {cipher!r} (OPNsense writes AES-256-CBC)")
+        raise ExportError(f"unsupported cipher {_shown(cipher)} (OPNsense writes AES-256-CBC)")
     digest = headers.get("Hash", "MD5").upper().replace("-", "")
     if "PBKDF2" in headers:
         try:
             iterations = int(headers["PBKDF2"])
         except ValueError:
-            raise ExportError(f"PBKDF2 header {headers['PBKDF2']!r} is not a number") from None
+            raise ExportError(f"PBKDF2 header {_shown(headers['PBKDF2'])} is not a number") from None
         if not 1 <= iterations <= MAX_ITERATIONS:
             raise ExportError(f"PBKDF2 iteration count {iterations} out of range 1..{MAX_ITERATIONS}")
         if digest not in ("SHA512", "SHA256"):
-            raise ExportError(f"unsupported PBKDF2 hash {headers.get('Hash')!r}")
+            raise ExportError(f"unsupported PBKDF2 hash {_shown(headers.get('Hash'))}")
         return f"pbkdf2-{digest.lower()}", iterations
     if digest != "MD5":
-        raise ExportError(f"unsupported key derivation: Hash {headers.get('Hash')!r} without PBKDF2")
+        raise ExportError(f"unsupported key derivation: Hash {_shown(headers.get('Hash'))} without PBKDF2")
     return "md5", 1
+
+
+def _shown(value: str | None) -> str:
+    """A header value for a message: quoted when short plain text, else only its length."""
+    if value is not None and len(value) <= 40 and value.isascii() and value.isprintable():
+        return repr(value)
+    return "(missing)" if value is None else f"(a {len(value)}-character value)"
 
 
 def derive_key_iv(passphrase: str, salt: bytes, kdf: str, iterations: int) -> tuple[bytes, bytes]:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
 from restoredrill.inventory.types import Duration, Secret, Size, TimeZone
 
@@ -206,6 +206,23 @@ class Guest(Strict):
 
 # --- Borg --------------------------------------------------------------------------
 
+def archive_relative(value: str) -> str:
+    """A path inside an archive, as `borg list` shows it: no leading '/', no '..' component.
+
+    The drill refuses such paths at run time too (checks/safe_paths.py split_relative); here the
+    inventory is refused at once, with its file and line, instead of when the drill runs.
+    """
+    if value.startswith("/"):
+        raise ValueError("an archive path is relative to the archive root, as `borg list` shows it: "
+                         "remove the leading /")
+    if ".." in value.split("/"):
+        raise ValueError("an archive path must not hold a '..' component (it could leave the extract)")
+    return value
+
+
+ArchivePath = Annotated[str, AfterValidator(archive_relative)]
+
+
 class VerifyData(Strict):
     every_runs: int = Field(7, ge=1, le=1000, description="A full `check --verify-data` at least "
                             "every N runs; other runs check the repository and one archive's data.")
@@ -216,7 +233,7 @@ class VerifyData(Strict):
 
 class SpotCheck(Strict):
     source: str = Field(description="Live source directory to compare with (on the runner).")
-    archive_path: str | None = Field(None, description="Path of the source inside the archive "
+    archive_path: ArchivePath | None = Field(None, description="Path of the source inside the archive "
                                      "(default: source without its leading /).")
     sample: int = Field(20, ge=1, le=100000, description="Files compared by SHA-256.")
     count_tolerance: float = Field(0.1, ge=0, le=1, description="Allowed share of file-count difference.")
@@ -241,14 +258,23 @@ class SqliteFile(Strict):
         return self.path
 
 
+def _sqlite_path(entry: str | SqliteFile) -> str | SqliteFile:
+    """Checked on the union, not in each member, so a bad path gives one error, not one per member."""
+    archive_relative(str(entry))
+    return entry
+
+
+SqlitePath = Annotated[str | SqliteFile, AfterValidator(_sqlite_path)]
+
+
 class PostgresDump(Strict):
-    path: str = Field(description="Dump file inside the archive (plain SQL or pg_dump -Fc).")
+    path: ArchivePath = Field(description="Dump file inside the archive (plain SQL or pg_dump -Fc).")
     database: str = Field("restored", pattern=r"^[a-z_][a-z0-9_]{0,62}$", description="Database name.")
     queries: list[SqlQuery] = Field(default_factory=list, description="Queries and expected results.")
 
 
 class Canary(Strict):
-    path: str = Field(description="Canary file inside the archive, written before every backup.")
+    path: ArchivePath = Field(description="Canary file inside the archive, written before every backup.")
     equals: str | None = Field(None, description="Exact content (trailing newline ignored).")
     pattern: str | None = Field(None, description="Regular expression the content must match.")
     show_found: bool = Field(False, description="Show what was found (at most 80 printable characters) in "
@@ -265,10 +291,10 @@ class Canary(Strict):
 
 
 class DataChecks(Strict):
-    paths: list[str] = Field(default_factory=list, description="Paths that must exist in the archive.")
+    paths: list[ArchivePath] = Field(default_factory=list, description="Paths that must exist in the archive.")
     min_files: int | None = Field(None, ge=0, description="Least number of files the archive holds.")
     spot_check: SpotCheck | None = Field(None, description="Compare with the live source.")
-    sqlite: list[str | SqliteFile] = Field(default_factory=list, description="SQLite files that must pass "
+    sqlite: list[SqlitePath] = Field(default_factory=list, description="SQLite files that must pass "
                                            "integrity_check: a path, or path and show_found.")
     postgres_dumps: list[PostgresDump] = Field(default_factory=list, description="Dumps to restore.")
     canary: Canary | None = Field(None, description="A known file and value.")
@@ -356,11 +382,25 @@ class S3Target(Strict):
                                 "the site (e.g. the firewall, DNS).")
 
 
+def _box_glob(value: str) -> str:
+    """As SftpReader.glob (clients/sftp.py) needs it: a leading / starts at the box's root, but a
+    '..' component is refused there at run time, so the inventory is refused at once."""
+    parts = [part for part in value.split("/") if part not in ("", ".")]
+    if not parts:
+        raise ValueError("path_glob names no file (e.g. opnsense/config-*.xml)")
+    if ".." in parts:
+        raise ValueError("path_glob must not hold a '..' component")
+    return value
+
+
+BoxGlob = Annotated[str, AfterValidator(_box_glob)]
+
+
 class ConfigExport(Strict):
     name: str = Field(pattern=NAME, description="Name used by references.")
     kind: Literal["opnsense"] = Field("opnsense", description="Format of the export.")
     storage_box: str = Field(description="offsite.storage_boxes entry holding the exports.")
-    path_glob: str = Field(description="Glob of the export files on the box.")
+    path_glob: BoxGlob = Field(description="Glob of the export files on the box.")
     passphrase: Secret | None = Field(None, description="Reference to the export passphrase (encrypted exports).")
     rpo: str | None = Field(None, description="RPO policy name.")
 

@@ -140,6 +140,8 @@ def parse_key_file(text: str | bytes) -> CryptConfig:
     """Read an unencrypted PBS key file; checks the stored fingerprint when present."""
     try:
         doc = json.loads(text)
+    except RecursionError:
+        raise KeyFileError("key file JSON nests too deep to parse (not a PBS key file)") from None
     except ValueError as exc:
         raise KeyFileError(f"key file is not JSON: {exc}") from None
     if not isinstance(doc, dict) or "data" not in doc:

@@ -36,6 +36,17 @@ MAX_NAMESPACE_DEPTH = 7
 _SAFE_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._\-]{0,127}")
 _TIME_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
 _TIME_PATTERN = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z")
+# PBS stores backup-time as i64 epoch seconds and names the snapshot directory with
+# epoch_to_rfc3339_utc (proxmox repo, proxmox-time/src/posix.rs), which bails on a year outside
+# 0..9999. Python's datetime also ends at 9999-12-31T23:59:59Z, and no real backup predates
+# 1970: anything outside is refused (10**30 would otherwise raise OverflowError from
+# datetime.fromtimestamp).
+MIN_BACKUP_EPOCH = 0
+MAX_BACKUP_EPOCH = 253_402_300_799
+# A manifest nests 3 levels ("unprotected" -> "verify_state" -> values); json.loads recurses
+# once per level and raises RecursionError near 1000, so deeper JSON is refused before it runs.
+MAX_JSON_DEPTH = 64
+_JSON_TOKEN = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*(?:"|\Z)|[\[\]{}]', re.DOTALL)
 
 
 class UnsafeName(FormatError):
@@ -45,7 +56,7 @@ class UnsafeName(FormatError):
 def check_name(name: object, what: str) -> str:
     """Accept only ``[A-Za-z0-9_][A-Za-z0-9._-]*`` (<= 128 chars), PBS's id syntax."""
     if not isinstance(name, str) or not _SAFE_NAME.fullmatch(name):
-        raise UnsafeName(f"unsafe {what} {name!r}: must match [A-Za-z0-9_][A-Za-z0-9._-]* "
+        raise UnsafeName(f"unsafe {what} {brief(name)}: must match [A-Za-z0-9_][A-Za-z0-9._-]* "
                          "(no '/', '..', NUL, whitespace, leading dot, empty)")
     return name
 
@@ -81,16 +92,40 @@ def format_backup_time(moment: datetime | int) -> str:
 def to_backup_datetime(moment: datetime | int) -> datetime:
     """UTC datetime truncated to whole seconds (PBS snapshot times are epoch seconds)."""
     if isinstance(moment, int) and not isinstance(moment, bool):
+        check_backup_epoch(moment)
         return datetime.fromtimestamp(moment, timezone.utc)
     if not isinstance(moment, datetime) or moment.tzinfo is None:
-        raise ValueError(f"backup time must be an aware datetime or epoch int, got {moment!r}")
-    return moment.astimezone(timezone.utc).replace(microsecond=0)
+        raise ValueError(f"backup time must be an aware datetime or epoch int, got {brief(moment)}")
+    moment = moment.astimezone(timezone.utc).replace(microsecond=0)
+    if moment.year < 1970:
+        raise FormatError(f"backup time {moment:%Y-%m-%d} is before 1970 (epoch 0)")
+    return moment
+
+
+def check_backup_epoch(value: int, what: str = "backup time") -> int:
+    """Epoch seconds a snapshot time can have (see MIN/MAX_BACKUP_EPOCH); FormatError otherwise."""
+    if not MIN_BACKUP_EPOCH <= value <= MAX_BACKUP_EPOCH:
+        raise FormatError(f"{what} is out of range: epoch seconds must be {MIN_BACKUP_EPOCH}.."
+                          f"{MAX_BACKUP_EPOCH} (1970-01-01 to 9999-12-31 UTC)")
+    return value
+
+
+def brief(value: object, limit: int = 80) -> str:
+    """``repr(value)`` cut to ``limit`` characters: hostile metadata must not make a long message."""
+    try:
+        text = repr(value)
+    except ValueError:          # an int of more than 4,300 digits (sys.int_info.default_max_str_digits)
+        return "(a number too large to show)"
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text):,} characters)"
 
 
 def parse_backup_time(text: str) -> datetime:
     if not _TIME_PATTERN.fullmatch(text):
-        raise FormatError(f"{text!r} is not a snapshot time like 2024-05-01T02:00:03Z")
-    return datetime.strptime(text, _TIME_FORMAT).replace(tzinfo=timezone.utc)
+        raise FormatError(f"{brief(text)} is not a snapshot time like 2024-05-01T02:00:03Z")
+    try:
+        return datetime.strptime(text, _TIME_FORMAT).replace(tzinfo=timezone.utc)
+    except ValueError:      # month 13, day 45, year 0000...: not a date at all
+        raise FormatError(f"{text!r} is not a valid date and time") from None
 
 
 @dataclass(frozen=True)
@@ -240,11 +275,42 @@ def decode_manifest_blob(raw: bytes) -> Manifest:
     return parse_manifest(decode_blob(raw))
 
 
-def parse_manifest(data: bytes | str) -> Manifest:
+def check_json_depth(text: str, what: str = "manifest") -> None:
+    """Refuse JSON nested deeper than MAX_JSON_DEPTH before json.loads recurses into it.
+
+    One regular-expression pass over strings and brackets (an unterminated string runs to the
+    end, so the scan stays linear); most documents skip it on the bracket count alone.
+    """
+    if text.count("[") + text.count("{") <= MAX_JSON_DEPTH:
+        return
+    depth = 0
+    for match in _JSON_TOKEN.finditer(text):
+        first = match.group()[0]
+        if first in "[{":
+            depth += 1
+            if depth > MAX_JSON_DEPTH:
+                raise FormatError(f"{what} JSON nests deeper than {MAX_JSON_DEPTH} levels (a PBS "
+                                  "manifest nests 3): damaged or hostile")
+        elif first in "]}":
+            depth -= 1
+
+
+def load_json(data: bytes | str, what: str) -> Any:
+    """``json.loads`` within the depth bound; every fault is a FormatError."""
     try:
-        document = json.loads(data)
-    except ValueError as exc:
-        raise FormatError(f"manifest is not JSON: {exc}") from None
+        text = data if isinstance(data, str) else data.decode(json.detect_encoding(data), "surrogatepass")
+        check_json_depth(text, what)
+        return json.loads(text)
+    except RecursionError:
+        raise FormatError(f"{what} JSON nests too deep to parse: damaged or hostile") from None
+    except FormatError:
+        raise
+    except ValueError as exc:   # JSONDecodeError, UnicodeDecodeError, int over 4300 digits
+        raise FormatError(f"{what} is not JSON: {exc}") from None   # json's messages quote no content
+
+
+def parse_manifest(data: bytes | str) -> Manifest:
+    document = load_json(data, "manifest")
     if not isinstance(document, dict):
         raise FormatError("manifest JSON is not an object")
     for key in ("backup-type", "backup-id", "backup-time", "files"):
@@ -252,7 +318,8 @@ def parse_manifest(data: bytes | str) -> Manifest:
             raise FormatError(f"manifest lacks {key!r}")
     backup_time = document["backup-time"]
     if not isinstance(backup_time, int) or isinstance(backup_time, bool):
-        raise FormatError(f"manifest backup-time {backup_time!r} is not an integer")
+        raise FormatError(f"manifest backup-time {brief(backup_time)} is not an integer")
+    check_backup_epoch(backup_time, "manifest backup-time")
     SnapshotRef(None, document["backup-type"], document["backup-id"], backup_time)
     if not isinstance(document["files"], list):
         raise FormatError("manifest 'files' is not a list")
@@ -267,16 +334,16 @@ def parse_manifest(data: bytes | str) -> Manifest:
 
 def _parse_file_entry(item: Any) -> FileEntry:
     if not isinstance(item, dict):
-        raise FormatError(f"manifest file entry {item!r} is not an object")
+        raise FormatError(f"manifest file entry {brief(item)} is not an object")
     filename = check_archive_name(item.get("filename"))
     crypt_mode = item.get("crypt-mode", "none")  # absent in very old manifests
     if crypt_mode not in CRYPT_MODES:
-        raise FormatError(f"{filename}: crypt-mode {crypt_mode!r} not one of {CRYPT_MODES}")
+        raise FormatError(f"{filename}: crypt-mode {brief(crypt_mode)} not one of {CRYPT_MODES}")
     size, csum = item.get("size"), item.get("csum")
     if not isinstance(size, int) or isinstance(size, bool) or size < 0:
-        raise FormatError(f"{filename}: size {size!r} is not a non-negative integer")
+        raise FormatError(f"{filename}: size {brief(size)} is not a non-negative integer")
     if not isinstance(csum, str) or not re.fullmatch(r"[0-9a-fA-F]{64}", csum):
-        raise FormatError(f"{filename}: csum {csum!r} is not 64 hex digits")
+        raise FormatError(f"{filename}: csum {brief(csum)} is not 64 hex digits")
     return FileEntry(filename, crypt_mode, size, bytes.fromhex(csum))
 
 
