@@ -85,13 +85,14 @@ def test_restore_never_overwrites_and_always_tags():
 
 
 def test_upids_of_both_products():
-    pve = parse_upid("UPID:pve_1:0000A1B2:0012C3D4:6650A0B0:qmrestore:9901:drill@pve!rd:")
-    assert (pve.product, pve.node, pve.type, pve.id, pve.user) == ("pve", "pve_1", "qmrestore", "9901", "drill@pve!rd")
+    pve = parse_upid("UPID:pve-1:0000A1B2:0012C3D4:6650A0B0:qmrestore:9901:drill@pve!rd:")
+    assert (pve.product, pve.node, pve.type, pve.id, pve.user) == ("pve", "pve-1", "qmrestore", "9901", "drill@pve!rd")
     assert pve.pid == 0xA1B2
     pbs = parse_upid("UPID:localhost:00000F00:000ABCDE:00000002:6650A0B0:verificationjob:store1\\x3av\\x2d1:root@pam:")
     assert (pbs.product, pbs.task_id, pbs.type, pbs.id) == ("pbs", 2, "verificationjob", "store1:v-1")
-    assert parse_upid("UPID:n:1:123456789:6650A0B0:t:i:u:").pstart == 0x123456789
-    for bad in ("UPID:x", "nope:a:b:c:d:e:f:g:", "UPID:n:zz:1:1:t:i:u:"):
+    assert parse_upid("UPID:n:00000001:123456789:6650A0B0:t:i:u:").pstart == 0x123456789
+    for bad in ("UPID:x", "nope:a:b:c:d:e:f:g:", "UPID:n:zz:1:1:t:i:u:", "UPID:n:1:123456789:6650A0B0:t:i:u:",
+                "UPID:pve_1:0000A1B2:0012C3D4:6650A0B0:qmrestore:9901:drill@pve!rd:"):
         with pytest.raises(UpidError):
             parse_upid(bad)
 

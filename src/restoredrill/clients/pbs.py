@@ -1,12 +1,14 @@
 """Proxmox Backup Server client: the only code that talks to the PBS API. Read side
-only, plus prune in dry-run mode (it can never remove a snapshot)."""
+only, plus prune in dry-run mode (it can never remove a snapshot). Answers are read
+through the typed accessors of ``proxmox_api``: a malformed one is an ApiError naming the call."""
 from __future__ import annotations
 
-from collections.abc import Mapping
-from datetime import datetime, timezone
+from collections.abc import Callable, Mapping
+from datetime import datetime
 
-from restoredrill.clients.proxmox_api import ApiChokePoint, ApiError
-from restoredrill.clients.pve import wait_for_task
+from restoredrill.clients.proxmox_api import ApiChokePoint, ApiError, answer_list, answer_object, epoch_field
+from restoredrill.clients.pve import task_log_answer, task_status_answer, wait_for_task
+from restoredrill.clients.upid import parse_upid
 
 # The keep options of PBS's prune (pbs-api-types src/datastore.rs, ``KeepOptions``); the
 # prune call's other parameters (dry-run, use-task, ns, backup-type, backup-id) are set
@@ -41,23 +43,32 @@ class PbsClient:
         self.api = api
         self.node = node
 
+    def _get(self, path: str, shape: Callable, **params):
+        """GET ``path``; the answer checked by ``shape`` (answer_list, answer_object...)."""
+        return shape(self.api.call("get", path, **params), f"PBS GET {path}")
+
     def datastores(self) -> list[dict]:
         """``proxmox-backup-manager datastore list`` / GET /admin/datastore"""
-        return self.api.call("get", "/admin/datastore")
+        return self._get("/admin/datastore", answer_list)
 
     def datastore_status(self, store: str) -> dict:
         """GET /admin/datastore/{store}/status?verbose=1 (total, used, avail, gc-status, counts)"""
-        return self.api.call("get", f"/admin/datastore/{store}/status", verbose=1)
+        return self._get(f"/admin/datastore/{store}/status", answer_object, verbose=1)
 
     def groups(self, store: str, ns: str | None = None) -> list[dict]:
         """GET /admin/datastore/{store}/groups"""
-        return self.api.call("get", f"/admin/datastore/{store}/groups", **({"ns": ns} if ns else {}))
+        return self._get(f"/admin/datastore/{store}/groups", answer_list, **({"ns": ns} if ns else {}))
 
     def snapshots(self, store: str, *, backup_type: str | None = None, backup_id: str | None = None,
                   ns: str | None = None) -> list[dict]:
-        """``proxmox-backup-client snapshot list`` / GET /admin/datastore/{store}/snapshots"""
+        """``proxmox-backup-client snapshot list`` / GET /admin/datastore/{store}/snapshots; every
+        item has a ``backup-time`` that is a time (required in PBS's ``SnapshotListItem``)."""
         params = {k: v for k, v in (("backup-type", backup_type), ("backup-id", backup_id), ("ns", ns)) if v}
-        return self.api.call("get", f"/admin/datastore/{store}/snapshots", **params)
+        path = f"/admin/datastore/{store}/snapshots"
+        items = self._get(path, answer_list, **params)
+        for item in items:
+            snapshot_time(item, call=f"PBS GET {path}")
+        return items
 
     def download(self, store: str, backup_type: str, backup_id: str, backup_time: int, file_name: str,
                  ns: str | None = None) -> bytes:
@@ -70,7 +81,7 @@ class PbsClient:
         if ns:
             params["ns"] = ns
         path = f"/admin/datastore/{store}/download"
-        answer = self.api.call("get", path, **params)
+        answer = self.api.call("get", path, binary=True, **params)
         if isinstance(answer, dict) and isinstance(answer.get("errors"), (bytes, bytearray)):
             return bytes(answer["errors"])
         raise ApiError(f"PBS GET {path} {backup_type}/{backup_id}/{backup_time} {file_name}: expected the raw "
@@ -80,30 +91,34 @@ class PbsClient:
                       ns: str | None = None) -> list[dict]:
         """POST /admin/datastore/{store}/prune with dry-run=1: what PBS itself would keep."""
         params = prune_dry_run_params(backup_type, backup_id, keep, ns)
-        return self.api.call("post", f"/admin/datastore/{store}/prune", **params)
+        path = f"/admin/datastore/{store}/prune"
+        return answer_list(self.api.call("post", path, **params), f"PBS POST {path}")
 
     def jobs(self, kind: str) -> list[dict]:
         """GET /admin/{verify|sync|prune|gc}: jobs with last-run-state, last-run-endtime, next-run"""
         if kind not in ("verify", "sync", "prune", "gc"):
             raise ValueError(f"unknown job kind {kind!r}")
         params = {"sync-direction": "all"} if kind == "sync" else {}
-        return self.api.call("get", f"/admin/{kind}", **params)
+        return self._get(f"/admin/{kind}", answer_list, **params)
 
     def notification_targets(self) -> list[dict]:
         """``proxmox-backup-manager notification target list`` / GET /config/notifications/targets"""
-        return self.api.call("get", "/config/notifications/targets")
+        return self._get("/config/notifications/targets", answer_list)
 
     def task_status(self, upid: str) -> dict:
-        return self.api.call("get", f"/nodes/{self.node}/tasks/{upid}/status")
+        parse_upid(upid)          # before it becomes a path segment
+        return self._get(f"/nodes/{self.node}/tasks/{upid}/status", task_status_answer)
 
     def task_log(self, upid: str, limit: int = 500) -> list[str]:
-        return [line.get("t", "") for line in self.api.call("get", f"/nodes/{self.node}/tasks/{upid}/log",
-                                                              limit=limit)]
+        parse_upid(upid)
+        return self._get(f"/nodes/{self.node}/tasks/{upid}/log", task_log_answer, limit=limit)
 
     def wait_task(self, upid: str, *, deadline: float, what: str) -> dict:
         return wait_for_task(lambda: self.task_status(upid), lambda: self.task_log(upid), upid,
                              deadline=deadline, what=what)
 
 
-def snapshot_time(item: dict) -> datetime:
-    return datetime.fromtimestamp(int(item["backup-time"]), tz=timezone.utc)
+def snapshot_time(item: object, *, call: str = "PBS snapshot list") -> datetime:
+    """A snapshot's ``backup-time`` (epoch seconds) as a UTC time; a missing, non-integer or
+    out-of-range one is an ApiError naming ``call``."""
+    return epoch_field(answer_object(item, call), "backup-time", call=call)

@@ -4,15 +4,29 @@ every call, quiet proxmoxer logging, and errors that name the call and the guest
 TLS: with a fingerprint the certificate's SHA-256 must match (as PBS and the PVE
 storage plugin pin) before the token is sent; without one the system CA store is
 used; ``verify_tls: false`` turns checks off and warns loudly on every connection.
+
+Answers are untrusted input. Every answer must be the JSON object ``{"data": ...}`` that
+PVE and PBS send (pve-http-server ``src/PVE/APIServer/Formatter/Standard.pm``, its 'json'
+formatter; proxmox-rest-server ``src/formatter.rs``, ``JsonFormatter::format_data``), else
+the call ends in an :class:`ApiError` naming it; the clients
+then read what they need through the typed accessors at the end of this file. Text from
+the server reaches a message only through :func:`clip` (bounded, control characters
+escaped, the token secret never quoted).
 """
 from __future__ import annotations
 
+import json
 import logging
+import re
+import reprlib
 import threading
 import time
 import warnings
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any
 from urllib.parse import urlsplit
 
 import requests
@@ -31,6 +45,90 @@ class ApiError(RuntimeError):
         self.status = status
         self.call = call
         self.errors = errors or {}
+
+
+SHAPE_FIX = ("the server does not answer as the Proxmox API documents: check that the url in the inventory "
+             "points at the PVE/PBS API itself (not a proxy or another service) and that its version is supported")
+
+
+def _short_repr() -> reprlib.Repr:
+    short = reprlib.Repr()
+    short.maxlevel, short.maxlist, short.maxdict, short.maxstring, short.maxother, short.maxlong = 2, 4, 4, 60, 60, 60
+    return short
+
+
+_REPR = _short_repr()
+
+
+def clip(value: object, limit: int = 300) -> str:
+    """``value`` as a message may show it: at most ``limit`` characters (the rest is counted,
+    not quoted) and no character that is not printable (a newline, ESC, a bidi override is
+    shown escaped, as ``repr`` does), so a server cannot flood or repaint a report."""
+    text = value if isinstance(value, str) else _REPR.repr(value)
+    head = "".join(c if c.isprintable() else repr(c)[1:-1] for c in text[:limit])[:limit]
+    more = len(text) - limit
+    return head + (f"... ({more} more characters)" if more > 0 else "")
+
+
+def describe(value: object) -> str:
+    """What a value of an answer is. A string's content is not quoted: it could be anything,
+    even an echo of the token secret."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return f"a boolean ({str(value).lower()})"
+    if isinstance(value, (int, float)):
+        return f"a number ({clip(value, 60)})"
+    if isinstance(value, str):
+        return f"a string of {len(value)} characters"
+    if isinstance(value, list):
+        return f"a list of {len(value)} item{'s' * (len(value) != 1)}"
+    if isinstance(value, dict):
+        return f"an object with {len(value)} member{'s' * (len(value) != 1)}"
+    return f"a {type(value).__name__}"
+
+
+class NotAnEnvelope(ValueError):
+    """A JSON body that is not the ``{"data": ...}`` object of every PVE/PBS answer."""
+
+
+def read_envelope(content: bytes) -> object:
+    """The ``data`` of an answer body. A body that is not JSON comes back as proxmoxer's own
+    ``{"errors": <bytes>}`` (its ``JsonSerializer.loads``): a PBS download answers the file
+    itself, and :meth:`ApiChokePoint.call` refuses it for every other call."""
+    try:
+        document = json.loads(content.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError, RecursionError):     # RecursionError: '[[[[...' nested deeply
+        return {"errors": content}
+    if not isinstance(document, dict):
+        raise NotAnEnvelope(f"the answer is {describe(document)}, not a JSON object with 'data'")
+    if "data" not in document:
+        raise NotAnEnvelope(f"the answer is a JSON object without 'data' ({describe(document)})")
+    return document["data"]
+
+
+def is_raw_body(answer: object) -> bool:
+    """proxmoxer's way of handing back a body that is not JSON (no JSON parse makes bytes)."""
+    return isinstance(answer, dict) and len(answer) == 1 and isinstance(answer.get("errors"), (bytes, bytearray))
+
+
+def _serializer():
+    """proxmoxer's JsonSerializer, but a JSON body that is not ``{"data": ...}`` raises
+    :class:`NotAnEnvelope` instead of a KeyError/TypeError from ``json.loads(...)["data"]``."""
+    from proxmoxer.backends.https import JsonSerializer
+
+    class EnvelopeSerializer(JsonSerializer):
+        def loads(self, response):
+            return read_envelope(response.content)
+
+        def loads_errors(self, response):
+            try:
+                document = json.loads(response.content.decode("utf-8"))
+            except (UnicodeDecodeError, ValueError, RecursionError):
+                return {"errors": response.content}
+            return document.get("errors") if isinstance(document, dict) else None
+
+    return EnvelopeSerializer()
 
 
 class PinnedAdapter(HTTPAdapter):
@@ -92,6 +190,7 @@ def connect(endpoint: Endpoint):
     session = api._store["session"]
     if endpoint.fingerprint and endpoint.verify_tls:
         session.mount("https://", PinnedAdapter(endpoint.fingerprint))
+    api._store["serializer"] = _serializer()     # copied into every resource made from here on
     return api
 
 
@@ -103,35 +202,52 @@ class ApiChokePoint:
         self.api = api if api is not None else connect(endpoint)
         self.stats = CallStats()
 
-    def call(self, method: str, path: str, *, guest: str = "", **params):
+    def call(self, method: str, path: str, *, guest: str = "", binary: bool = False, **params):
+        """One API call; its answer's ``data``. ``binary``: the call answers a file (PBS
+        download), handed back as ``{"errors": <bytes>}``; any other call must answer JSON."""
         from proxmoxer.core import ResourceException
         name = f"{method.upper()} {path}"
+        where = f"{self.endpoint.service} {name}{_for(guest)}"
         started = time.monotonic()
         try:
             resource = self.api(path.lstrip("/"))
-            return getattr(resource, method.lower())(**params)
+            answer = getattr(resource, method.lower())(**params)
+        except NotAnEnvelope as exc:
+            raise ApiError(f"{where}: {exc}; {SHAPE_FIX}", call=name) from None
         except ResourceException as exc:
             errors = getattr(exc, "errors", None) or {}
             detail = "; ".join(f"{k}: {v}" for k, v in errors.items()) if isinstance(errors, dict) else str(errors)
             content = str(getattr(exc, "content", "") or "").strip()
             if content and content not in detail:
                 detail = f"{detail}; {content}" if detail else content
-            detail = detail[:400]
-            raise ApiError(f"{self.endpoint.service} {name}{_for(guest)} failed: HTTP {exc.status_code} "
+            detail = self._quote(detail, 400)
+            errors = {clip(k, 100): self._quote(str(v), 400) for k, v in errors.items()} \
+                if isinstance(errors, dict) else {}
+            raise ApiError(f"{where} failed: HTTP {exc.status_code} "
                            f"{exc.status_message}{': ' + detail if detail else ''}{_hint(exc.status_code)}",
-                           status=exc.status_code, call=name, errors=errors if isinstance(errors, dict) else {}) \
-                from None
+                           status=exc.status_code, call=name, errors=errors) from None
         except requests.exceptions.SSLError as exc:
             cause = "the TLS certificate does not match the pinned fingerprint" if "fingerprint" in str(exc).lower() \
                 else "TLS verification failed"
-            raise ApiError(f"{self.endpoint.service} {name}{_for(guest)}: {cause} ({self.endpoint.url}); the token "
+            raise ApiError(f"{where}: {cause} ({self.endpoint.url}); the token "
                            f"was not sent. Check the fingerprint in the inventory against the server's certificate",
                            call=name) from None
         except requests.exceptions.RequestException as exc:
-            raise ApiError(f"{self.endpoint.service} {name}{_for(guest)}: {self.endpoint.url} is unreachable "
+            raise ApiError(f"{where}: {self.endpoint.url} is unreachable "
                            f"({type(exc).__name__})", call=name) from None
         finally:
             self.stats.add(name, time.monotonic() - started)
+        if not binary and is_raw_body(answer):
+            raise ApiError(f"{where}: the answer is not JSON (it starts with "
+                           f"'{self._quote(bytes(answer['errors'][:4096]).decode('utf-8', 'replace'), 80)}'); "
+                           f"{SHAPE_FIX}", call=name)
+        return answer
+
+    def _quote(self, text: str, limit: int) -> str:
+        """Server text for a message: the token secret replaced (a proxy page may echo the
+        request's headers), then clipped."""
+        secret = self.endpoint.token_secret
+        return clip(text.replace(secret, "[token secret]") if secret else text, limit)
 
 
 def _for(guest: str) -> str:
@@ -141,3 +257,58 @@ def _for(guest: str) -> str:
 def _hint(status: int) -> str:
     return {401: " (the API token is wrong or expired)",
             403: " (the token lacks the privilege: is the guest in the drill pool?)"}.get(status, "")
+
+
+# --- typed accessors: the clients read answers only through these ------------------------
+
+_INTEGER = re.compile(r"-?[0-9]{1,19}")      # ASCII digits only: int() would take '\u0661', ' 1', '1_0'
+LAST_EPOCH = 253402300799                    # 9999-12-31T23:59:59Z, the end of datetime's range
+_KINDS = {str: "a string", int: "an integer", dict: "an object", list: "a list"}
+
+
+def shape_error(call: str, problem: str) -> ApiError:
+    """The one error of a malformed answer: names the call (e.g. 'PVE GET /cluster/resources')."""
+    return ApiError(f"{clip(call)}: {problem}; {SHAPE_FIX}", call=call)
+
+
+def as_kind(value: object, kind: type, *, call: str, what: str = "the answer") -> Any:
+    """``value`` if it is a ``kind``; an int may come as a decimal string (PVE's Perl JSON
+    sometimes sends numbers so); a bool is never an int."""
+    if kind is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if isinstance(value, str) and _INTEGER.fullmatch(value):
+            return int(value)
+    elif isinstance(value, kind):
+        return value
+    raise shape_error(call, f"{what} is {describe(value)}, expected {_KINDS.get(kind, kind.__name__)}")
+
+
+def field(obj: Mapping, name: str, kind: type, *, call: str, required: bool = True) -> Any:
+    """``obj[name]`` as a ``kind``; a missing or null field is None, or an error if ``required``."""
+    value = obj.get(name)
+    if value is None:
+        if required:
+            raise shape_error(call, f"answer field {name!r} is missing or null")
+        return None
+    return as_kind(value, kind, call=call, what=f"answer field {name!r}")
+
+
+def epoch_field(obj: Mapping, name: str, *, call: str) -> datetime:
+    """A required epoch field as a UTC time; outside 1970..9999 it is an error, not an OverflowError."""
+    seconds = field(obj, name, int, call=call)
+    if not 0 <= seconds <= LAST_EPOCH:
+        raise shape_error(call, f"answer field {name!r} is {describe(seconds)}, not a time between 1970 and 9999")
+    return datetime.fromtimestamp(seconds, tz=timezone.utc)
+
+
+def answer_object(answer: object, call: str) -> dict:
+    return as_kind(answer, dict, call=call)
+
+
+def answer_list(answer: object, call: str) -> list[dict]:
+    """A list of JSON objects (most PVE/PBS index calls), else an error naming the first bad item."""
+    as_kind(answer, list, call=call)
+    for index, item in enumerate(answer):
+        as_kind(item, dict, call=call, what=f"item {index} of the answer")
+    return answer

@@ -5,13 +5,18 @@ PUT, start, stop, shutdown, agent exec, destroy) is checked by :class:`ScratchGu
 before it is sent: the VMID lies in the scratch range, and (for an existing guest)
 the guest carries the drill tag and sits in the drill pool. Restores never send
 ``force=1`` and refuse a VMID that exists.
+
+Answers are read through the typed accessors of ``proxmox_api``: a malformed answer ends
+in an ApiError naming the call, and server text in a task failure is clipped.
 """
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
-from restoredrill.clients.proxmox_api import ApiChokePoint, ApiError
+from restoredrill.clients.proxmox_api import (ApiChokePoint, ApiError, answer_list, answer_object, as_kind, clip,
+                                              field)
 from restoredrill.clients.upid import parse_upid
 
 KINDS = ("qemu", "lxc")
@@ -68,57 +73,64 @@ class PveClient:
         self.guard = guard
 
     # --- read side --------------------------------------------------------------------
+    def _get(self, path: str, shape: Callable, *, guest: str = "", **params):
+        """GET ``path``; the answer checked by ``shape`` (answer_list, answer_object...)."""
+        return shape(self.api.call("get", path, guest=guest, **params), _label("GET", path, guest))
+
     def version(self) -> dict:
         """``pvesh get /version``"""
-        return self.api.call("get", "/version")
+        return self._get("/version", answer_object)
 
     def resources(self, type_: str | None = "vm") -> list[dict]:
-        """``pvesh get /cluster/resources --type vm``"""
-        return self.api.call("get", "/cluster/resources", **({"type": type_} if type_ else {}))
+        """``pvesh get /cluster/resources --type vm``; a ``vmid`` is an int, a ``pool`` a string."""
+        call = _label("GET", "/cluster/resources")
+        items = self._get("/cluster/resources", answer_list, **({"type": type_} if type_ else {}))
+        return [_resource(item, call) for item in items]
 
     def next_id(self) -> int:
         """``pvesh get /cluster/nextid`` (a JSON string on the wire)."""
-        return int(self.api.call("get", "/cluster/nextid"))
+        return self._get("/cluster/nextid", lambda answer, call: as_kind(answer, int, call=call))
 
     def not_backed_up(self) -> list[dict]:
         """``pvesh get /cluster/backup-info/not-backed-up``"""
-        return self.api.call("get", "/cluster/backup-info/not-backed-up")
+        return self._get("/cluster/backup-info/not-backed-up", answer_list)
 
     def storages(self, node: str, content: str | None = None) -> list[dict]:
         """``pvesh get /nodes/{node}/storage [--content backup]``: storage ids, types, usage."""
-        return self.api.call("get", f"/nodes/{node}/storage", **({"content": content} if content else {}))
+        return self._get(f"/nodes/{node}/storage", answer_list, **({"content": content} if content else {}))
 
     def notification_targets(self) -> list[dict]:
         """``pvesh get /cluster/notifications/targets``: name, type, origin, disable."""
-        return self.api.call("get", "/cluster/notifications/targets")
+        return self._get("/cluster/notifications/targets", answer_list)
 
     def network_interface(self, node: str, iface: str) -> dict:
         """``pvesh get /nodes/{node}/network/{iface}``"""
-        return self.api.call("get", f"/nodes/{node}/network/{iface}")
+        return self._get(f"/nodes/{node}/network/{iface}", answer_object)
 
     def backups(self, node: str, storage: str, vmid: int | None = None) -> list[dict]:
         """``pvesh get /nodes/{node}/storage/{storage}/content --content backup [--vmid N]``"""
         params = {"content": "backup", **({"vmid": vmid} if vmid is not None else {})}
-        return self.api.call("get", f"/nodes/{node}/storage/{storage}/content", **params)
+        return self._get(f"/nodes/{node}/storage/{storage}/content", answer_list, **params)
 
     def extract_config(self, node: str, volid: str) -> str:
         """``pvesh get /nodes/{node}/vzdump/extractconfig --volume VOLID``"""
-        return self.api.call("get", f"/nodes/{node}/vzdump/extractconfig", volume=volid)
+        return self._get(f"/nodes/{node}/vzdump/extractconfig", lambda answer, call: as_kind(answer, str, call=call),
+                         volume=volid)
 
     def config(self, node: str, kind: str, vmid: int) -> dict:
         """``pvesh get /nodes/{node}/{qemu|lxc}/{vmid}/config``"""
-        return self.api.call("get", f"/nodes/{node}/{_kind(kind)}/{vmid}/config", guest=f"guest {vmid}")
+        return self._get(f"/nodes/{node}/{_kind(kind)}/{vmid}/config", answer_object, guest=f"guest {vmid}")
 
     def status(self, node: str, kind: str, vmid: int) -> dict:
         """``pvesh get /nodes/{node}/{qemu|lxc}/{vmid}/status/current``"""
-        return self.api.call("get", f"/nodes/{node}/{_kind(kind)}/{vmid}/status/current", guest=f"guest {vmid}")
+        return self._get(f"/nodes/{node}/{_kind(kind)}/{vmid}/status/current", answer_object, guest=f"guest {vmid}")
 
     def exists(self, vmid: int) -> bool:
-        return any(int(r.get("vmid", -1)) == int(vmid) for r in self.resources("vm"))
+        return any(r.get("vmid") == int(vmid) for r in self.resources("vm"))
 
     def pool_of(self, vmid: int) -> str | None:
         for resource in self.resources("vm"):
-            if int(resource.get("vmid", -1)) == int(vmid):
+            if resource.get("vmid") == int(vmid):
                 return resource.get("pool")
         return None
 
@@ -126,7 +138,8 @@ class PveClient:
     def _guard_existing(self, node: str, kind: str, vmid: int, action: str) -> None:
         self.guard.check_vmid(vmid, action)       # before any request about the guest
         config = self.config(node, kind, vmid)
-        self.guard.check_guest(vmid, action, tags=config.get("tags"), pool=self.pool_of(vmid))
+        tags = field(config, "tags", str, call=_label("GET", f"/nodes/{node}/{kind}/{vmid}/config"), required=False)
+        self.guard.check_guest(vmid, action, tags=tags, pool=self.pool_of(vmid))
 
     def restore(self, node: str, kind: str, vmid: int, volid: str, storage: str, overrides: dict) -> str:
         """``qmrestore`` / ``pct restore``: POST /nodes/{node}/qemu (archive=) or /lxc (ostemplate=, restore=1).
@@ -187,27 +200,69 @@ class PveClient:
         params: dict = {"command": list(command)}
         if input_data is not None:
             params["input-data"] = input_data
-        return int(self.api.call("post", f"/nodes/{node}/qemu/{vmid}/agent/exec", guest=f"guest {vmid}",
-                                 **params)["pid"])
+        path = f"/nodes/{node}/qemu/{vmid}/agent/exec"
+        call = _label("POST", path, f"guest {vmid}")
+        answer = answer_object(self.api.call("post", path, guest=f"guest {vmid}", **params), call)
+        return field(answer, "pid", int, call=call)
 
     def agent_exec_status(self, node: str, vmid: int, pid: int) -> dict:
         """``pvesh get /nodes/{node}/qemu/{vmid}/agent/exec-status --pid N``"""
         self.guard.check_vmid(vmid, "query the agent of")
-        return self.api.call("get", f"/nodes/{node}/qemu/{vmid}/agent/exec-status", guest=f"guest {vmid}", pid=pid)
+        return self._get(f"/nodes/{node}/qemu/{vmid}/agent/exec-status", answer_object, guest=f"guest {vmid}",
+                         pid=pid)
 
     # --- tasks -----------------------------------------------------------------------
     def task_status(self, node: str, upid: str) -> dict:
-        """``pvesh get /nodes/{node}/tasks/{upid}/status``"""
-        return self.api.call("get", f"/nodes/{node}/tasks/{upid}/status")
+        """``pvesh get /nodes/{node}/tasks/{upid}/status`` (the UPID checked first: it is a path segment)."""
+        parse_upid(upid)
+        return self._get(f"/nodes/{node}/tasks/{upid}/status", task_status_answer)
 
     def task_log(self, node: str, upid: str, limit: int = 500) -> list[str]:
         """``pvesh get /nodes/{node}/tasks/{upid}/log``"""
-        return [line.get("t", "") for line in self.api.call("get", f"/nodes/{node}/tasks/{upid}/log", limit=limit)]
+        parse_upid(upid)
+        return self._get(f"/nodes/{node}/tasks/{upid}/log", task_log_answer, limit=limit)
 
     def wait_task(self, node: str, upid: str, *, deadline: float, what: str) -> dict:
         """Poll until the task stops (0.1 s, growing to 1 s); raise on failure or deadline."""
         return wait_for_task(lambda: self.task_status(node, upid), lambda: self.task_log(node, upid),
                              upid, deadline=deadline, what=what)
+
+
+def _label(method: str, path: str, guest: str = "") -> str:
+    """How a message names a PVE call: 'PVE GET /cluster/resources[ for guest 9901]'."""
+    return f"PVE {method} {path}" + (f" for {guest}" if guest else "")
+
+
+def _resource(item: dict, call: str) -> dict:
+    """A /cluster/resources item whose ``vmid`` (an int) and ``pool`` (a string) the guard can
+    trust; a null one is dropped, as if absent."""
+    checked = dict(item)
+    for name, kind in (("vmid", int), ("pool", str)):
+        value = field(item, name, kind, call=call, required=False)
+        if value is None:
+            checked.pop(name, None)
+        else:
+            checked[name] = value
+    return checked
+
+
+def task_status_answer(answer: object, call: str) -> dict:
+    """A task's status (PVE and PBS alike): an object whose ``status`` is a string
+    ('running'/'stopped') and whose ``exitstatus``, when there, is a string."""
+    current = answer_object(answer, call)
+    field(current, "status", str, call=call)
+    field(current, "exitstatus", str, call=call, required=False)
+    return current
+
+
+def task_log_answer(answer: object, call: str) -> list[str]:
+    """A task's log lines: a list of ``{"n": N, "t": TEXT}`` objects, read as the texts."""
+    return [field(line, "t", str, call=call, required=False) or "" for line in answer_list(answer, call)]
+
+
+def _tail(lines: list[str]) -> list[str]:
+    """The last 20 log lines, each clipped: the server's text, kept for messages and reports."""
+    return [clip(line) for line in lines[-20:]]
 
 
 def wait_for_task(status, log, upid: str, *, deadline: float, what: str) -> dict:
@@ -216,15 +271,15 @@ def wait_for_task(status, log, upid: str, *, deadline: float, what: str) -> dict
     while True:
         current = status()
         if current.get("status") == "stopped":
-            exit_status = str(current.get("exitstatus", "unknown"))
+            exit_status = str(current.get("exitstatus") or "unknown")
             if exit_status == "OK" or exit_status.startswith("WARNINGS"):
                 return current
-            tail = log()[-20:]
-            last = "; ".join(line for line in tail[-4:] if line and line != exit_status)
-            raise TaskFailed(f"{what}: task {upid} failed: {exit_status}" + (f" (log: {last})" if last else ""),
-                             upid, exit_status, tail)
+            tail, shown = _tail(log()), clip(exit_status)
+            last = clip("; ".join(line for line in tail[-4:] if line and line != shown), 600)
+            raise TaskFailed(f"{what}: task {upid} failed: {shown}" + (f" (log: {last})" if last else ""),
+                             upid, shown, tail)
         if time.monotonic() >= end:
-            raise TaskTimeout(f"{what}: task {upid} still running after {deadline:g} s", upid, "running", log()[-20:])
+            raise TaskTimeout(f"{what}: task {upid} still running after {deadline:g} s", upid, "running", _tail(log()))
         time.sleep(interval)
         interval = min(interval * 1.5, 1.0)
 
