@@ -30,12 +30,18 @@ read with fgets up to a line that is exactly ``\\.``). Facts relied on:
 
 Everything is offsets into the bytes given, so a caller can drop whole statements
 and keep every other byte exactly.
+
+Speed: a statement made only of common tokens (every row of a ``pg_dump --inserts``
+dump) is matched whole by one regex call and tokenized only when its tokens are
+asked for (``_SIMPLE_STATEMENT``); everything else is lexed token by token. Both give
+the same items: tests/unit/test_psqllex_equivalence.py compares them with the
+token-by-token lexer as it was, frozen in tests/unit/_psqllex_reference.py.
 """
 from __future__ import annotations
 
 import re
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 _IDENT = re.compile(rb"[A-Za-z\x80-\xff_][A-Za-z\x80-\xff_0-9$]*")
 _DOLLAR_TAG = re.compile(rb"\$(?:[A-Za-z\x80-\xff_][A-Za-z\x80-\xff_0-9]*)?\$")
@@ -56,22 +62,109 @@ _ESCAPE_STOP = re.compile(rb"[\\']")
 _FAST = re.compile(rb"(?P<space>[ \t\n\r\f]+)|(?P<ident>[A-Za-z\x80-\xff_][A-Za-z\x80-\xff_0-9$]*+)(?!['&])"
                    rb"|(?P<punct>[,()\[\];+*%^<>=~!@#&|`?]|-(?!-)|/(?!\*)|\.(?![0-9]))")
 _PLAIN, _ESCAPE, _RAW = "plain", "escape", "raw"
+
+
+# -- whole simple statements in one regex call ------------------------------------------
+# Most statements of a dump (every row of an --inserts dump) hold only identifiers,
+# numbers, operators, '...' strings and "..." names. _SIMPLE_STATEMENT matches such a
+# statement whole, from between statements (where paren_depth and begin_depth are 0)
+# through its ";": runs of _S_RUN bytes, strings, names and balanced parentheses. What
+# it leaves out goes to _step, byte rule by byte rule: comments (-- and /*), backslashes,
+# "$", single ":" (variables), "{", "}", "\r" between tokens (it can continue a string:
+# _CONTINUE), other control bytes, a quote or "&" right after an identifier or number
+# byte (B'', X'', E'', N'', U&'', U&"", psql 16's 1e'' and 0x''), ";" inside or ")"
+# outside parentheses, more than _SIMPLE_DEPTH levels of them, a string with a backslash
+# right before a quote, and first words CREATE (only they move begin_depth, see
+# _identifier). In what is left, _step makes no LexProblem (a string without "\'"
+# ends at the same quote with and without backslash escapes: every quote is a quote in
+# both readings), no Meta, and exactly the tokens _simple_tokens finds.
+_S_RUN = rb"[ \t\n\fA-Za-z0-9_\x80-\xff,.\[\]+*%^<>=~!@#|`?]++"
+_S_WORD_BYTE = rb"A-Za-z0-9_\x80-\xff$"
+_S_STRING_BODY = rb"(?:[^'\\]++|\\(?!')|'')*+"
+_S_DQUOTE = rb'"(?:[^"]++|"")*+"'
+_SIMPLE_DEPTH = 4
+
+
+def _simple_statement_pattern() -> re.Pattern:
+    # most frequent first, each starting with a byte sre can check before trying it
+    atom = b"|".join((b"'(?<![" + _S_WORD_BYTE + b"]')" + _S_STRING_BODY + b"'", _S_RUN, _S_DQUOTE,
+                      rb"-(?!-)|/(?!\*)|::", b"&(?<![" + _S_WORD_BYTE + b"]&)"))
+    level = atom
+    for _ in range(_SIMPLE_DEPTH):
+        level = atom + rb"|\((?:" + level + rb")*+\)"
+    return re.compile(rb"[ \t\n\r\f]*+(?!(?i:create)(?![" + _S_WORD_BYTE + rb"]))"
+                      rb"([A-Za-z\x80-\xff_][A-Za-z\x80-\xff_0-9]*+)(?:" + level + rb")*+;")
+
+
+_SIMPLE_STATEMENT = _simple_statement_pattern()
+# _step's token rules for those bytes, in its order (a number then an identifier is two
+# tokens; "." before a digit starts a number); findall skips the whitespace. Each match
+# fills one group, but an empty string body fills none.
+_SIMPLE_TOKEN = re.compile(rb"([A-Za-z\x80-\xff_][A-Za-z\x80-\xff_0-9$]*)"
+                           rb"|((?:[0-9]+(?:\.(?!\.)[0-9]*)?|\.[0-9]+)(?:[eE][-+]?[0-9]+)?)"
+                           rb"|'(" + _S_STRING_BODY + rb")'|(" + _S_DQUOTE + rb")"
+                           rb"|(::|[-/,.()\[\];+*%^<>=~!@#&|`?])")
+
+
+def _simple_tokens(data: bytes, start: int, end: int) -> list:
+    """The tokens _step makes of a statement _SIMPLE_STATEMENT matched."""
+    return [("w", word.lower()) if word else ("p", punct) if punct else ("n", number) if number
+            else ("q", dquote[1:-1].replace(b'""', b'"')) if dquote else ("s", string)
+            for word, number, string, dquote, punct in _SIMPLE_TOKEN.findall(data, start, end)]
+
+
 _SIMPLE = frozenset(b"(),;.=[]+-*/<>%^:~!@#&|`?")
 
 
-@dataclass
 class Statement:
-    """One statement as psql sends it: from its first token through its ``;``."""
+    """One statement as psql sends it: from its first token through its ``;``.
 
-    start: int
-    line: int
-    end: int = 0
-    tokens: list = field(default_factory=list)  # (kind, bytes): w q s $ n p v
-    has_meta: bool = False
-    copy_data: CopyData | None = None          # set for COPY ... FROM STDIN
+    ``tokens`` is a list of (kind, bytes), kinds w q s $ n p v. A statement the
+    lexer matched in one step (see ``_SIMPLE_STATEMENT``) is tokenized only when
+    its tokens are first asked for: most rows of an ``--inserts`` dump never are."""
+
+    __slots__ = ("_first", "_source", "_tokens", "copy_data", "end", "has_meta", "line", "start")
+
+    def __init__(self, start: int, line: int, end: int = 0, tokens: list | None = None,
+                 has_meta: bool = False, copy_data: CopyData | None = None,
+                 source: bytes = b"", first: bytes | None = None):
+        self.start, self.line, self.end = start, line, end
+        self.has_meta, self.copy_data = has_meta, copy_data
+        # tokens None with a first word: made from source when first asked for
+        self._tokens = [] if tokens is None and first is None else tokens
+        self._source, self._first = source, first   # the whole script (shared, not copied)
+
+    @property
+    def tokens(self) -> list:
+        if self._tokens is None:
+            self._tokens = _simple_tokens(self._source, self.start, self.end)
+        return self._tokens
 
     def words(self) -> list[bytes]:
         return [value for kind, value in self.tokens if kind in ("w", "q")]
+
+    def first_word(self) -> bytes | None:
+        """``words()[0]`` (or None), without tokenizing a lazily lexed statement."""
+        if self._tokens is None:
+            return self._first
+        return next((value for kind, value in self._tokens if kind in ("w", "q")), None)
+
+    def text(self) -> bytes:
+        """The statement's bytes, from its first token through its end: every token's
+        value is made of these bytes (for cheap checks before looking at tokens)."""
+        return self._source[self.start:self.end]
+
+    def _fields(self) -> tuple:
+        return self.start, self.line, self.end, self.tokens, self.has_meta, self.copy_data
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Statement) and self._fields() == other._fields()
+
+    __hash__ = None  # mutable, as the dataclass it replaces
+
+    def __repr__(self) -> str:
+        return ("Statement(start={}, line={}, end={}, tokens={!r}, has_meta={}, "
+                "copy_data={!r})".format(*self._fields()))
 
 
 @dataclass(frozen=True)
@@ -126,13 +219,34 @@ class PsqlLexer:
         self._resume: int | None = None
 
     def __iter__(self) -> Iterator[Statement | Meta | CopyData | LexProblem]:
-        data, i = self.data, 0
+        data, i, size, simple = self.data, 0, len(self.data), _SIMPLE_STATEMENT.match
         if (nul := data.find(b"\0")) >= 0:
             yield self._problem(nul, "has a NUL byte (psql would silently cut the line there)")
             return
-        while i < len(data):
+        while i < size:
             self._resume = None
-            i = self._step(i)
+            if self.statement is None and (whole := simple(data, i)) is not None:
+                # whole statements in a row (paren_depth and begin_depth are 0 between
+                # statements, and they leave them 0), tokenized when asked; at() inlined
+                lines, copy = self.lines, None
+                line, offset = lines.line, lines.offset
+                while whole is not None:
+                    start, i, first = whole.start(1), whole.end(), whole.group(1).lower()
+                    line += data.count(b"\n", offset, start)
+                    offset = start
+                    statement = Statement(start, line, i, None, False, None, data, first)
+                    if first == b"copy":
+                        copy = statement
+                        break
+                    yield statement
+                    whole = simple(data, i)
+                lines.line, lines.offset = line, offset
+                if copy is None:
+                    continue
+                self.statement = copy
+                self._end_statement(i)
+            else:
+                i = self._step(i)
             if self._resume is not None:
                 i = max(i, self._resume)
             if self.pending:
@@ -149,7 +263,7 @@ class PsqlLexer:
 
     def _token(self, start: int, kind: str, value: bytes) -> None:
         if self.statement is None:
-            self.statement = Statement(start, self.lines.at(start))
+            self.statement = Statement(start, self.lines.at(start), source=self.data)
         self.statement.tokens.append((kind, value))
 
     def _step(self, i: int) -> int:
@@ -204,7 +318,7 @@ class PsqlLexer:
         self.identifier_count = 0
         statement.end = end
         self.pending.append(statement)
-        if statement.words()[:1] == [b"copy"] and _has_word(statement, b"stdin"):
+        if statement.first_word() == b"copy" and _has_word(statement, b"stdin"):
             if _is_copy_from_stdin(statement.tokens):
                 self._copy_data(statement, end)
             else:

@@ -76,15 +76,16 @@ def prepare_plain_dump(source: BinaryIO, out: BinaryIO, *, name: str) -> int:
     unchanged (no decoding: psql reads bytes). Raises :class:`UnsafeDumpError`.
     """
     data = source.read()
-    pieces: list[bytes] = []
+    view = memoryview(data)  # pieces are views, not copies: memory is input plus output
+    pieces: list[memoryview | bytes] = []
     position = skipped = 0
     for item in PsqlLexer(data):
         if isinstance(item, Statement) and is_owner_or_privilege(item):
             # a left-out statement leaves its line breaks behind, so that psql's
             # "psql:FILE:LINE:" in an error is the dump's own line
-            pieces.append(data[position:item.start] + b"\n" * data.count(b"\n", item.start, item.end))
+            pieces += (view[position:item.start], b"\n" * data.count(b"\n", item.start, item.end))
             position, skipped = item.end, skipped + 1
-    pieces.append(data[position:])
+    pieces.append(view[position:])
     output = b"".join(pieces)
     if (found := first_problem(output)) is not None:
         offset, problem = found
