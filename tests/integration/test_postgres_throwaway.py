@@ -284,3 +284,22 @@ def test_directory_dump_with_a_symlinked_member_is_refused(pg, canary_dump, secr
         pg.restore_dump(directory, "dirlink")
 
     assert str(member) in str(refused.value) and "symbolic link" in str(refused.value)
+
+
+def test_archive_dump_failure_names_entry_and_sqlstate_never_the_dump_text(pg, canary_dump, tmp_path):
+    """pg_restore prints the failed SQL ("Command was: ...") and the server's message, both
+    quoting the dump: only the TOC entry's number and the logged SQLSTATE are shown."""
+    pg.restore_dump(canary_dump, "origin")
+    # an object only a superuser may create, named like a secret, in the source database
+    pg._run([pg._bin("psql"), "-X", "-q", "-v", "ON_ERROR_STOP=1", *pg._client("postgres", "origin"), "-c",
+             'CREATE FUNCTION public."fn-tok-4f1e"() RETURNS event_trigger LANGUAGE plpgsql AS '
+             '$$BEGIN END$$; CREATE EVENT TRIGGER "trig-tok-4f1e" ON ddl_command_start '
+             'EXECUTE FUNCTION public."fn-tok-4f1e"()'], timeout=60, as_superuser=True)
+    archive = pg.dump_database("origin", tmp_path / "origin.custom", fmt="custom")
+
+    with pytest.raises(PostgresError) as failed:
+        pg.restore_dump(archive, "copy_event")
+
+    message = str(failed.value)
+    assert "custom format" in message and "TOC entry" in message and "ERROR:  42501" in message
+    assert "tok-4f1e" not in message and "EVENT TRIGGER" not in message and "Command was" not in message

@@ -53,8 +53,8 @@ from restoredrill.checks.postgres.dumpfiles import (copy_dump_directory, open_re
                                                     refuse_special)
 from restoredrill.checks.postgres.errors import PostgresError
 from restoredrill.checks.postgres.script import (DUMP_FORMATS, detect_dump_format,
-                                                 dump_failure_message, prepare_plain_dump,
-                                                 restore_role)
+                                                 dump_failure_message, pg_restore_failure,
+                                                 prepare_plain_dump, restore_role)
 from restoredrill.execute import CommandError, run
 
 log = logging.getLogger("restoredrill.checks.postgres")
@@ -201,7 +201,10 @@ class ThrowawayPostgres:
                 "-c", "listen_addresses=", "-c", f"unix_socket_directories={self.socket_dir}",
                 "-c", f"port={PORT}", "-c", "fsync=off", "-c", "synchronous_commit=off",
                 "-c", "full_page_writes=off", "-c", "max_connections=20",
-                "-c", "shared_buffers=32MB", "-c", "logging_collector=off"]
+                "-c", "shared_buffers=32MB", "-c", "logging_collector=off",
+                # the log names each error's SQLSTATE and never the statement (the dump's text)
+                "-c", "log_line_prefix=sqlstate=%e ", "-c", "log_min_error_statement=panic",
+                "-c", "log_error_verbosity=terse"]
         self._log_handle = open(self.log_file, "ab")
         try:
             self._process = sandbox.start_sandboxed(
@@ -287,14 +290,18 @@ class ThrowawayPostgres:
     def restore_dump(self, dump_path: Path, database: str, *, fmt: str = "auto") -> DumpRestore:
         """Create ``database`` owned by a new unprivileged role and load dump_path as that role.
 
-        Every format ends up as one SQL script that psql loads: a custom, directory
-        or tar dump is first turned into the script pg_restore would run (``pg_restore
-        --no-owner --no-privileges -f SCRIPT DUMP``, no server involved); a plain dump
-        is that script already. The script psql reads is scanned as psql lexes it
-        (:func:`prepare_plain_dump`), whatever the format.
+        A plain dump is loaded by psql from the scanned copy (:func:`prepare_plain_dump`);
+        a custom, directory or tar dump by pg_restore, which sends each entry's SQL to the
+        server itself (no client-side commands exist on that path).
+
+        Errors never quote the server's message text (it quotes the dump): psql runs with
+        ``VERBOSITY=sqlstate`` (file, line, SQLSTATE); for pg_restore the SQLSTATE comes
+        from the server log (``log_line_prefix`` with ``%e``) and the failed TOC entry's
+        number from pg_restore's output.
 
         Manual equivalent: ``psql -v ON_ERROR_STOP=1 -v VERBOSITY=sqlstate -X -U ROLE -d DB
-        -f SCRIPT``.
+        -f DUMP`` for a plain dump, ``pg_restore --no-owner --no-privileges --exit-on-error
+        -U ROLE -d DB DUMP`` for the other formats.
         """
         dump_path = Path(dump_path)
         if fmt not in DUMP_FORMATS:
@@ -302,45 +309,42 @@ class ThrowawayPostgres:
         restore_role(database)  # refuses a bad name before any work
         refuse_special(dump_path)
         dump_format = detect_dump_format(dump_path) if fmt == "auto" else fmt
-        holders = [self._dump_holder()]
+        holder = self._dump_holder()
         try:
-            source = dump_path
-            if dump_format != "plain":
-                copy = self._readable_copy(dump_path, holders[0], plain=False)
-                holders.append(self._dump_holder())
-                source = self._script_of_archive(copy, dump_path, dump_format, holders[-1])
-                holders.append(self._dump_holder())
-            script = self._readable_copy(source, holders[-1], plain=True, name=str(dump_path))
+            readable = self._readable_copy(dump_path, holder, plain=dump_format == "plain")
             role = self._create_database(database, dump_path)
             started = time.monotonic()
+            log_offset = self._log_size()
             try:
-                self._load(script, role, database)
+                self._load(readable, dump_format, role, database)
             except CommandError as exc:
-                where = str(dump_path) if dump_format == "plain" else f"{dump_path} (as pg_restore's script)"
-                tail = exc.tail.replace(str(script), where)  # psql names the file it read
+                if dump_format == "plain":
+                    tail = exc.tail.replace(str(readable), str(dump_path))  # psql names the file it read
+                else:
+                    tail = pg_restore_failure(exc.tail, self._log_since(log_offset))
                 raise PostgresError(dump_failure_message(dump_path, dump_format, tail)) from None
         finally:
-            for holder in holders:
-                shutil.rmtree(holder, ignore_errors=True)
+            shutil.rmtree(holder, ignore_errors=True)
         seconds = time.monotonic() - started
         log.info("restored %s (%s) into %s as %s in %.2f s", dump_path, dump_format, database,
                  role, seconds)
         return DumpRestore(dump_path, database, role, dump_format, seconds,
                            self.skipped_statements)
 
-    def _script_of_archive(self, copy: Path, dump_path: Path, dump_format: str, holder: Path) -> Path:
-        """The SQL script pg_restore makes of a custom, directory or tar dump (in the sandbox,
-        without a server: ``pg_restore --no-owner --no-privileges -f SCRIPT DUMP``)."""
-        script = holder / "restore.sql"
-        sandbox.give_to_sandbox(holder)
+    def _log_size(self) -> int:
         try:
-            self._run([self._bin("pg_restore"), "--no-owner", "--no-privileges", f"--format={dump_format}",
-                       "-f", script, copy], readable=(copy.parent,), writable=[holder], timeout=self.timeout)
-        except CommandError as exc:
-            tail = exc.tail.replace(str(copy), str(dump_path))
-            raise PostgresError(f"dump {dump_path} ({dump_format} format) cannot be read by pg_restore; "
-                                f"last output:\n{tail}") from None
-        return script
+            return self.log_file.stat().st_size
+        except OSError:
+            return 0
+
+    def _log_since(self, offset: int) -> str:
+        """The server log written since offset (read without following links)."""
+        try:
+            with open_regular_file(self.log_file) as handle:
+                handle.seek(offset)
+                return handle.read(1 << 20).decode(errors="replace")
+        except (OSError, PostgresError):
+            return ""
 
     def _dump_holder(self) -> Path:
         """A directory for one dump copy, outside the server's writable root: the
@@ -358,15 +362,17 @@ class ThrowawayPostgres:
                                 f"last output:\n{exc.tail}") from None
         return role
 
-    def _load(self, script: Path, role: str, database: str) -> None:
-        """psql loads the scanned script; errors show only the line and the SQLSTATE
-        (``VERBOSITY=sqlstate``): PostgreSQL's message texts quote the dump's content."""
-        self._run([self._bin("psql"), "-v", "ON_ERROR_STOP=1", "-v", "VERBOSITY=sqlstate",
-                   "-v", "SHOW_CONTEXT=never", "--no-psqlrc", "-X", "-q",
-                   *self._client(role, database), "-f", script],
-                  readable=(script.parent,), timeout=self.timeout)
+    def _load(self, dump: Path, dump_format: str, role: str, database: str) -> None:
+        if dump_format == "plain":
+            argv = [self._bin("psql"), "-v", "ON_ERROR_STOP=1", "-v", "VERBOSITY=sqlstate",
+                    "-v", "SHOW_CONTEXT=never", "--no-psqlrc", "-X", "-q",
+                    *self._client(role, database), "-f", dump]
+        else:
+            argv = [self._bin("pg_restore"), "--no-owner", "--no-privileges", "--exit-on-error", "--verbose",
+                    f"--format={dump_format}", *self._client(role, database), dump]
+        self._run(argv, readable=(dump.parent,), timeout=self.timeout)
 
-    def _readable_copy(self, dump_path: Path, holder: Path, *, plain: bool, name: str = "") -> Path:
+    def _readable_copy(self, dump_path: Path, holder: Path, *, plain: bool) -> Path:
         """The private copy the sandbox reads: links never followed; for a script the
         scanned copy without owner and privilege statements."""
         target = holder / (dump_path.name or "dump")
@@ -375,7 +381,7 @@ class ThrowawayPostgres:
         else:
             with open_regular_file(dump_path) as source, open(target, "xb") as out:
                 if plain:
-                    self.skipped_statements = prepare_plain_dump(source, out, name=name or str(dump_path))
+                    self.skipped_statements = prepare_plain_dump(source, out, name=str(dump_path))
                 else:
                     shutil.copyfileobj(source, out, 1 << 20)
         sandbox.give_to_sandbox(holder)
