@@ -102,10 +102,22 @@ def test_restoredrill_lab_runs_every_drill_and_tears_down(tmp_path):
 def test_a_plain_pip_install_finds_its_drills(lab, tmp_path):
     """Not only editable: a wheel carries drills/ and fixtures/ and runs from anywhere."""
     root = Path(__file__).resolve().parents[2]
+    # The wheel is built by the project's venv (it has hatchling from the test extras), never by
+    # whatever the machine's base Python happens to have; it goes into a clean venv that sees the
+    # project venv's dependencies through a .pth line (a path line: the project's own editable
+    # finder there is not loaded, so only the wheel's restoredrill can be imported).
+    wheel_dir = tmp_path / "wheel"
+    build = subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation",
+                            "-w", str(wheel_dir), str(root)], capture_output=True, text=True, timeout=600)
+    assert build.returncode == 0, build.stderr[-2000:]
     venv = tmp_path / "venv"
-    subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", str(venv)], check=True)
-    pip = subprocess.run([str(venv / "bin" / "pip"), "install", "-q", "--no-deps", "--no-build-isolation",
-                          str(root)], capture_output=True, text=True, timeout=600)
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
+    site = next((venv / "lib").glob("python3*/site-packages"))
+    project_site = next(p for p in map(Path, __import__("site").getsitepackages()) if p.is_dir())
+    (site / "project-deps.pth").write_text(f"{project_site}\n")
+    wheel = next(wheel_dir.glob("restoredrill-*.whl"))
+    pip = subprocess.run([sys.executable, "-m", "pip", "--python", str(venv / "bin" / "python"), "install",
+                          "-q", "--no-deps", str(wheel)], capture_output=True, text=True, timeout=600)
     assert pip.returncode == 0, pip.stderr[-2000:]
     installed = subprocess.run([str(venv / "bin" / "python"), "-c",
                                 "import restoredrill; print(restoredrill.drills_dir())"],
@@ -113,6 +125,8 @@ def test_a_plain_pip_install_finds_its_drills(lab, tmp_path):
     assert installed.startswith(str(venv)) and Path(installed, "test_borg.py").is_file()
     run = subprocess.run([str(venv / "bin" / "restoredrill"), "run", "--inventory", str(lab.inventory_path),
                           "--out", str(tmp_path / "out"), "--state-dir", str(tmp_path / "state"), "-k", "reachable"],
-                         capture_output=True, text=True, cwd=tmp_path, timeout=600)
+                         capture_output=True, text=True, cwd=tmp_path, timeout=600,
+                         # the dependencies' programs (borg) are where pip put them: the project venv's bin
+                         env={**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ.get('PATH', '')}"})
     assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
     assert str(venv) in run.stdout  # the drills ran from the installed wheel
