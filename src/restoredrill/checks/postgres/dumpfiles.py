@@ -15,6 +15,7 @@ import stat
 from pathlib import Path
 
 from restoredrill.checks.postgres.errors import PostgresError
+from restoredrill.checks.safe_paths import kind_of
 
 
 def refuse_special(dump_path: Path) -> None:
@@ -61,13 +62,3 @@ def copy_dump_directory(source: Path, target: Path) -> None:
                 shutil.copyfileobj(entry, out, 1 << 20)
     finally:
         os.close(dir_fd)
-
-
-def kind_of(mode: int) -> str:
-    """What a non-regular file is, for the refusal message."""
-    for test, name in ((stat.S_ISLNK, "a symbolic link"), (stat.S_ISFIFO, "a FIFO"),
-                       (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
-                       (stat.S_ISSOCK, "a socket"), (stat.S_ISDIR, "a directory")):
-        if test(mode):
-            return name
-    return "a special file"
