@@ -56,7 +56,29 @@ def inside(code: str, **kwargs) -> dict:
     return json.loads(result.stdout)
 
 
-def processes_with(token: str) -> list[int]:
+def processes_with(token: str, program: str) -> list[int]:
+    """Processes whose argv[0] is *program* and whose last argument is *token*.
+
+    Matching the token anywhere would also find the short-lived ``setpriv`` (still root,
+    before it drops and execs bwrap) and bwrap itself, whose command lines carry it too.
+    """
+    found = []
+    for entry in Path("/proc").iterdir():
+        try:
+            if not entry.name.isdigit():
+                continue
+            argv = (entry / "cmdline").read_bytes().split(b"\0")
+            if argv and argv[-1] == b"":
+                argv.pop()
+            if argv and argv[0] == program.encode() and argv[-1] == token.encode():
+                found.append(int(entry.name))
+        except OSError:
+            continue
+    return found
+
+
+def processes_mentioning(token: str) -> list[int]:
+    """Every process with *token* anywhere in its command line (sh, sleep, bwrap...)."""
     found = []
     for entry in Path("/proc").iterdir():
         try:
@@ -80,8 +102,9 @@ def test_inside_uid_and_kernel_uid_differ_from_the_harness(work):
                                       writable=[work])
     try:
         deadline = time.monotonic() + 10
-        while not (pids := processes_with(token)) and time.monotonic() < deadline:
+        while not (pids := processes_with(token, PY)) and time.monotonic() < deadline:
             time.sleep(0.05)
+        assert len(pids) == 1, f"expected one sandboxed python, found {pids}"
         kernel_uid = status_uid(pids[0])
     finally:
         sandbox.stop(process)
@@ -184,9 +207,9 @@ def test_wall_clock_timeout_stops_everything_inside():
     assert "did not finish within 1 s" in str(stopped.value)
     assert time.monotonic() - started < 10
     deadline = time.monotonic() + 5
-    while processes_with(f"sleep {token}") and time.monotonic() < deadline:
+    while processes_mentioning(token) and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert processes_with(f"sleep {token}") == []
+    assert processes_mentioning(token) == []
 
 
 def test_works_unprivileged_with_no_new_privs_like_the_systemd_unit(secret):
