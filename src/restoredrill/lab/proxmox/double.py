@@ -31,10 +31,10 @@ from restoredrill.lab.proxmox.faults import Faults
 from restoredrill.lab.proxmox.guests import StateOnlyRuntime
 from restoredrill.lab.proxmox.http import ApiServer
 from restoredrill.lab.proxmox.pbs_jobs import PbsJobs
-from restoredrill.lab.proxmox.pbs_routes import PbsService, build_pbs_router
+from restoredrill.lab.proxmox.pbs_routes import PBS_VERSION, PbsService, build_pbs_router
 from restoredrill.lab.proxmox.permissions import ApiToken, TokenRegistry
 from restoredrill.lab.proxmox.pve_routes import build_pve_router
-from restoredrill.lab.proxmox.pve_service import PveService
+from restoredrill.lab.proxmox.pve_service import PVE_VERSION, PveService
 from restoredrill.lab.proxmox.restore import Restorer
 from restoredrill.lab.proxmox.schema import ApiSchemas
 from restoredrill.lab.proxmox.store import PbsStore
@@ -46,6 +46,27 @@ OWNED = ("secrets", "tls", "pve", "pbs", "seed-work", "guests", "node-ssh", "end
 
 class DoubleError(RuntimeError):
     pass
+
+
+def version_answer(version: str, template: dict[str, str]) -> dict[str, str]:
+    """``GET /version`` for a release "MAJOR.MINOR.PATCH": PVE answers version "9.1.1" and
+    release "9.1" (pve-manager PVE/API2/Version.pm); PBS version "4.0" and release "14"
+    (proxmox-backup src/api2/version.rs: PROXMOX_PKG_VERSION / PROXMOX_PKG_RELEASE)."""
+    parts = version.split(".")
+    if len(parts) != 3 or not all(p.isdigit() for p in parts):
+        raise DoubleError(f"version {version!r}: expected MAJOR.MINOR.PATCH")
+    answer = dict(template)
+    if "console" in template:          # PVE
+        answer.update(version=version, release=f"{parts[0]}.{parts[1]}")
+    else:                              # PBS
+        answer.update(version=f"{parts[0]}.{parts[1]}", release=parts[2])
+    return answer
+
+
+def version_tuple(answer: dict[str, str]) -> tuple[int, int]:
+    """(major, minor) of a ``version_answer``."""
+    major, minor = answer["version"].split(".")[:2]
+    return int(major), int(minor)
 
 
 @dataclass(frozen=True)
@@ -70,19 +91,24 @@ class ProxmoxDouble:
 
     def __init__(self, base_dir: Path, *, strict_schema: bool | None = None,
                  zone: str = "Europe/Berlin", auth_failure_delay: float = 0.0,
-                 keep_files: bool = False, real_guests: bool = False):
+                 keep_files: bool = False, real_guests: bool = False,
+                 pve_version: str = "9.1.1", pbs_version: str = "4.0.14"):
         """``strict_schema``: None validates requests against the schema files when they
         exist (else against the routes' declarations in code); True also checks every
         response and records departures in ``violations`` (the files must exist).
         ``real_guests``: guests run as processes in network namespaces (needs root),
         reachable by agent, by SSH on the drill bridge and by ``pct exec`` over the
-        node's SSH; otherwise the state-only runtime runs nothing."""
+        node's SSH; otherwise the state-only runtime runs nothing.
+        ``pve_version`` / ``pbs_version``: what ``GET /version`` answers ("9.1.1", "3.1.2"...);
+        routes and privilege rules that changed between releases follow it."""
         self.base_dir = Path(base_dir).resolve()
         self.strict = bool(strict_schema)
         self.zone = zone
         self.auth_failure_delay = auth_failure_delay
         self.keep_files = keep_files
         self.real_guests = real_guests
+        self.pve_version = version_answer(pve_version, PVE_VERSION)
+        self.pbs_version = version_answer(pbs_version, PBS_VERSION)
         self.network = None
         self.node_ssh = None
         self.node, self.pbs_node = homelab.PVE_NODE, homelab.PBS_NODE
@@ -161,7 +187,8 @@ class ProxmoxDouble:
         self.pbs_drill = self.pbs_tokens.create(homelab.PBS_DRILL_TOKEN, homelab.pbs_drill_acl(),
                                                 secrets)
         self.pbs_audit = self.pbs_tokens.create(homelab.PBS_AUDIT_TOKEN, homelab.pbs_audit_acl(), secrets)
-        service = PbsService(self.pbs_node, self.stores, tasks, self.pbs_jobs, self.zone)
+        service = PbsService(self.pbs_node, self.stores, tasks, self.pbs_jobs, self.zone,
+                             version=self.pbs_version)
         self.servers["pbs"] = ApiServer(
             "pbs", build_pbs_router(service), self.pbs_tokens, self.pbs_identity, self.schemas,
             strict=self.strict, faults=self.faults,
@@ -180,7 +207,8 @@ class ProxmoxDouble:
         self.pve_admin = self.pve_tokens.create(homelab.ADMIN_TOKEN, homelab.admin_acl(), secrets)
         self.pve_drill = self.pve_tokens.create(homelab.PVE_DRILL_TOKEN, homelab.pve_drill_acl(),
                                                 secrets)
-        service = PveService(self.pve_state, tasks, self.stores, self.restorer, self.faults)
+        service = PveService(self.pve_state, tasks, self.stores, self.restorer, self.faults,
+                             version=self.pve_version)
         self.servers["pve"] = ApiServer(
             "pve", build_pve_router(service), self.pve_tokens, self.pve_identity, self.schemas,
             strict=self.strict, faults=self.faults,

@@ -44,6 +44,7 @@ class PbsService:
     zone: str
     notification_targets: list[dict[str, Any]] = field(
         default_factory=homelab.notification_targets)
+    version: dict[str, str] = field(default_factory=lambda: dict(PBS_VERSION))
 
     def store(self, call: Call, privs: tuple[str, ...] = AUDIT_PRIVS) -> PbsStore:
         name = check_datastore(call.get("store"))
@@ -74,7 +75,7 @@ def build_pbs_router(service: PbsService) -> Router:
 
     @router.route("GET", "/version")
     def version(call: Call) -> dict[str, Any]:
-        return dict(PBS_VERSION)
+        return dict(service.version)
 
     @router.route("GET", "/config/notifications/targets")
     def notification_targets(call: Call) -> list[dict[str, Any]]:

@@ -14,7 +14,7 @@ from typing import Any
 from restoredrill.lab.proxmox import permissions as perms
 from restoredrill.lab.proxmox.names import check_pool_id, check_storage_id, check_vmid
 from restoredrill.lab.proxmox.pve_guest_routes import add_guest_routes, guest_resource
-from restoredrill.lab.proxmox.pve_service import (PVE_VERSION, PveService, guest_volumes,
+from restoredrill.lab.proxmox.pve_service import (PveService, guest_volumes,
                                                   storage_status)
 from restoredrill.lab.proxmox.routing import (BOOLEAN, INTEGER, PVE_NODE, PVE_POOL, PVE_STORAGE,
                                               PVE_VMID, STRING, ApiError, Call, Router, declare,
@@ -39,7 +39,7 @@ def build_pve_router(service: PveService) -> Router:
 def _cluster_routes(router: Router, service: PveService) -> None:
     @router.route("GET", "/version")
     def version(call: Call) -> dict[str, Any]:
-        return dict(PVE_VERSION)
+        return dict(service.version)
 
     @router.route("GET", "/cluster/resources", declare(type=optional(
         STRING, enum=["vm", "storage", "node", "sdn"])))

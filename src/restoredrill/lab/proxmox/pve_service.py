@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import re
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from restoredrill.lab.proxmox import permissions as perms
@@ -31,6 +31,7 @@ class PveService:
     stores: dict[str, PbsStore]
     restorer: Restorer
     faults: Faults
+    version: dict[str, str] = field(default_factory=lambda: dict(PVE_VERSION))
 
     @property
     def node(self) -> str:
