@@ -17,7 +17,7 @@ import pytest
 from restoredrill.checks import opnsense
 from tests.hostile.conftest import Secrets, with_known_defects
 
-GOOD_BODY = ("<version>25.7</version><system><hostname>fw</hostname><domain>lan</domain></system>"
+GOOD_BODY = ("<system><hostname>fw</hostname><domain>lan</domain></system>"
              "<interfaces><lan/></interfaces><filter><rule/></filter>")
 MAX_SECONDS = 5.0
 MAX_PEAK_BYTES = 64 << 20
@@ -80,7 +80,8 @@ def inputs(secret: str, url: str) -> list[tuple[str, bytes, str]]:
         ("html-login-page", b"<!DOCTYPE html><html><body>login</body></html>", "HTML"),
         ("pfsense-root", b"<pfsense><version>1</version></pfsense>", "pfSense"),
         ("huge-attribute-count", _doc("", GOOD_BODY.replace("<filter>", "<filter " + " ".join(
-            f'a{i}="x"' for i in range(20_000)) + ">").replace("<rule/>", "")), "rule"),
+            f'a{i}="x"' for i in range(20_000)) + ">").replace("<interfaces><lan/></interfaces>", "<interfaces/>")),
+         "no interface"),
         ("armor-bad-base64", ARMOR.replace(b"ITER", b"100000").replace(b"BODY", b"!!!notbase64!!!"), "base64"),
         ("armor-huge-iterations",
          ARMOR.replace(b"ITER", b"99999999999999999999").replace(b"BODY", b"U2FsdGVkX19hYWFhYWFhYQ=="), "PBKDF2"),

@@ -30,7 +30,8 @@ def test_a_complete_config_parses_with_its_facts(config):
     parsed = parse_config(config)
     assert parsed.hostname == "fw1" and parsed.fqdn == "fw1.lab.internal"
     assert parsed.interfaces == ("wan", "lan", "opt1")
-    assert parsed.filter_rules == 6
+    assert (parsed.legacy_rules, parsed.mvc_rules, parsed.filter_rules) == (2, 4, 6)
+    assert parsed.release == "unknown" and parsed.config_format is None
     assert parsed.revision_time == WHEN
     assert parsed.facts()["revision_time"] == WHEN.isoformat()
 
@@ -45,14 +46,15 @@ def test_a_complete_config_parses_with_its_facts(config):
     (b"\x89PNG\r\n\x1a\n\x00\x00binary", "not well-formed"),
     (b"just some text\n", "not well-formed"),
     (b'<?xml version="1.0"?>\n<config><version>1</version></config>', "expected <opnsense>"),
-    (b"<opnsense><version>1</version><system><hostname>fw</hostname></system><interfaces><lan/>"
-     b"</interfaces></opnsense>", "no <filter>"),
-    (b"<opnsense><version>1</version><system><hostname>fw</hostname></system><interfaces><lan/>"
-     b"</interfaces><filter/></opnsense>", "no <rule>"),
-    (b"<opnsense><version>1</version><system/><interfaces><lan/></interfaces><filter><rule/></filter>"
-     b"</opnsense>", "no <system/hostname>"),
-    (b"<opnsense><version>1</version><system><hostname>fw</hostname></system><interfaces/>"
-     b"<filter><rule/></filter></opnsense>", "no interface"),
+    (b"<opnsense><system/><interfaces><lan/></interfaces><filter><rule/></filter></opnsense>",
+     "no <system/hostname>"),
+    (b"<opnsense><system><hostname> </hostname></system><interfaces><lan/></interfaces></opnsense>",
+     "empty <system/hostname>"),
+    (b"<opnsense><system><hostname>fw</hostname></system><interfaces/><filter><rule/></filter></opnsense>",
+     "no interface"),
+    (b"<opnsense><system><hostname>fw</hostname></system><filter><rule/></filter></opnsense>",
+     "no <interfaces>"),
+    (b"<PFSENSE><system><hostname>fw</hostname></system><interfaces><lan/></interfaces></PFSENSE>", "pfSense"),
 ])
 def test_what_is_not_an_opnsense_config_is_refused(document, reason):
     with pytest.raises(ExportError, match=reason):
@@ -207,3 +209,92 @@ def test_a_live_revision_newer_than_the_newest_export_means_stale():
     assert compare_with_live(live, exported) == []
     other = parse_config(render_opnsense_config(WHEN, hostname="fw2"))
     assert "fw2.lab.internal" in compare_with_live(exported, other)[0]
+
+
+# --- real exports: no <version>, rules in the MVC section ------------------------------------------
+
+# Built the way opnsense/core writes its factory default (src/etc/config.xml.sample, 2017 on):
+# no top-level <version>, an empty legacy <filter>, the default rules under
+# <OPNsense><Firewall><Filter><rules>, no <revision> yet.
+FACTORY_SHAPE = b"""<?xml version="1.0"?>
+<opnsense>
+  <trigger_initial_wizard/>
+  <theme>opnsense</theme>
+  <system><optimization>normal</optimization><hostname>OPNsense</hostname><domain>internal</domain>
+    <timezone>Etc/UTC</timezone><webgui><protocol>https</protocol></webgui></system>
+  <interfaces>
+    <wan><enable>1</enable><if>mismatch1</if><ipaddr>dhcp</ipaddr><ipaddrv6>dhcp6</ipaddrv6></wan>
+    <lan><enable>1</enable><if>mismatch0</if><ipaddr>192.168.1.1</ipaddr><subnet>24</subnet></lan>
+  </interfaces>
+  <nat><outbound><mode>automatic</mode></outbound></nat>
+  <filter>
+  </filter>
+  <OPNsense><Firewall><Filter><rules>
+    <rule><enabled>1</enabled><sequence>1</sequence><action>pass</action><interface>lan</interface>
+      <ipprotocol>inet</ipprotocol><source_net>lan</source_net><description>Default allow LAN to any rule</description></rule>
+    <rule><enabled>1</enabled><sequence>11</sequence><action>pass</action><interface>lan</interface>
+      <ipprotocol>inet6</ipprotocol><source_net>lan</source_net><description>Default allow LAN IPv6 to any rule</description></rule>
+  </rules></Filter></Firewall></OPNsense>
+</opnsense>
+"""
+
+
+def test_a_factory_default_shaped_config_parses_without_version_and_legacy_rules():
+    parsed = parse_config(FACTORY_SHAPE)
+    assert parsed.fqdn == "OPNsense.internal" and parsed.interfaces == ("wan", "lan")
+    assert (parsed.legacy_rules, parsed.mvc_rules) == (0, 2)
+    assert parsed.release == "unknown" and parsed.revision_time is None
+    assert parsed.facts()["opnsense_release"] == "unknown"
+
+
+def test_an_old_installs_version_element_is_a_config_format_never_the_release():
+    old = FACTORY_SHAPE.replace(b"<theme>", b"<version>11.2</version><theme>", 1)
+    parsed = parse_config(old)
+    assert parsed.release == "unknown" and parsed.config_format == "11.2"
+    assert parsed.facts()["config_format"] == "11.2"
+    odd = parse_config(FACTORY_SHAPE.replace(b"<theme>", b"<version>$(reboot)</version><theme>", 1))
+    assert odd.config_format is None
+
+
+def test_the_release_comes_from_the_encrypted_header():
+    armored = encrypt_export(FACTORY_SHAPE, PASSPHRASE, iterations=1000, version="25.7.10")
+    parsed, _how = read_export(armored, PASSPHRASE)
+    assert parsed.release == "25.7.10"
+    hostile = armored.replace(b"Version: OPNsense 25.7.10", b"Version: OPNsense 25.7\x1b[2J<b>", 1)
+    assert read_export(hostile, PASSPHRASE)[0].release == "unknown"
+    missing = armored.replace(b"Version: OPNsense 25.7.10\n", b"", 1)
+    assert read_export(missing, PASSPHRASE)[0].release == "unknown"
+
+
+def test_a_pfsense_header_is_refused_by_name():
+    armored = encrypt_export(FACTORY_SHAPE, PASSPHRASE, iterations=1000).replace(
+        b"Version: OPNsense 25.7.10", b"Version: pfSense 2.7.2", 1)
+    with pytest.raises(ExportError, match="pfSense configuration, not OPNsense"):
+        read_export(armored, PASSPHRASE)
+
+
+def _upstream_sample() -> bytes | None:
+    """opnsense/core's own src/etc/config.xml.sample, where a clone of opnsense/core is at hand
+    (RESTOREDRILL_OPNSENSE_CORE: a work tree or a bare git directory); the shape test above
+    runs everywhere."""
+    import os
+    location = os.environ.get("RESTOREDRILL_OPNSENSE_CORE", "/work/.mirror/opnsense+core/repo")
+    path = os.path.join(location, "src/etc/config.xml.sample")
+    if os.path.isfile(path):
+        with open(path, "rb") as handle:
+            return handle.read()
+    if os.path.isdir(location) and shutil.which("git"):
+        shown = subprocess.run(["git", "--git-dir", location, "show", "HEAD:src/etc/config.xml.sample"],
+                               capture_output=True, check=False)
+        return shown.stdout if shown.returncode == 0 else None
+    return None
+
+
+UPSTREAM_SAMPLE = _upstream_sample()
+
+
+@pytest.mark.parametrize("sample", [UPSTREAM_SAMPLE] if UPSTREAM_SAMPLE else [])
+def test_opnsense_cores_own_sample_parses(sample):
+    parsed = parse_config(sample)
+    assert parsed.hostname == "OPNsense" and {"wan", "lan"} <= set(parsed.interfaces)
+    assert parsed.legacy_rules == 0 and parsed.mvc_rules >= 1 and parsed.release == "unknown"

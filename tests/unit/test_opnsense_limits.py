@@ -12,7 +12,7 @@ from restoredrill.checks.opnsense import (
     parse_config,
 )
 
-BODY = ("<version>25.7</version><system><hostname>fw</hostname></system>"
+BODY = ("<system><hostname>fw</hostname></system>"
         "<interfaces><lan/></interfaces><filter><rule/></filter>")
 
 

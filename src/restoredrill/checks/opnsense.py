@@ -1,6 +1,15 @@
 """OPNsense configuration exports: parse, decrypt (and encrypt, for the lab), compare.
 
-A plain export is one XML document with root ``<opnsense>``. An encrypted export is
+A plain export is one XML document with root ``<opnsense>``. OPNsense itself loads any
+well-formed XML (opnsense/core src/opnsense/mvc/app/library/OPNsense/Core/Config.php,
+``loadFromStream``: ``simplexml_load_string``, nothing more), so a usable export is what a
+restore needs: root ``<opnsense>``, ``<system><hostname>`` and at least one interface. There
+is no top-level ``<version>`` in a current export (the factory default,
+src/etc/config.xml.sample, dropped it in 2017; old installs may still carry one such as
+``11.2``, a config-format number, never the release): the release comes only from the
+encrypted header's ``Version:`` line, else it is "unknown". Firewall rules sit in the legacy
+``<filter><rule>`` and in the MVC ``<OPNsense><Firewall><Filter><rules><rule>`` (the sample's
+``<filter>`` is empty): both are counted, neither is required. An encrypted export is
 OPNsense's armored text::
 
     ---- BEGIN config.xml ----
@@ -28,7 +37,7 @@ import hashlib
 import os
 import re
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from xml.etree.ElementTree import Element, ParseError, TreeBuilder
 
@@ -63,26 +72,44 @@ class WrongPassphrase(ExportError):
     pass
 
 
+UNKNOWN_RELEASE = "unknown"
+# "Version: OPNsense 25.7.10" (Backup/Base.php encrypt: "Version: {product} {version}"); the
+# release shown must be a plain version string, whatever the header holds.
+_RELEASE = re.compile(r"OPNsense\s+(\d{1,4}(?:\.\d{1,4}){1,3}(?:[._-][A-Za-z0-9]{1,12})?)")
+_CONFIG_FORMAT = re.compile(r"\d{1,4}(?:\.\d{1,4}){0,3}")
+
+
 @dataclass(frozen=True)
 class OpnsenseConfig:
-    version: str
     hostname: str
     domain: str
     revision_time: datetime | None
     revision_description: str
     interfaces: tuple[str, ...]
-    filter_rules: int
+    legacy_rules: int                   # <filter><rule>
+    mvc_rules: int                      # <OPNsense><Firewall><Filter><rules><rule>
     sections: tuple[str, ...] = field(default=(), repr=False)
+    release: str = UNKNOWN_RELEASE      # from the encrypted header only
+    config_format: str | None = None    # an old install's top-level <version>, if any
+
+    @property
+    def filter_rules(self) -> int:
+        return self.legacy_rules + self.mvc_rules
 
     @property
     def fqdn(self) -> str:
         return f"{self.hostname}.{self.domain}" if self.domain else self.hostname
 
     def facts(self) -> dict:
-        return {"opnsense_version": self.version, "hostname": self.fqdn,
-                "revision_time": self.revision_time.isoformat() if self.revision_time else None,
-                "revision_description": self.revision_description[:200],
-                "interfaces": ",".join(self.interfaces), "filter_rules": self.filter_rules}
+        facts = {"opnsense_release": self.release, "hostname": self.fqdn,
+                 "revision_time": self.revision_time.isoformat() if self.revision_time else None,
+                 "revision_description": self.revision_description[:200],
+                 "interfaces": ",".join(self.interfaces), "filter_rules": self.filter_rules,
+                 "filter_rules_legacy": self.legacy_rules, "filter_rules_mvc": self.mvc_rules}
+        if self.config_format:
+            facts["config_format"] = self.config_format
+        return facts
+
 
 
 # --- parsing ----------------------------------------------------------------------------
@@ -159,30 +186,41 @@ def _explain_parse_error(exc: ParseError) -> str:
 
 
 def read_config_tree(root: Element) -> OpnsenseConfig:
-    if root.tag == "pfsense":
-        raise ExportError("root element is <pfsense>: this is a pfSense configuration, not OPNsense")
+    if root.tag.lower() == "pfsense":
+        raise ExportError("root element is <pfsense>: this is a pfSense configuration, not OPNsense; "
+                          "restoredrill reads OPNsense exports only")
     if root.tag.lower() == "html":
         raise ExportError("the file is an HTML page, not a configuration")
     if root.tag != "opnsense":
         shown = f"<{root.tag}>" if _SAFE_TAG.fullmatch(root.tag) else "another element"
         raise ExportError(f"root element is {shown}, expected <opnsense>")
-    missing = [path for path in ("version", "system/hostname", "interfaces", "filter")
-               if root.find(path) is None]
+    missing = [path for path in ("system/hostname", "interfaces") if root.find(path) is None]
     if missing:
         raise ExportError(f"incomplete configuration: no {', '.join('<' + m + '>' for m in missing)}")
-    version = (root.findtext("version") or "").strip()
     hostname = (root.findtext("system/hostname") or "").strip()
-    if not version or not hostname:
-        raise ExportError("incomplete configuration: empty <version> or <system/hostname>")
+    if not hostname:
+        raise ExportError("incomplete configuration: empty <system/hostname>")
     interfaces = tuple(child.tag for child in root.find("interfaces"))
     if not interfaces:
         raise ExportError("incomplete configuration: <interfaces> has no interface")
-    rules = len(root.findall("filter/rule"))
-    if rules == 0:
-        raise ExportError("incomplete configuration: <filter> has no <rule>")
-    return OpnsenseConfig(version, hostname, (root.findtext("system/domain") or "").strip(),
+    old_format = (root.findtext("version") or "").strip()
+    return OpnsenseConfig(hostname, (root.findtext("system/domain") or "").strip(),
                           revision_time(root), (root.findtext("revision/description") or "").strip(),
-                          interfaces, rules, tuple(child.tag for child in root))
+                          interfaces, len(root.findall("filter/rule")),
+                          len(root.findall("OPNsense/Firewall/Filter/rules/rule")),
+                          tuple(child.tag for child in root),
+                          config_format=old_format if _CONFIG_FORMAT.fullmatch(old_format) else None)
+
+
+def release_of(headers: dict[str, str]) -> str:
+    """The release an encrypted export names in its ``Version:`` header ("25.7.10"), else
+    "unknown"; a pfSense header is refused by name."""
+    value = headers.get("Version", "")
+    if value.lower().startswith("pfsense"):
+        raise ExportError("the export's header says pfSense: this is a pfSense configuration, not OPNsense; "
+                          "restoredrill reads OPNsense exports only")
+    match = _RELEASE.fullmatch(value.strip())
+    return match.group(1) if match else UNKNOWN_RELEASE
 
 
 def revision_time(root: Element) -> datetime | None:
@@ -332,9 +370,11 @@ def read_export(data: bytes, passphrase: str | None) -> tuple[OpnsenseConfig, st
         if passphrase is None:
             raise ExportError("the export is encrypted but no passphrase reference is configured "
                               "(offsite.config_exports[].passphrase)")
-        kdf, iterations = choose_kdf(parse_armor(data).headers)
+        headers = parse_armor(data).headers
+        release = release_of(headers)
+        kdf, iterations = choose_kdf(headers)
         how = f"AES-256-CBC, {kdf}" + (f", {iterations} iterations" if kdf != "md5" else " (old format)")
-        return parse_config(decrypt_export(data, passphrase)), how
+        return replace(parse_config(decrypt_export(data, passphrase)), release=release), how
     return parse_config(data), None
 
 

@@ -154,11 +154,10 @@ def create_locked_bucket(client, bucket: str, days: int = LOCK_DAYS, mode: str =
 # --- OPNsense exports ------------------------------------------------------------------------
 
 def render_opnsense_config(when: datetime, *, hostname: str = FIREWALL, domain: str = FIREWALL_DOMAIN,
-                           description: str = "scheduled export", version: str = "25.7.10",
+                           description: str = "scheduled export",
                            extra_rules: int = 0) -> bytes:
     """A small but complete OPNsense config.xml (the sections a restore needs)."""
     root = ET.Element("opnsense")
-    _text(root, "version", "1.1")
     _text(root, "theme", "opnsense")
     system = ET.SubElement(root, "system")
     for tag, value in (("optimization", "normal"), ("hostname", hostname), ("domain", domain),
@@ -194,28 +193,32 @@ def render_opnsense_config(when: datetime, *, hostname: str = FIREWALL, domain: 
     _text(pool, "to", "10.10.0.199")
     _text(ET.SubElement(root, "unbound"), "enable", "1")
     _text(ET.SubElement(ET.SubElement(root, "nat"), "outbound"), "mode", "automatic")
+    # As a current OPNsense writes it (opnsense/core src/etc/config.xml.sample): no top-level
+    # <version>; the default rules in the MVC section <OPNsense><Firewall><Filter><rules>,
+    # rules made in the legacy pages (here the port forwards) in <filter>.
     filt = ET.SubElement(root, "filter")
-    rules = [("pass", "lan", "inet", "lan", "any", "Default allow LAN to any rule"),
-             ("pass", "lan", "inet6", "lan", "any", "Default allow LAN IPv6 to any rule"),
-             ("pass", "opt1", "inet", "opt1", "any", "DMZ to internet"),
-             ("block", "opt1", "inet", "opt1", "lan", "DMZ must not reach LAN")]
-    rules += [("pass", "wan", "inet", "any", f"10.20.0.{10 + i}", f"port forward {i}")
-              for i in range(extra_rules)]
-    for action, iface, proto, source, destination, descr in rules:
+    for i in range(extra_rules):
         rule = ET.SubElement(filt, "rule")
-        _text(rule, "type", action)
-        _text(rule, "interface", iface)
-        _text(rule, "ipprotocol", proto)
-        _text(rule, "descr", descr)
-        src = ET.SubElement(rule, "source")
-        _text(src, "network" if source in ("lan", "opt1") else "any", source if source != "any" else "")
-        dst = ET.SubElement(rule, "destination")
-        if destination == "any":
-            _text(dst, "any", "")
-        else:
-            _text(dst, "network" if destination in ("lan", "opt1") else "address", destination)
+        for tag, value in (("type", "pass"), ("interface", "wan"), ("ipprotocol", "inet"),
+                           ("descr", f"port forward {i}")):
+            _text(rule, tag, value)
+        _text(ET.SubElement(rule, "source"), "any", "")
+        _text(ET.SubElement(rule, "destination"), "address", f"10.20.0.{10 + i}")
     opnsense = ET.SubElement(root, "OPNsense")
-    _text(ET.SubElement(opnsense, "Firewall"), "Alias", "")
+    firewall = ET.SubElement(opnsense, "Firewall")
+    _text(firewall, "Alias", "")
+    mvc_rules = ET.SubElement(ET.SubElement(firewall, "Filter", version="1.0.4"), "rules")
+    for sequence, (action, iface, proto, source, destination, descr) in enumerate((
+            ("pass", "lan", "inet", "lan", "any", "Default allow LAN to any rule"),
+            ("pass", "lan", "inet6", "lan", "any", "Default allow LAN IPv6 to any rule"),
+            ("pass", "opt1", "inet", "opt1", "any", "DMZ to internet"),
+            ("block", "opt1", "inet", "opt1", "lan", "DMZ must not reach LAN")), start=1):
+        rule = ET.SubElement(mvc_rules, "rule", uuid=f"6f1e0b52-{sequence:04d}-4c1d-9a51-0b7c4f1e0000")
+        for tag, value in (("enabled", "1"), ("sequence", str(sequence)), ("action", action), ("quick", "1"),
+                           ("interface", iface), ("direction", "in"), ("ipprotocol", proto),
+                           ("protocol", "any"), ("source_net", source), ("destination_net", destination),
+                           ("description", descr)):
+            _text(rule, tag, value)
     revision = ET.SubElement(root, "revision")
     _text(revision, "username", "root@10.10.0.20")
     _text(revision, "time", f"{when.timestamp():.4f}")
