@@ -17,6 +17,32 @@ def test_write_side_subcommands_are_refused(sub, tmp_path):
         client._run(sub, [], timeout=5)
 
 
+def real_borg_subcommands() -> set[str]:
+    """Every subcommand the installed borg offers, from its own ``borg help`` (the README's
+    install puts borg into the project venv; failing here is a broken install, not a skip)."""
+    import re
+    import shutil
+    import subprocess
+    borg = shutil.which("borg")
+    assert borg, "borg is not on PATH: run the README's install (make install)"
+    text = subprocess.run([borg, "help"], capture_output=True, text=True, check=False).stdout
+    commands = text.split("<command>", 2)[-1]
+    return set(re.findall(r"^    ([a-z][a-z-]+)\s", commands, flags=re.M))
+
+
+def test_the_allow_list_itself_refuses_every_other_subcommand(tmp_path):
+    """Not a deny list: every subcommand of the real borg outside the four read ones, and
+    names borg may add (borg 2's transfer, repo-*) or spell differently, never run."""
+    offered = real_borg_subcommands()
+    assert {"list", "info", "check", "extract", "serve", "debug", "benchmark", "prune"} <= offered
+    others = (offered - READ_ONLY_SUBCOMMANDS) | {"transfer", "repo-delete", "rdelete", "LIST", "list ", "",
+                                                   "extract;rm", "--help"}
+    client = BorgClient(BorgTarget("r", str(tmp_path), tmp_path / "base", binary="/bin/false"))
+    for sub in sorted(others):
+        with pytest.raises(PermissionError, match="only reads"):
+            client._run(sub, [], timeout=5)
+
+
 def test_public_methods_use_only_read_subcommands():
     assert READ_ONLY_SUBCOMMANDS == {"list", "info", "check", "extract"}
     assert not READ_ONLY_SUBCOMMANDS & FORBIDDEN_SUBCOMMANDS

@@ -147,3 +147,32 @@ def test_snapshot_choice():
     assert choose_snapshot(items, "random", "a") == choose_snapshot(items, "random", "a")
     with pytest.raises(Exception, match="no verified"):
         choose_snapshot([{"volid": "x", "ctime": 1}], "latest-verified", "s")
+
+
+@pytest.mark.parametrize("name", sorted(CALLS))
+@pytest.mark.parametrize("vmid, inside", [(9899, False), (9900, True), (9999, True), (10000, False)])
+def test_the_scratch_range_ends_are_exact(name, vmid, inside):
+    """first and last are inside, first-1 and last+1 outside: an off-by-one either way fails."""
+    api = RecordingApi({vmid: GOOD})
+    if inside:
+        CALLS[name](PveClient(api, GUARD), vmid)
+        assert len(api.sent) == 1
+    else:
+        with pytest.raises(GuardError, match="outside the scratch range 9900-9999"):
+            CALLS[name](PveClient(api, GUARD), vmid)
+        assert api.sent == []
+
+
+@pytest.mark.parametrize("vmid, inside", [(9899, False), (9900, True), (9999, True), (10000, False)])
+def test_restore_at_the_scratch_range_ends(vmid, inside):
+    api = RecordingApi({})
+    overrides = {"tags": "restoredrill;run-1", "pool": "drills"}
+    restore = lambda: PveClient(api, GUARD).restore("pve1", "qemu", vmid, "pbs:backup/vm/110/2026-01-01T00:00:00Z",  # noqa: E731
+                                                    "local-zfs", overrides)
+    if inside:
+        restore()
+        assert [path for _m, path, _p in api.sent] == ["/nodes/pve1/qemu"]
+    else:
+        with pytest.raises(GuardError, match="outside the scratch range"):
+            restore()
+        assert api.sent == []
