@@ -52,8 +52,11 @@ def pbs(double):
 
 
 def newest(pve, vmid: int) -> dict:
+    """The newest finished backup of the homelab guest ``vmid`` (the seed also holds ct/110 and
+    an unfinished ct/120, size 1: what a type- or manifest-blind pick would take)."""
     items = pve.nodes(NODE).storage("pbs").content.get(content="backup", vmid=vmid)
-    return max(items, key=lambda item: item["ctime"])
+    kind = {110: "qemu", 120: "lxc", 100: "qemu"}[vmid]
+    return max((i for i in items if i["subtype"] == kind and i["size"] != 1), key=lambda item: item["ctime"])
 
 
 def wait(pve, upid: str) -> dict:
@@ -119,11 +122,11 @@ def test_damaged_chunk_fails_the_restore_with_the_error_in_the_log(pve, double):
 def test_missing_chunk_fails_verify_and_restore(pve, pbs, double):
     backup = newest(pve, 120)
     double.faults.remove_chunk("local", backup["volid"])
-    upid = pbs.admin.datastore("local").verify.post(**{
+    upid = pbs_api(double, double.pbs_admin_token).admin.datastore("local").verify.post(**{
         "backup-type": "ct", "backup-id": "120", "backup-time": backup["ctime"],
         "ignore-verified": 0})
-    assert wait_task(pbs, "localhost", upid)["exitstatus"].startswith("verification failed")
-    assert any("missing" in line for line in task_log(pbs, "localhost", upid))
+    assert wait_task(pbs_api(double, double.pbs_admin_token), "localhost", upid)["exitstatus"].startswith("verification failed")
+    assert any("missing" in line for line in task_log(pbs_api(double, double.pbs_admin_token), "localhost", upid))
     upid = pve.nodes(NODE).lxc.post(vmid=9923, ostemplate=backup["volid"], restore=1,
                                     storage="local-zfs", pool="restoredrill",
                                     rootfs="local-zfs:1", net0="name=eth0,bridge=vmbr-drill")
@@ -133,14 +136,15 @@ def test_missing_chunk_fails_verify_and_restore(pve, pbs, double):
 
 
 def test_verify_skips_verified_snapshots_unless_asked(pbs, double):
-    before = {s["backup-time"]: s["verification"]
-              for s in pbs.admin.datastore("local").snapshots.get(**{"backup-id": "120"})}
-    upid = pbs.admin.datastore("local").verify.post(**{"backup-type": "ct", "backup-id": "120"})
-    assert wait_task(pbs, "localhost", upid)["exitstatus"] == "OK"
-    skipped = [line for line in task_log(pbs, "localhost", upid) if line.startswith("SKIPPED")]
+    before = {s["backup-time"]: s["verification"]      # finished ones (the seed has an unfinished one)
+              for s in pbs.admin.datastore("local").snapshots.get(**{"backup-id": "120"}) if "size" in s}
+    upid = pbs_api(double, double.pbs_admin_token).admin.datastore("local").verify.post(
+        **{"backup-type": "ct", "backup-id": "120"})
+    assert wait_task(pbs_api(double, double.pbs_admin_token), "localhost", upid)["exitstatus"] == "OK"
+    skipped = [line for line in task_log(pbs_api(double, double.pbs_admin_token), "localhost", upid) if line.startswith("SKIPPED")]
     assert len(skipped) == len(before), "ignore-verified is the default: nothing re-read"
     after = {s["backup-time"]: s["verification"]
-             for s in pbs.admin.datastore("local").snapshots.get(**{"backup-id": "120"})}
+             for s in pbs.admin.datastore("local").snapshots.get(**{"backup-id": "120"}) if "size" in s}
     assert after == before
 
 
@@ -218,10 +222,11 @@ def test_pbs_refuses_traversal_in_values_with_400(pbs, call):
 def test_a_real_prune_removes_snapshot_directories(double):
     admin = pbs_api(double, double.pbs_admin_token)
     store = admin.admin.datastore("local")
-    before = sorted(s["backup-time"] for s in store.snapshots.get(**{"backup-id": "110"}))
-    result = store.prune.post(**{"backup-type": "vm", "backup-id": "110", "keep-last": 1})
+    vm = {"backup-type": "vm", "backup-id": "110"}          # not the seed's ct/110
+    before = sorted(s["backup-time"] for s in store.snapshots.get(**vm))
+    result = store.prune.post(**vm, **{"keep-last": 1})
     assert [r["keep"] for r in result] == [True, False]
-    assert [s["backup-time"] for s in store.snapshots.get(**{"backup-id": "110"})] == before[1:]
+    assert [s["backup-time"] for s in store.snapshots.get(**vm)] == before[1:]
     group = double.datastores["local"] / "vm" / "110"
     assert len([p for p in group.iterdir() if p.is_dir()]) == 1
 
@@ -232,8 +237,9 @@ def test_datastores_pass_an_independent_reading(double):
     for root in double.datastores.values():
         reader = DatastoreReader(root)
         reports = reader.verify_all(crypt)
-        assert reports and all(r.ok for r in reports), [str(p) for r in reports
-                                                         for p in r.problems]
+        problems = [str(p) for r in reports for p in r.problems]
+        unfinished = [p for p in problems if "the snapshot is unfinished" in p]   # the seed's running ct/120
+        assert reports and problems == unfinished and len(unfinished) <= 1, problems
         assert sum(r.chunks_verified for r in reports) > 0
         for path in sorted(root.rglob("*.fidx")) + sorted(root.rglob("*.didx")):
             raw = path.read_bytes()

@@ -12,6 +12,12 @@ the call ends in an :class:`ApiError` naming it; the clients
 then read what they need through the typed accessors at the end of this file. Text from
 the server reaches a message only through :func:`clip` (bounded, control characters
 escaped, the token secret never quoted).
+
+Retries (see :data:`TRANSIENT_STATUSES`): a GET is tried again, a few times with a growing
+pause (:class:`~restoredrill.waiting.RetryPolicy`), after a connection reset, a timeout or
+a transient 5xx; never after a 4xx or a 500. A POST/PUT/DELETE is never sent twice: after
+a reset or a transient 5xx the error says the request may have been applied, so the caller
+reads the state back and decides (a restore sent again would leave a second scratch guest).
 """
 from __future__ import annotations
 
@@ -31,6 +37,9 @@ from urllib.parse import urlsplit
 
 import requests
 from requests.adapters import HTTPAdapter
+from urllib3.exceptions import NewConnectionError
+
+from restoredrill.waiting import RetriesExhausted, RetryPolicy, retry_transient
 
 log = logging.getLogger("restoredrill.proxmox")
 for noisy in ("proxmoxer", "proxmoxer.core", "proxmoxer.backends.https", "urllib3.connectionpool"):
@@ -40,11 +49,34 @@ for noisy in ("proxmoxer", "proxmoxer.core", "proxmoxer.backends.https", "urllib
 class ApiError(RuntimeError):
     """An API call failed; the message names the call, the guest and the cause (never a secret)."""
 
-    def __init__(self, message: str, *, status: int | None = None, call: str = "", errors: dict | None = None):
+    def __init__(self, message: str, *, status: int | None = None, call: str = "", errors: dict | None = None,
+                 transient: bool = False, maybe_applied: bool = False):
         super().__init__(message)
         self.status = status
         self.call = call
         self.errors = errors or {}
+        self.transient = transient            # a reset, a timeout or a transient 5xx: a GET may be tried again
+        self.maybe_applied = maybe_applied    # a write whose outcome is unknown: read the state back
+
+
+# Which failures are transient, so that a GET is tried again:
+# * 502, 503, 504: a gateway or a restarting service. pveproxy itself never sends them
+#   (pve-http-server src/PVE/APIServer/AnyEvent.pm answers its own failures with 500, 501
+#   or 506), so they come from a reverse proxy in front of PVE/PBS, or while a daemon restarts.
+# * 595, 596, 597: AnyEvent::HTTP's codes for a connection that failed while pveproxy
+#   forwarded the call to another node (AnyEvent.pm ``proxy_request`` passes ``$hdr->{Status}``
+#   on; proxmoxer core.py ``ANYEVENT_HTTP_STATUS_CODES``: connection establishment, TLS/request
+#   sending, body receiving). 598 (aborted) and 599 ("usually nonretryable") are not retried.
+# * never 500: PVE answers 500 for every error a handler dies with (AnyEvent.pm
+#   ``handle_api2_request``: ``$err->{code} ||= HTTP_INTERNAL_SERVER_ERROR``), e.g. "VM 100
+#   not running" or "storage 'x' does not exist" -- permanent; trying again changes nothing.
+# * never 4xx: the request itself is wrong, or the token lacks a privilege.
+# * a connection reset, refused or timed out (requests ConnectionError/Timeout), but not a
+#   TLS failure (a pinning mismatch never heals by itself).
+TRANSIENT_STATUSES = frozenset({502, 503, 504, 595, 596, 597})
+READ_BACK = ("it is not sent again, because the server may have applied it (a restore sent twice would "
+             "leave a second scratch guest): read the state back (the guest list, the task list) and "
+             "decide from what is there")
 
 
 SHAPE_FIX = ("the server does not answer as the Proxmox API documents: check that the url in the inventory "
@@ -92,8 +124,9 @@ class NotAnEnvelope(ValueError):
     """A JSON body that is not the ``{"data": ...}`` object of every PVE/PBS answer."""
 
 
-def read_envelope(content: bytes) -> object:
-    """The ``data`` of an answer body. A body that is not JSON comes back as proxmoxer's own
+def read_envelope(content: bytes, *, whole: bool = False) -> object:
+    """The ``data`` of an answer body (``whole``: the answer object itself, checked the same
+    way, for what sits beside ``data``). A body that is not JSON comes back as proxmoxer's own
     ``{"errors": <bytes>}`` (its ``JsonSerializer.loads``): a PBS download answers the file
     itself, and :meth:`ApiChokePoint.call` refuses it for every other call."""
     try:
@@ -104,7 +137,7 @@ def read_envelope(content: bytes) -> object:
         raise NotAnEnvelope(f"the answer is {describe(document)}, not a JSON object with 'data'")
     if "data" not in document:
         raise NotAnEnvelope(f"the answer is a JSON object without 'data' ({describe(document)})")
-    return document["data"]
+    return document if whole else document["data"]
 
 
 def is_raw_body(answer: object) -> bool:
@@ -112,14 +145,15 @@ def is_raw_body(answer: object) -> bool:
     return isinstance(answer, dict) and len(answer) == 1 and isinstance(answer.get("errors"), (bytes, bytearray))
 
 
-def _serializer():
+def _serializer(*, whole: bool = False):
     """proxmoxer's JsonSerializer, but a JSON body that is not ``{"data": ...}`` raises
-    :class:`NotAnEnvelope` instead of a KeyError/TypeError from ``json.loads(...)["data"]``."""
+    :class:`NotAnEnvelope` instead of a KeyError/TypeError from ``json.loads(...)["data"]``.
+    ``whole``: hand back the answer object, not only its ``data`` (proxmoxer drops the rest)."""
     from proxmoxer.backends.https import JsonSerializer
 
     class EnvelopeSerializer(JsonSerializer):
         def loads(self, response):
-            return read_envelope(response.content)
+            return read_envelope(response.content, whole=whole)
 
         def loads_errors(self, response):
             try:
@@ -195,22 +229,53 @@ def connect(endpoint: Endpoint):
 
 
 class ApiChokePoint:
-    """Every request of one client goes through :meth:`call`."""
+    """Every request of one client goes through :meth:`call`. ``retry``: how a GET is tried
+    again after a transient failure (``RetryPolicy(attempts=1)`` turns retries off)."""
 
-    def __init__(self, endpoint: Endpoint, api=None):
+    def __init__(self, endpoint: Endpoint, api=None, retry: RetryPolicy | None = None):
         self.endpoint = endpoint
         self.api = api if api is not None else connect(endpoint)
-        self.stats = CallStats()
+        self.stats = CallStats()          # every request sent, retries included
+        self.retry = retry or RetryPolicy()
 
-    def call(self, method: str, path: str, *, guest: str = "", binary: bool = False, **params):
-        """One API call; its answer's ``data``. ``binary``: the call answers a file (PBS
-        download), handed back as ``{"errors": <bytes>}``; any other call must answer JSON."""
-        from proxmoxer.core import ResourceException
+    def call(self, method: str, path: str, /, *, guest: str = "", binary: bool = False, envelope: bool = False,
+             **params):
+        """One API call; its answer's ``data`` (``envelope``: the whole answer object, for the
+        attributes PVE/PBS put beside ``data``, e.g. a task log's ``total``). ``binary``: the call
+        answers a file (PBS download), handed back as ``{"errors": <bytes>}``; any other call
+        must answer JSON. A GET is retried after a transient failure; any other method never."""
         name = f"{method.upper()} {path}"
         where = f"{self.endpoint.service} {name}{_for(guest)}"
+
+        def once():
+            return self._send(method, path, name, where, binary=binary, envelope=envelope, **params)
+
+        if method.lower() != "get":
+            try:
+                return once()
+            except ApiError as exc:
+                if not exc.transient or not getattr(exc, "sent", True):
+                    raise
+                raise ApiError(f"{exc}; {READ_BACK}", status=exc.status, call=name, errors=exc.errors,
+                               maybe_applied=True) from None
+        try:
+            return retry_transient(once, policy=self.retry,
+                                   transient=lambda exc: isinstance(exc, ApiError) and exc.transient)
+        except RetriesExhausted as gave_up:
+            last = gave_up.last
+            raise ApiError(f"{last} (gave up after {gave_up.attempts} tries in {gave_up.seconds:.1f} s, "
+                           f"each a transient failure; check that the {self.endpoint.service} API and any "
+                           f"proxy in front of it are up)", status=getattr(last, "status", None), call=name,
+                           errors=getattr(last, "errors", None), transient=True) from None
+
+    def _send(self, method: str, path: str, name: str, where: str, /, *, binary: bool, envelope: bool, **params):
+        """One request, once."""
+        from proxmoxer.core import ResourceException
         started = time.monotonic()
         try:
             resource = self.api(path.lstrip("/"))
+            if envelope:       # this resource only: its store is a copy (proxmoxer ProxmoxResource.__call__)
+                resource._store["serializer"] = _serializer(whole=True)
             answer = getattr(resource, method.lower())(**params)
         except NotAnEnvelope as exc:
             raise ApiError(f"{where}: {exc}; {SHAPE_FIX}", call=name) from None
@@ -225,7 +290,8 @@ class ApiChokePoint:
                 if isinstance(errors, dict) else {}
             raise ApiError(f"{where} failed: HTTP {exc.status_code} "
                            f"{exc.status_message}{': ' + detail if detail else ''}{_hint(exc.status_code)}",
-                           status=exc.status_code, call=name, errors=errors) from None
+                           status=exc.status_code, call=name, errors=errors,
+                           transient=exc.status_code in TRANSIENT_STATUSES) from None
         except requests.exceptions.SSLError as exc:
             cause = "the TLS certificate does not match the pinned fingerprint" if "fingerprint" in str(exc).lower() \
                 else "TLS verification failed"
@@ -233,8 +299,10 @@ class ApiChokePoint:
                            f"was not sent. Check the fingerprint in the inventory against the server's certificate",
                            call=name) from None
         except requests.exceptions.RequestException as exc:
-            raise ApiError(f"{where}: {self.endpoint.url} is unreachable "
-                           f"({type(exc).__name__})", call=name) from None
+            cause, sent = _connection_failure(exc)
+            failure = ApiError(f"{where}: {self.endpoint.url} is unreachable ({cause})", call=name, transient=True)
+            failure.sent = sent
+            raise failure from None
         finally:
             self.stats.add(name, time.monotonic() - started)
         if not binary and is_raw_body(answer):
@@ -248,6 +316,17 @@ class ApiChokePoint:
         request's headers), then clipped."""
         secret = self.endpoint.token_secret
         return clip(text.replace(secret, "[token secret]") if secret else text, limit)
+
+
+def _connection_failure(exc: requests.exceptions.RequestException) -> tuple[str, bool]:
+    """What went wrong with the connection (never the URL: its query may carry parameters),
+    and whether the request may have reached the server."""
+    reason = getattr(exc.args[0], "reason", None) if exc.args else None
+    if isinstance(exc, requests.exceptions.ConnectTimeout) or isinstance(reason, NewConnectionError):
+        return f"{type(exc).__name__}: no connection, the request was not sent", False
+    if isinstance(exc, requests.exceptions.ReadTimeout):
+        return "ReadTimeout: no answer in time", True
+    return f"{type(exc).__name__}: the connection broke", True
 
 
 def _for(guest: str) -> str:

@@ -155,6 +155,11 @@ class ReadOnlyBucket:
         config = Config(
             region_name=s.region, signature_version="s3v4",
             s3={"addressing_style": "path"},
+            # botocore "standard" retry mode: transient errors (HTTP 500/502/503/504, throttling,
+            # connection resets and timeouts) are tried again with backoff, ``retries`` times after
+            # the first try (botocore/config.py: ``max_attempts`` counts retries, not the first
+            # request); every operation here is a read (the before-call guard), so a retry is safe
+            # and no tenacity loop is added on top. The tries made are named in S3Error.
             retries={"max_attempts": s.retries, "mode": "standard"},
             connect_timeout=s.connect_timeout, read_timeout=s.read_timeout,
             max_pool_connections=max(s.max_workers, 10),
@@ -201,7 +206,9 @@ class ReadOnlyBucket:
             status = str(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", ""))
             cause = _CAUSES.get(code) or _CAUSES.get(status) or f"the server answered {code or status}"
             message = exc.response.get("Error", {}).get("Message", "")
-            return S3Error(self.name, operation, where, cause, f"{code or status}: {message}"[:300])
+            retried = exc.response.get("ResponseMetadata", {}).get("RetryAttempts") or 0
+            tries = f"; the last of {retried + 1} tries" if retried else ""
+            return S3Error(self.name, operation, where, cause, f"{code or status}: {message}"[:300] + tries)
         return S3Error(self.name, operation, where, "the S3 call failed", _short(exc))
 
     def _call(self, operation: str, key: str | None, **params):

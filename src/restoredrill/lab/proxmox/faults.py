@@ -4,24 +4,31 @@
     ...                      # verify / restore now meet a corrupt chunk
     fault.clear()            # the chunk's original bytes are back (and any .bad copy gone)
 
-Kinds: a restore task that fails, slow tasks, a VM start that fails while a restore
-with start=1 still reports OK, HTTP 500 or a reset connection on the Nth matching call,
-a chunk whose bytes are flipped on disk, a chunk that is missing. The servers and
-workers ask ``Faults`` through the hook methods at the bottom; nothing on the client
-side is patched.
+Kinds: a restore task that fails, slow tasks, tasks with a long log (the real error at
+its end), a VM start that fails while a restore with start=1 still reports OK, HTTP
+500/502/503/504 or a reset connection on the Nth matching call (before the request is
+served, or after it was applied), an answer slower than the client waits, a chunk whose
+bytes are flipped on disk, a chunk that is missing. ``watch_requests`` only counts. Every
+HTTP fault counts the requests it matched (``fault.hits``). The servers and workers ask
+``Faults`` through the hook methods at the bottom; nothing on the client side is patched.
 """
 from __future__ import annotations
 
 import itertools
 import re
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from restoredrill.lab.proxmox.names import parse_backup_volid
 from restoredrill.lab.proxmox.store import PbsStore
+from restoredrill.lab.proxmox.tasks import TaskPrelude
 from restoredrill.pbsformat import SnapshotRef, parse_snapshot_path
+
+
+HTTP_KINDS = ("500", "502", "503", "504", "reset")
 
 
 @dataclass
@@ -35,6 +42,11 @@ class Fault:
     def clear(self) -> None:
         if self.registry is not None:
             self.registry.clear(self.fault_id)
+
+    @property
+    def hits(self) -> int:
+        """How many requests this (HTTP) fault matched so far."""
+        return self.registry.hits(self.fault_id) if self.registry is not None else 0
 
 
 class Faults:
@@ -63,6 +75,10 @@ class Faults:
         for fault in chosen:
             if fault.undo:
                 fault.undo()
+
+    def hits(self, fault_id: int) -> int:
+        with self._lock:
+            return self._hits.get(fault_id, 0)
 
     def _matching(self, kind: str) -> list[Fault]:
         with self._lock:
@@ -96,15 +112,39 @@ class Faults:
         """The guest agent of ``vmid`` (any when None) never answers."""
         return self._add("agent", vmid=vmid)
 
+    def long_task_logs(self, lines: int = 1500, worker_type: str | None = None) -> Fault:
+        """Every task (or those of ``worker_type``) first logs ``lines`` progress lines, as
+        pbs-restore does per percent and disk: the real error is far past the first page."""
+        filler = tuple(f"progress {number * 100 // lines}% (read {number * 4194304} bytes, zeroes = 0% "
+                       f"(0 bytes), duration {number // 50} sec)" for number in range(1, lines + 1))
+        return self._add("chatter", lines=filler, worker_type=worker_type)
+
     def http_error(self, path_pattern: str, *, api: str = "pve", nth: int = 1,
-                   kind: str = "500", method: str | None = None, times: int = 1) -> Fault:
+                   kind: str = "500", method: str | None = None, times: int = 1,
+                   after: bool = False) -> Fault:
         """The ``nth`` request whose API path matches ``path_pattern`` (a regex searched in
-        e.g. ``/nodes/pve1/qemu``) gets HTTP 500 (kind "500") or a reset connection
-        (kind "reset"), for ``times`` consecutive matching calls."""
-        if kind not in ("500", "reset"):
-            raise ValueError("kind is '500' or 'reset'")
+        e.g. ``/nodes/pve1/qemu``) gets HTTP ``kind`` (500, 502, 503, 504) or a reset
+        connection (kind "reset"), for ``times`` consecutive matching calls. ``after``: the
+        request is served first (a POST is applied) and only its answer is replaced, as a
+        proxy in front of the API does when it gives up waiting. 502/503/504 and ``after``
+        need the server to ask :meth:`on_request` / :meth:`after_request` for them."""
+        if kind not in HTTP_KINDS:
+            raise ValueError(f"kind is one of {', '.join(HTTP_KINDS)}")
         return self._add("http", api=api, pattern=re.compile(path_pattern), nth=int(nth),
-                         action=kind, method=method, times=int(times))
+                         action=kind, method=method, times=int(times), after=bool(after))
+
+    def slow_answer(self, path_pattern: str, seconds: float, *, api: str = "pve",
+                    method: str | None = None, nth: int = 1, times: int = 1) -> Fault:
+        """Matching requests wait ``seconds`` before they are served: a client with a shorter
+        timeout gives up, and the server applies the request all the same."""
+        return self._add("http", api=api, pattern=re.compile(path_pattern), nth=int(nth),
+                         action="slow", method=method, times=int(times), after=False,
+                         seconds=float(seconds))
+
+    def watch_requests(self, path_pattern: str, *, api: str = "pve", method: str | None = None) -> Fault:
+        """Changes nothing; ``fault.hits`` counts the matching requests (retries included)."""
+        return self._add("http", api=api, pattern=re.compile(path_pattern), nth=1,
+                         action="watch", method=method, times=0, after=False)
 
     def damage_chunk(self, store: str, snapshot: SnapshotRef | str, archive: str | None = None,
                      position: int = 0) -> Fault:
@@ -149,22 +189,39 @@ class Faults:
     def agent_silent(self, vmid: int) -> bool:
         return any(f.details["vmid"] in (None, vmid) for f in self._matching("agent"))
 
-    def task_delay(self, worker_type: str) -> float:
-        return max((f.details["seconds"] for f in self._matching("slow")
-                    if f.details["worker_type"] in (None, worker_type)), default=0.0)
+    def task_delay(self, worker_type: str) -> float | TaskPrelude:
+        """The wait before a task's work, with the filler lines of a long log when asked."""
+        seconds = max((f.details["seconds"] for f in self._matching("slow")
+                       if f.details["worker_type"] in (None, worker_type)), default=0.0)
+        lines = next((f.details["lines"] for f in self._matching("chatter")
+                      if f.details["worker_type"] in (None, worker_type)), ())
+        return TaskPrelude(seconds, lines) if lines else seconds
 
     def on_request(self, api: str, method: str, path: str) -> str | None:
-        """"500", "reset" or None for this request (counts matching calls per fault)."""
+        """"500", "502", "503", "504", "reset" or None for this request, before it is served
+        (counts matching calls per fault; a slow-answer fault waits here, then None)."""
+        return self._act(api, method, path, after=False)
+
+    def after_request(self, api: str, method: str, path: str) -> str | None:
+        """The status ("502"...) or "reset" that replaces the answer of a request already
+        served (applied), or None."""
+        return self._act(api, method, path, after=True)
+
+    def _act(self, api: str, method: str, path: str, *, after: bool) -> str | None:
+        chosen = None
         for fault in self._matching("http"):
             d = fault.details
-            if d["api"] != api or (d["method"] and d["method"] != method) or \
+            if d["after"] != after or d["api"] != api or (d["method"] and d["method"] != method) or \
                     not d["pattern"].search(path):
                 continue
             with self._lock:
                 count = self._hits[fault.fault_id] = self._hits.get(fault.fault_id, 0) + 1
-            if d["nth"] <= count < d["nth"] + d["times"]:
-                return d["action"]
-        return None
+            if chosen is None and d["nth"] <= count < d["nth"] + d["times"]:
+                chosen = d
+        if chosen is not None and chosen["action"] == "slow":
+            time.sleep(chosen["seconds"])
+            return None
+        return chosen["action"] if chosen is not None and chosen["action"] != "watch" else None
 
 
 def _restore_chunk(store: PbsStore, key: str, original: bytes) -> None:

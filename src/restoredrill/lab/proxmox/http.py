@@ -2,9 +2,11 @@
 
 One ``ApiServer`` per API (PVE, PBS) on 127.0.0.1 and a free port. A request goes:
 fault hook -> token (401) -> path safety (400) -> route (PVE 501 ``Method 'GET /x'
-not implemented``, PBS 404 ``Path '/api2/json/x' not found.``) -> parameters checked
-against the official schema when present, else against the route's declaration in
-code (400) -> handler (its privilege checks raise 403) -> ``{"data": ...}``.
+not implemented``, PBS 404 ``Path '/api2/json/x' not found.``) -> the method's
+``permissions`` (403, ``schema_permissions``; upstream checks them before the parameters)
+-> parameters checked against the official schema when present, else against the route's
+declaration in code (400) -> handler (its finer checks and filters raise 403 or drop
+items) -> ``{"data": ...}``.
 Error answers follow the wire: PVE puts the message in the HTTP reason phrase and
 answers ``{"data": null[, "errors": {...}]}``; PBS answers the message as the body.
 In strict mode every request and response is also checked against the schema and
@@ -32,6 +34,7 @@ from restoredrill.lab.proxmox.names import UnsafeValue
 from restoredrill.lab.proxmox.permissions import AuthFailed, PermissionDenied, TokenRegistry
 from restoredrill.lab.proxmox.routing import ApiError, Call, Router
 from restoredrill.lab.proxmox.schema import ApiSchemas
+from restoredrill.lab.proxmox.schema_permissions import check_permissions, permissions_for
 from restoredrill.lab.proxmox.validate import ParamErrors, check_params, check_value
 
 log = logging.getLogger("restoredrill.lab.proxmox.http")
@@ -139,11 +142,8 @@ class ApiServer:
         shown = "/" + "/".join(segments)
         if self.faults is not None:
             action = self.faults.on_request(self.api, method, shown)
-            if action == RESET:
-                return RESET
-            if action == "500":
-                return self._error(ApiError(500, "Internal Server Error (fault injected by "
-                                                 "the test double)"))
+            if action is not None:
+                return self._injected(action)
         try:
             token = self.tokens.authenticate(headers.get("Authorization"))
         except AuthFailed as exc:
@@ -151,12 +151,26 @@ class ApiServer:
                 time.sleep(self.auth_failure_delay)
             return self._unauthorized(str(exc))
         try:
-            return self._serve(method, segments, shown, url.query, headers, body, token)
+            answer = self._serve(method, segments, shown, url.query, headers, body, token)
         except (ApiError, ParamErrors, PermissionDenied, UnsafeValue) as exc:
-            return self._error(exc)
+            answer = self._error(exc)
         except Exception as exc:  # an unexpected failure is a 500 with the message
             log.debug("%s %s failed", method, shown, exc_info=True)
-            return self._error(ApiError(500, str(exc) or type(exc).__name__))
+            answer = self._error(ApiError(500, str(exc) or type(exc).__name__))
+        if self.faults is not None:     # served (a POST applied), then the answer is lost
+            late = self.faults.after_request(self.api, method, shown)
+            if late is not None:
+                return self._injected(late)
+        return answer
+
+    def _injected(self, action: str) -> Answer | str:
+        """A fault's answer: a reset connection, or the status a proxy in front of the API
+        gives (502/503/504) or the server's own 500."""
+        if action == RESET:
+            return RESET
+        status = int(action)
+        return self._error(ApiError(status, f"{_STANDARD_REASONS.get(status, 'Error')} "
+                                            f"(fault injected by the test double)"))
 
     def _serve(self, method, segments, shown, query, headers, body, token) -> Answer:
         if any(s in ("", ".", "..") or "/" in s or "\0" in s for s in segments):
@@ -170,6 +184,7 @@ class ApiServer:
         raw = parse_parameters(query, headers, body)
         for name, value in path_params.items():
             raw[name] = [value]
+        self._check_permissions(method, route.template, raw, path_params, token)
         declared = self.schemas.parameters(self.api, route.template, method) \
             if self.use_schema else None
         if self.strict and self.schemas.available and \
@@ -192,6 +207,19 @@ class ApiServer:
                 self._violation(method, route.template, "response", problem)
         document = {"data": data, **call.attributes}
         return 200, "OK", json.dumps(document).encode()
+
+    def _check_permissions(self, method: str, template: str, raw: dict[str, list[Any]],
+                           path_params: dict[str, str], token) -> None:
+        """The method's ``permissions`` before anything else of the request is looked at
+        (pve-manager ``PVE/HTTPServer.pm`` rest_handler: check_api2_permissions on the raw
+        parameters, then the handler verifies them; proxmox-rest-server ``rest.rs``:
+        check_api_permission on the path parameters)."""
+        acl = self.router.acl
+        rule = permissions_for(self.schemas if self.use_schema else _NO_SCHEMAS, self.api,
+                               method, template, acl.release())
+        params = {name: str(values[0]) for name, values in raw.items()
+                  if values and not isinstance(values[0], (list, dict))}
+        check_permissions(self.api, rule, token, params, path_params, acl)
 
     def _violation(self, method: str, template: str, where: str, detail: str) -> None:
         if self.strict:
@@ -234,8 +262,10 @@ def error_parts(exc: Exception, api: str) -> tuple[int, str, dict[str, str]]:
     return 500, str(exc), {}
 
 
+_NO_SCHEMAS = ApiSchemas()
 _STANDARD_REASONS = {400: "Bad Request", 401: "Unauthorized", 403: "Forbidden",
-                     404: "Not Found", 500: "Internal Server Error", 501: "Not Implemented"}
+                     404: "Not Found", 500: "Internal Server Error", 501: "Not Implemented",
+                     502: "Bad Gateway", 503: "Service Unavailable", 504: "Gateway Timeout"}
 
 
 def reason_phrase(message: str) -> str:

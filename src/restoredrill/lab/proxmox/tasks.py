@@ -122,10 +122,21 @@ class Task:
 Work = Callable[[Task], None]
 
 
+@dataclass(frozen=True)
+class TaskPrelude:
+    """What a task does before its work when a fault asks for it: wait ``seconds``, then log
+    ``lines`` (filler such as pbs-restore's ``progress N% ...`` lines: a long log whose real
+    error comes at the end). The registry's ``delay`` hook may answer one instead of a number."""
+
+    seconds: float = 0.0
+    lines: tuple[str, ...] = ()
+
+
 class TaskRegistry:
     """Starts workers in threads and keeps every task of one server."""
 
-    def __init__(self, api: str, node: str, *, delay: Callable[[str], float] = lambda _t: 0.0):
+    def __init__(self, api: str, node: str, *,
+                 delay: Callable[[str], float | TaskPrelude] = lambda _t: 0.0):
         self.api = api
         self.node = node
         self.delay = delay
@@ -156,10 +167,12 @@ class TaskRegistry:
         return task
 
     def _run(self, task: Task, work: Work) -> None:
-        delay = self.delay(task.upid.worker_type)
+        before = self.delay(task.upid.worker_type)
+        prelude = before if isinstance(before, TaskPrelude) else TaskPrelude(float(before or 0.0))
         try:
-            if delay and self.stopping.wait(delay):
+            if prelude.seconds and self.stopping.wait(prelude.seconds):
                 raise TaskFailed("interrupted by signal")
+            task.lines.extend(prelude.lines)
             work(task)
         except Exception as exc:  # the task's error is data: its exit status
             message = " ".join(str(exc).strip().splitlines()) or type(exc).__name__
