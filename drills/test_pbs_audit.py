@@ -35,7 +35,8 @@ def conclude(verdict, evidence) -> None:
 
 
 def group_name(store, guest) -> str:
-    return f"datastore {store.name}, guest {guest.name} ({checks.group_type(guest.type)}/{guest.vmid})"
+    where = f"datastore {store.name}" + (f" (namespace {store.namespace})" if store.namespace else "")
+    return f"{where}, guest {guest.name} ({checks.group_type(guest.type)}/{guest.vmid})"
 
 
 def test_cluster_guests_inventoried(audit, audit_cluster, inventory, evidence):
@@ -126,7 +127,7 @@ def test_retention_matches_server(audit, audit_group, inventory, evidence):
     with audit_step(where):
         policy, snapshots, points = retention_inputs(audit, inventory, store, guest)
         decisions = retention.simulate("pbs", points, policy, zone)
-        jobs = checks.server_prune_policies(audit.jobs("prune"), store.name)
+        jobs = checks.server_prune_policies(audit.jobs("prune"), store.name, store.namespace)
         answers = dry_runs(audit, store, guest, jobs or [("inventory", policy.given())])
     inventory_keep = {k: v for k, v in policy.given().items() if k in checks.KEEP_OPTIONS}
     verdict = checks.compare_keep_sets({s.epoch: d.keep for s, d in zip(snapshots, decisions)}, answers,
@@ -172,7 +173,8 @@ def test_job_ran(audit, audit_job, evidence):
     with audit_step(f"datastore {job.store.name}, {job.kind} jobs"):
         jobs = audit.jobs(job.kind)
     conclude(checks.check_jobs(jobs, kind=job.kind, store=job.store.name, max_age=job.max_age,
-                               now=datetime.now(timezone.utc), wanted_id=job.job_id), evidence)
+                               now=datetime.now(timezone.utc), wanted_id=job.job_id, ns=job.store.namespace),
+             evidence)
 
 
 def test_notification_target(audit, audit_target, inventory, evidence):

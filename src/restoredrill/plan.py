@@ -60,17 +60,56 @@ def choose_archive(names: list[str], how: str, seed: str) -> str:
     return random.Random(seed).choice(names)
 
 
-def choose_snapshot(items: list[dict], how: str, seed: str, pinned: str | None = None) -> dict:
-    """Pick a restore point from PVE's backup list (``ctime``, ``volid``, ``verification``):
-    latest, latest verified, oldest retained, random within retention (so over months every
-    age is exercised), or pinned."""
-    ordered = sorted(items, key=lambda item: int(item.get("ctime", 0)))
+BACKUP_TYPES = {"qemu": "vm", "lxc": "ct"}
+
+
+def backup_of_type(item: dict, guest_type: str) -> bool:
+    """A PVE backup volume of a ``qemu`` or ``lxc`` guest. Listing by ``vmid`` matches the
+    backup-id only (pve-storage PBSPlugin ``list_volumes``: ``backup-id`` filter, and PBS
+    lists every type of that id), so ``vm/110`` and ``ct/110`` both come back; the
+    volume's ``subtype`` (or its ``pbs-vm``/``pbs-ct`` format, or its volid) says which."""
+    wanted = BACKUP_TYPES[guest_type]
+    if item.get("subtype"):
+        return item["subtype"] == guest_type
+    if item.get("format"):
+        return item["format"] == f"pbs-{wanted}"
+    return f":backup/{wanted}/" in str(item.get("volid", ""))
+
+
+def backup_finished(item: dict) -> bool:
+    """A PVE backup volume whose snapshot is complete. PBS gives no ``size`` for a snapshot
+    without ``index.json.blob`` (a backup still running), and PBSPlugin ``list_volumes``
+    shows it as ``size => $item->{size} // 1``: a size of 1 byte is an unfinished snapshot
+    (a finished one holds at least its manifest)."""
+    try:
+        return int(item.get("size", 0)) != 1
+    except (TypeError, ValueError):
+        return False
+
+
+def choose_snapshot(items: list[dict], how: str, seed: str, pinned: str | None = None, *,
+                    guest_type: str) -> dict:
+    """Pick a restore point from PVE's backup list (``ctime``, ``volid``, ``verification``)
+    of a ``guest_type`` guest (qemu/lxc): latest, latest verified, oldest retained, random
+    within retention (so over months every age is exercised), or pinned. Volumes of the
+    other type with the same id and unfinished snapshots are never chosen."""
+    usable = [item for item in items if backup_of_type(item, guest_type)]
+    other = len(items) - len(usable)
+    finished = [item for item in usable if backup_finished(item)]
+    ordered = sorted(finished, key=lambda item: int(item.get("ctime", 0)))
     if not ordered:
-        raise PlanError("no snapshot to restore")
+        left = []
+        if other:
+            left.append(f"{other} of the other guest type ({'ct' if guest_type == 'qemu' else 'vm'}) with this id")
+        if len(usable) > len(finished):
+            left.append(f"{len(usable) - len(finished)} unfinished (no manifest yet: a backup still running)")
+        raise PlanError("no snapshot to restore" + (f" (left out: {'; '.join(left)})" if left else ""))
     if how == "pinned":
         match = [item for item in ordered if item.get("volid") == pinned]
         if not match:
-            raise PlanError(f"pinned snapshot {pinned} is not in the backup list")
+            gone = next((i for i in items if i.get("volid") == pinned), None)
+            why = (" (it is unfinished or of the other guest type)" if gone is not None else "")
+            raise PlanError(f"pinned snapshot {pinned} is not in the backup list{why}")
         return match[0]
     if how == "latest-verified":
         verified = [item for item in ordered if (item.get("verification") or {}).get("state") == "ok"]

@@ -70,11 +70,15 @@ def start_a_guest_and_a_restore(endpoints: dict) -> None:
     api = connect(pve["url"], TokenInfo(pve["token_id"], Path(pve["token_secret_file"])),
                   pin_fingerprint=pve["fingerprint"])
     node = api.nodes(pve["node"])
-    volid = max(node.storage("pbs").content.get(content="backup", vmid=120), key=lambda i: i["ctime"])["volid"]
+    finished = [i for i in node.storage("pbs").content.get(content="backup", vmid=120)
+                if i.get("subtype") == "lxc" and i.get("size", 0) > 1]      # the newest is unfinished
+    volid = max(finished, key=lambda i: i["ctime"])["volid"]
     args = dict(ostemplate=volid, restore=1, storage="local-zfs", pool="restoredrill", rootfs="local-zfs:1",
                 onboot=0, tags="restoredrill", net0="name=eth0,bridge=vmbr-drill,ip=10.199.0.120/24")
-    Tasks.blocking_status(api, node.lxc.post(vmid=9960, **args), timeout=60, polling_interval=0.05)
-    Tasks.blocking_status(api, node.lxc(9960).status.start.post(), timeout=60, polling_interval=0.05)
+    restored = Tasks.blocking_status(api, node.lxc.post(vmid=9960, **args), timeout=60, polling_interval=0.05)
+    assert restored["exitstatus"] in ("OK", "WARNINGS: 1"), restored
+    started = Tasks.blocking_status(api, node.lxc(9960).status.start.post(), timeout=60, polling_interval=0.05)
+    assert started["exitstatus"] == "OK", started
     assert node.lxc(9960).status.current.get()["status"] == "running"
     node.lxc.post(vmid=9961, **args)
 

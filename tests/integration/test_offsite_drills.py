@@ -98,7 +98,7 @@ def test_a_healthy_run_passes_and_makes_no_write_call(offsite, tmp_path, monkeyp
     assert len(cases) == len(S3_CASES) + 1 + 2 * len(EXPORT_CASES)
     cross = cases[f"{CROSS}[{LAB_TARGET}]"]["properties"]
     assert (cross["local_datastore"], cross["offsite_datastore"]) == ("local", "offsite")
-    assert int(cross["compared"]) == 2 and int(cross["pending"]) == 0     # the newest of each group
+    assert int(cross["compared"]) == 3 and int(cross["pending"]) == 0     # the newest of each group (vm/110, ct/110, ct/120)
     assert calls and set(calls) <= {"ListObjectsV2", "GetObject", "HeadObject", "HeadBucket",
                                     "GetBucketVersioning", "GetObjectLockConfiguration",
                                     "GetBucketLifecycleConfiguration", "GetObjectRetention"}

@@ -49,7 +49,8 @@ def audit_token(double):
 
 
 def newest_snapshot(double, store: str, kind: str, ident: str):
-    return max(double.stores[store].snapshot_infos(kind, ident), key=lambda info: info.epoch)
+    return max((i for i in double.stores[store].snapshot_infos(kind, ident) if i.finished),   # not a running backup
+               key=lambda info: info.epoch)
 
 
 @pytest.fixture(scope="module")
@@ -185,7 +186,9 @@ def test_every_audit_passes_on_the_healthy_double_with_evidence(healthy, tmp_pat
     api_seconds = sum(float(c["properties"]["api_seconds"]) for c in run.cases.values())
     print(f"\naudit run: {len(run.cases)} cases, {calls} API calls, {api_seconds:.2f} s in the API, "
           f"{seconds:.2f} s wall (pytest process)")
-    assert calls <= 20, "each answer is fetched once per module"
+    # once per answer: the backup listing once per node that holds an inventoried guest (3 in
+    # the lab), /version once per API (PBS endpoints by release), the prune dry-runs
+    assert calls <= 24, "each answer is fetched once per module"
     assert seconds < 30
 
 
@@ -248,7 +251,7 @@ def test_inventory_and_cluster_mismatches_fail_naming_the_guests(healthy, double
     message = failure(run, "test_guest_backed_up[opnsense]")
     assert "guest opnsense (VMID 100)" in message and "found no snapshot at all" in message
     assert "not-backed-up" in message
-    assert "lxc 120 (app-ct on pve1)" in failure(run, "test_cluster_guests_inventoried[cluster]")
+    assert "lxc 120 (app-ct on pve3)" in failure(run, "test_cluster_guests_inventoried[cluster]")
     message = failure(run, "test_guest_backed_up[old-nas]")
     assert "guest old-nas (VMID 130)" in message and "found no such guest" in message
     assert "found no finished snapshot" in failure(run, "test_snapshot_fresh[local:old-nas]")

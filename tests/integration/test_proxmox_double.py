@@ -56,8 +56,11 @@ def pbs_admin(double):
 
 
 def newest_backup(pve, vmid: int) -> dict:
+    """The newest finished backup of the homelab guest ``vmid`` (the seed also holds ct/110 and
+    an unfinished ct/120, size 1: what a type- or manifest-blind pick would take)."""
     items = pve.nodes(NODE).storage("pbs").content.get(content="backup", vmid=vmid)
-    return max(items, key=lambda item: item["ctime"])
+    kind = {110: "qemu", 120: "lxc", 100: "qemu"}[vmid]
+    return max((i for i in items if i["subtype"] == kind and i["size"] != 1), key=lambda item: item["ctime"])
 
 
 def wait_pve(pve, upid: str) -> dict:
@@ -69,17 +72,20 @@ def wait_pve(pve, upid: str) -> dict:
 def test_lists_backups_like_the_pbs_storage_plugin(pve, double):
     items = pve.nodes(NODE).storage("pbs").content.get(content="backup")
     assert {(i["vmid"], i["format"], i["subtype"]) for i in items} == {
-        (110, "pbs-vm", "qemu"), (120, "pbs-ct", "lxc")}
+        (110, "pbs-vm", "qemu"), (110, "pbs-ct", "lxc"), (120, "pbs-ct", "lxc")}   # ct/110: the seed's lookalike
     for item in items:
         assert VOLID_RE.fullmatch(item["volid"]), item["volid"]
         assert item["content"] == "backup" and item["size"] > 0 and item["ctime"] > 0
+        if item["size"] == 1:           # the seed's unfinished ct/120: no manifest, never verified
+            assert "verification" not in item
+            continue
         assert item["verification"]["state"] == "ok"
         assert item["verification"]["upid"].startswith("UPID:pbs1:")
     vm = newest_backup(pve, 110)
     assert vm["encrypted"] == double.key_fingerprint       # the key's fingerprint, not "1"
     assert "encrypted" not in newest_backup(pve, 120)
     assert vm["notes"].startswith("app-vm: canary ")
-    assert len(pve.nodes(NODE).storage("pbs").content.get(content="backup", vmid=120)) == 2
+    assert len(pve.nodes(NODE).storage("pbs").content.get(content="backup", vmid=120)) == 3   # + the unfinished one
 
 
 def test_pbs_snapshot_list_has_file_objects_and_fingerprints(pbs, double):
@@ -266,14 +272,14 @@ def test_pbs_verify_catches_a_damaged_chunk(pbs, pve, double):
                    key=lambda s: s["backup-time"])
     fault = double.faults.damage_chunk("local", f"vm/110/{_time(snapshot)}")
     try:
-        upid = pbs.admin.datastore("local").verify.post(**{
+        upid = pbs_api(double, double.pbs_admin_token).admin.datastore("local").verify.post(**{
             "backup-type": "vm", "backup-id": "110", "backup-time": snapshot["backup-time"],
             "ignore-verified": 0})
         assert len(upid.split(":")) == 10
         with pytest.raises(AssertionError):
             Tasks.decode_upid(upid)                          # proxmoxer: 9-field UPIDs only
-        status = wait_task(pbs, "localhost", upid)
-        log = task_log(pbs, "localhost", upid)
+        status = wait_task(pbs_api(double, double.pbs_admin_token), "localhost", upid)
+        log = task_log(pbs_api(double, double.pbs_admin_token), "localhost", upid)
         assert status["exitstatus"] == "verification failed - please check the log for details"
         assert any("crc" in line.lower() or "corrupt" in line.lower() for line in log), log
         listed = [s for s in pbs.admin.datastore("local").snapshots.get(**{"backup-id": "110"})
@@ -285,10 +291,10 @@ def test_pbs_verify_catches_a_damaged_chunk(pbs, pve, double):
         assert list(double.datastores["local"].rglob("*.bad")), "PBS renames bad chunks"
     finally:
         fault.clear()
-    upid = pbs.admin.datastore("local").verify.post(**{
+    upid = pbs_api(double, double.pbs_admin_token).admin.datastore("local").verify.post(**{
         "backup-type": "vm", "backup-id": "110", "backup-time": snapshot["backup-time"],
         "ignore-verified": 0})
-    assert wait_task(pbs, double.pbs_node, upid)["exitstatus"] == "OK"
+    assert wait_task(pbs_api(double, double.pbs_admin_token), double.pbs_node, upid)["exitstatus"] == "OK"
 
 
 def test_pbs_prune_dry_run_matches_the_engine(pbs, pbs_admin, double):
@@ -296,7 +302,7 @@ def test_pbs_prune_dry_run_matches_the_engine(pbs, pbs_admin, double):
         pbs.admin.datastore("offsite").prune.post(**{
             "backup-type": "vm", "backup-id": "110", "keep-daily": 3, "dry-run": 1})
     assert denied.value.status_code == 403
-    before = pbs_admin.admin.datastore("offsite").snapshots.get(**{"backup-id": "110"})
+    before = pbs_admin.admin.datastore("offsite").snapshots.get(**{"backup-type": "vm", "backup-id": "110"})
     result = pbs_admin.admin.datastore("offsite").prune.post(**{
         "backup-type": "vm", "backup-id": "110", "keep-daily": 3, "keep-monthly": 2,
         "dry-run": 1})
@@ -309,7 +315,7 @@ def test_pbs_prune_dry_run_matches_the_engine(pbs, pbs_admin, double):
         {"keep-daily": 3, "keep-monthly": 2}), double.zone)
     expected = {int(d.point.time.timestamp()): d.keep for d in decisions}
     assert {r["backup-time"]: r["keep"] for r in result} == expected
-    assert len(pbs_admin.admin.datastore("offsite").snapshots.get(**{"backup-id": "110"})) \
+    assert len(pbs_admin.admin.datastore("offsite").snapshots.get(**{"backup-type": "vm", "backup-id": "110"})) \
         == len(before), "dry-run removes nothing"
 
 
@@ -375,8 +381,9 @@ def test_destroys_the_scratch_guests(pve):
 
 def test_endpoints_describe_the_served_lab(double):
     endpoints = double.endpoints()
-    assert set(endpoints["pve"]) == {"url", "node", "token_id", "token_secret_file",
+    assert set(endpoints["pve"]) == {"url", "node", "nodes", "token_id", "token_secret_file",
                                      "fingerprint", "isolated_bridge", "guest_ssh"}
+    assert endpoints["pve"]["nodes"] == ["pve1", "pve2", "pve3"]
     assert set(endpoints["pbs"]) == {"url", "token_id", "token_secret_file", "fingerprint",
                                      "datastores"}
     assert endpoints["pve"]["url"] == double.pve_url and endpoints["pbs"]["datastores"] == [

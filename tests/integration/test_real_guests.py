@@ -37,7 +37,11 @@ def wait(pve, upid: str) -> dict:
 
 
 def newest(pve, vmid: int) -> str:
-    items = pve.nodes(NODE).storage("pbs").content.get(content="backup", vmid=vmid)
+    """The newest finished backup of the guest's own type: the lab also lists a ct/110 and an
+    unfinished ct/120 (size 1), as real PBS does (issue 13 point 7)."""
+    subtype = "qemu" if vmid == 110 else "lxc"
+    items = [item for item in pve.nodes(NODE).storage("pbs").content.get(content="backup", vmid=vmid)
+             if item.get("subtype") == subtype and item.get("size", 0) > 1]
     return max(items, key=lambda item: item["ctime"])["volid"]
 
 

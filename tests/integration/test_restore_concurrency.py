@@ -178,8 +178,9 @@ def test_a_vmid_taken_meanwhile_is_retried_on_the_next(double, inventory_file, t
     planned = lifecycle.vmid
     try:
         # another runner (its own state folder) restores the VM into the same VMID first
-        vm_backup = max(admin.nodes("pve1").storage("pbs").content.get(content="backup", vmid=110),
-                        key=lambda item: item["ctime"])["volid"]
+        vm_backup = max((item for item in admin.nodes("pve1").storage("pbs").content.get(
+            content="backup", vmid=110) if item.get("subtype") == "qemu" and item.get("size", 0) > 1),
+            key=lambda item: item["ctime"])["volid"]        # ct/110 is listed too (issue 13 point 7)
         upid = admin.nodes("pve1").qemu.post(vmid=planned, archive=vm_backup, storage="local-zfs",
                                              pool=scratch.pool, tags=scratch.tag)
         assert wait_task(admin, "pve1", upid, timeout=60)["exitstatus"] == "OK"

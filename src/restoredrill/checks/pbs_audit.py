@@ -18,7 +18,11 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 
 from restoredrill.checks.errors import Verdict
+from restoredrill.checks.pbs_jobs import (check_job, check_jobs, check_running_job, job_covers,  # noqa: F401
+                                          job_disabled, job_id, job_upid, list_some, namespace_depth,
+                                          show_age, show_time)
 from restoredrill.clients.upid import UpidError, parse_upid
+from restoredrill.plan import backup_finished, backup_of_type
 
 MANIFEST = "index.json.blob"
 MAX_LISTED = 5
@@ -67,23 +71,6 @@ def group_type(guest_type: str) -> str:
     return {"qemu": "vm", "lxc": "ct"}[guest_type]
 
 
-def show_time(when: datetime | None) -> str:
-    return "never" if when is None else f"{when.astimezone(timezone.utc):%Y-%m-%d %H:%M:%S} UTC"
-
-
-def show_age(span: timedelta) -> str:
-    seconds = span.total_seconds()
-    if abs(seconds) < 3600:
-        return f"{seconds / 60:.0f} min" if abs(seconds) >= 60 else f"{seconds:.0f} s"
-    hours = seconds / 3600
-    return f"{hours / 24:.1f} d" if hours >= 48 else f"{hours:.1f} h"
-
-
-def list_some(items: list[str]) -> str:
-    shown = ", ".join(items[:MAX_LISTED])
-    return shown + (f" and {len(items) - MAX_LISTED} more" if len(items) > MAX_LISTED else "")
-
-
 # --- guests ---------------------------------------------------------------------------
 
 def check_guest_coverage(guest, resource: Mapping | None, backups: list[Mapping], storages: list[str],
@@ -108,9 +95,15 @@ def check_guest_coverage(guest, resource: Mapping | None, backups: list[Mapping]
                                 f"{resource.get('type')} guest in the cluster")
     if guest.strategy != "pbs":
         return _check_exception(guest, where, verdict)
-    newest = max(backups, key=lambda b: int(b.get("ctime", 0)), default=None)
-    verdict.facts.update(backups=len(backups), storages=",".join(storages),
+    mine = [b for b in backups if backup_of_type(b, guest.type)]      # vm/110 and ct/110 share a listing
+    finished = [b for b in mine if backup_finished(b)]
+    newest = max(finished, key=lambda b: int(b.get("ctime", 0)), default=None)
+    verdict.facts.update(backups=len(finished), storages=",".join(storages),
                          newest_backup=newest.get("volid") if newest else None)
+    if len(mine) < len(backups):
+        verdict.facts["other_type_same_id"] = len(backups) - len(mine)
+    if len(finished) < len(mine):
+        verdict.facts["unfinished"] = len(mine) - len(finished)
     if newest is None:
         verdict.problems.append(f"{where}: expected a backup on a PBS storage ({', '.join(storages) or 'none found'}); "
                                 f"found no snapshot at all: nothing to restore")
@@ -227,10 +220,13 @@ def check_verification(snapshots: list[Snapshot], *, now: datetime, max_age: tim
 
 # --- retention: restoredrill's engine against PBS's own prune answer ------------------
 
-def server_prune_policies(prune_jobs: Iterable[Mapping], store: str) -> list[tuple[str, dict[str, int]]]:
-    """(job id, keep options) of the prune jobs configured on the server for ``store``."""
+def server_prune_policies(prune_jobs: Iterable[Mapping], store: str,
+                          ns: str | None = None) -> list[tuple[str, dict[str, int]]]:
+    """(job id, keep options) of the enabled prune jobs of the server that prune namespace
+    ``ns`` of ``store`` (a disabled job, or one limited to another namespace or depth, is no
+    prune of these groups)."""
     return [(str(job.get("id")), {k: int(job[k]) for k in KEEP_OPTIONS if job.get(k)})
-            for job in prune_jobs if job.get("store") == store]
+            for job in prune_jobs if job_covers(job, store, ns) and not job_disabled(job)]
 
 
 def policy_differences(inventory: Mapping[str, int], server: Mapping[str, int]) -> list[str]:
@@ -286,64 +282,6 @@ def check_usage(status: Mapping, *, store: str, quota: int | None, max_usage: fl
         verdict.problems.append(f"{where}: expected at most {max_usage:.0%} of the {basis} in use; found "
                                 f"{used:,} bytes ({share:.1%}): prune/GC or grow the quota before backups fail")
     return verdict
-
-
-# --- jobs -----------------------------------------------------------------------------
-
-def job_id(job: Mapping) -> str:
-    return str(job.get("id") or job.get("store"))
-
-
-def job_upid(job: Mapping) -> str | None:
-    return job.get("last-run-upid") or job.get("upid")
-
-
-def check_job(job: Mapping, *, kind: str, store: str, max_age: timedelta, now: datetime) -> Verdict:
-    """A job's last run ended OK within ``max_age`` (``last-run-state``, ``last-run-endtime``)."""
-    state, ended, upid = job.get("last-run-state"), job.get("last-run-endtime"), job_upid(job)
-    end = datetime.fromtimestamp(int(ended), tz=timezone.utc) if ended else None
-    name = f"{kind} job {job_id(job)} (datastore {store})"
-    verdict = Verdict(facts={"job": job_id(job), "state": state, "last_run_end": end.isoformat() if end else None,
-                             "upid": upid, "schedule": job.get("schedule")})
-    found = f"state {state or 'none'}, last run ended {show_time(end)}, task {upid or 'none'}"
-    if end is None or not state:
-        schedule = job.get("schedule") or "none"
-        verdict.problems.append(f"{name}: expected a run within {show_age(max_age)}; found it never ran "
-                                f"(schedule {schedule}; {found})")
-        return verdict
-    if state != "OK":
-        verdict.problems.append(f"{name}: expected the last run to end OK; found {found}")
-    if now - end > max_age:
-        verdict.problems.append(f"{name}: expected a run within {show_age(max_age)}; found {found}, "
-                                f"{show_age(now - end)} ago")
-    return verdict
-
-
-def check_jobs(jobs: list[Mapping], *, kind: str, store: str, max_age: timedelta, now: datetime,
-               wanted_id: str | None = None) -> Verdict:
-    """Every ``kind`` job of ``store`` (or the one named ``wanted_id``) ran OK within ``max_age``."""
-    if wanted_id is not None:
-        chosen = [j for j in jobs if job_id(j) == wanted_id]
-        if not chosen:
-            known = sorted(job_id(j) for j in jobs) or ["none"]
-            problem = (f"{kind} job {wanted_id} (datastore {store}): expected it on the PBS; found no such job "
-                       f"(jobs: {', '.join(known)})")
-            return Verdict([problem], {"job": wanted_id})
-        wrong = [j for j in chosen if j.get("store") not in (None, store)]
-        if wrong:
-            feeds = wrong[0].get("store")
-            problem = f"{kind} job {wanted_id}: expected it to feed datastore {store}; found it feeds {feeds}"
-            return Verdict([problem], {"job": wanted_id})
-    else:
-        chosen = [j for j in jobs if j.get("store") == store]
-        if not chosen:
-            return Verdict([f"datastore {store}: expected a {kind} job; found none configured on the PBS"])
-    verdicts = [check_job(j, kind=kind, store=store, max_age=max_age, now=now) for j in chosen]
-    merged = Verdict([p for v in verdicts for p in v.problems])
-    merged.facts = verdicts[0].facts if len(verdicts) == 1 else {
-        "jobs": ",".join(str(v.facts["job"]) for v in verdicts),
-        "states": ",".join(str(v.facts["state"]) for v in verdicts)}
-    return merged
 
 
 # --- notifications --------------------------------------------------------------------

@@ -10,6 +10,7 @@ when asked (``run``): the double has no scheduler.
 from __future__ import annotations
 
 import re
+import threading
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -38,8 +39,9 @@ class Job:
     def worker_id(self) -> str:
         if self.kind == "gc":
             return self.store
-        if self.kind == "sync":
-            return f"{self.options['remote-store']}:{self.store}:{self.id}"
+        if self.kind == "sync":   # proxmox-backup src/api2/pull.rs do_sync_job: remote|-:src:dst:ns:id
+            return (f"{self.options.get('remote') or '-'}:{self.options['remote-store']}:{self.store}:"
+                    f"{self.options.get('ns') or ''}:{self.id}")
         return f"{self.store}:{self.id}"
 
 
@@ -81,6 +83,16 @@ class PbsJobs:
         job.last_task = task
         return task
 
+    def hold(self, kind: str, job_id: str, timeout: float = 600) -> threading.Event:
+        """Start a run that stays running until the returned event is set (or ``timeout``):
+        a slow or hung job. While it runs the job list shows ``last-run-upid`` and no
+        ``last-run-state`` (jobstate.rs ``JobState::Started``); the previous result is gone."""
+        job = self.jobs[(kind, job_id)]
+        release = threading.Event()
+        job.last_task = self.tasks.start(WORKER_TYPES[kind], job.worker_id, "root@pam",
+                                         lambda task: release.wait(timeout))
+        return release
+
     def run_and_wait(self, kind: str, job_id: str, timeout: float = 120) -> Task:
         task = self.run(kind, job_id)
         task.done.wait(timeout)
@@ -90,17 +102,19 @@ class PbsJobs:
         store = self.stores[job.store]
         if job.kind == "verify":
             store_ops.verify_snapshots(
-                store, store.snapshot_infos(), task,
+                store, store.all_snapshot_infos(), task,
                 ignore_verified=bool(job.options.get("ignore-verified", True)),
                 outdated_after=job.options.get("outdated-after"))
         elif job.kind == "prune":
             keep = {k: v for k, v in job.options.items() if k.startswith("keep-")}
-            store_ops.prune_store(store, keep, task, self.zone)
+            store_ops.prune_store(store, keep, task, self.zone, ns=job.options.get("ns"),
+                                  max_depth=job.options.get("max-depth"))
         elif job.kind == "gc":
             store_ops.garbage_collect(store, task)
         else:
             source = self.stores[job.options["remote-store"]]
-            store_ops.sync_stores(source, store, task, job.options.get("owner", "root@pam"))
+            store_ops.sync_stores(source, store, task, job.options.get("owner", "root@pam"),
+                                  remote_ns=job.options.get("remote-ns"), ns=job.options.get("ns"))
 
     # --- listings ----------------------------------------------------------------------
     def last_run(self, job: Job) -> dict[str, Any]:
@@ -142,8 +156,10 @@ class PbsJobs:
                 entry["schedule"] = job.schedule
                 last = self.last_run(job)
                 entry.update({k: v for k, v in last.items() if k != "last-run-upid"})
-                if job.last_task is not None:
-                    entry["upid"] = job.last_task.text
+            # the flattened GarbageCollectionStatus: ``upid`` of the last GC that finished
+            # (api2/admin/datastore.rs garbage_collection_status), not of one running now
+            if self.stores[name].gc_status.get("upid"):
+                entry["upid"] = self.stores[name].gc_status["upid"]
             entries.append(entry)
         return entries
 

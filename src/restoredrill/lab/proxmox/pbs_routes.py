@@ -24,9 +24,12 @@ from restoredrill.lab.proxmox.routing import (BOOLEAN, INTEGER, PBS_BACKUP_ID, P
                                               param_error)
 from restoredrill.lab.proxmox.store import PbsStore
 from restoredrill.lab.proxmox.tasks import Task, TaskRegistry, parse_upid
+from restoredrill.lab.proxmox.validate import UNKNOWN_PARAM, ParamErrors
 from restoredrill.pbsformat import FormatError, MissingObject, SnapshotRef
 
-PBS_VERSION = {"version": "4.0", "release": "14", "repoid": "6f2a2b5d"}
+# api2/version.rs: version = Cargo major.minor, release = patch, repoid = the build's full git
+# commit (pbs-buildcfg build.rs: `git rev-parse HEAD`, or debian/rules' .repoid)
+PBS_VERSION = {"version": "4.0", "release": "14", "repoid": "6f2a2b5d0c1e4b7a9d3f8e2c5b1a7d4e9f0c3b6a"}
 AUDIT_PRIVS = ("Datastore.Audit", "Datastore.Backup", "Datastore.Read", "Datastore.Verify",
                "Datastore.Modify", "Datastore.Prune")
 KEEP = {name: optional(INTEGER, minimum=1) for name in (
@@ -45,6 +48,16 @@ class PbsService:
     notification_targets: list[dict[str, Any]] = field(
         default_factory=homelab.notification_targets)
     version: dict[str, str] = field(default_factory=lambda: dict(PBS_VERSION))
+
+    def release(self) -> tuple[int, int]:
+        major, minor = self.version["version"].split(".")[:2]
+        return int(major), int(minor)
+
+    def served_since(self, call: Call, since: tuple[int, int]) -> None:
+        """A path the release does not have: proxmox-rest-server answers 404 ``Path '...' not
+        found.`` (gc job list and notification targets came with PBS 3.2)."""
+        if self.release() < since:
+            raise ApiError(404, f"Path '/api2/json{call.path}' not found.")
 
     def store(self, call: Call, privs: tuple[str, ...] = AUDIT_PRIVS) -> PbsStore:
         name = check_datastore(call.get("store"))
@@ -79,6 +92,7 @@ def build_pbs_router(service: PbsService) -> Router:
 
     @router.route("GET", "/config/notifications/targets")
     def notification_targets(call: Call) -> list[dict[str, Any]]:
+        service.served_since(call, (3, 2))
         require(call.token, "/system/notifications", ["Sys.Audit"], api="pbs")
         return sorted((dict(target) for target in service.notification_targets),
                       key=lambda t: t["name"])
@@ -222,6 +236,17 @@ def _job_routes(router: Router, service: PbsService) -> None:
                 if has_privs(call.token, f"/datastore/{entry['store']}", AUDIT_PRIVS,
                              any_of=True)]
 
+    def sync_job_readable(call: Call, entry: dict[str, Any]) -> bool:
+        """proxmox-backup src/api2/config/sync.rs ``check_sync_job_read_access``: Datastore.Audit
+        on the job's store (and namespace), then Remote.Audit on ``/remote/<remote>`` for a job
+        from a remote, else Datastore.Audit on the source store."""
+        anchor = f"/datastore/{entry['store']}" + (f"/{entry['ns']}" if entry.get("ns") else "")
+        if not has_privs(call.token, anchor, ["Datastore.Audit"]):
+            return False
+        if entry.get("remote"):
+            return has_privs(call.token, f"/remote/{entry['remote']}", ["Remote.Audit"])
+        return has_privs(call.token, f"/datastore/{entry['remote-store']}", ["Datastore.Audit"])
+
     @router.route("GET", "/admin/verify", declare(store=optional(PBS_STORE)))
     def verify_jobs(call: Call) -> list[dict[str, Any]]:
         return visible(call, "verify", call.get("store"))
@@ -233,12 +258,17 @@ def _job_routes(router: Router, service: PbsService) -> None:
     @router.route("GET", "/admin/sync", declare(store=optional(PBS_STORE), sync_direction=optional(
         STRING, enum=["all", "push", "pull"])))
     def sync_jobs(call: Call) -> list[dict[str, Any]]:
+        if service.release() < (3, 3) and "sync-direction" in call.params:
+            # before 3.3 the method has no such property: proxmox-router refuses it (400)
+            raise ParamErrors({"sync-direction": UNKNOWN_PARAM})
         direction = call.get("sync-direction", "pull")
-        return [e for e in visible(call, "sync", call.get("store"))
-                if direction == "all" or e.get("sync-direction", "pull") == direction]
+        return [e for e in service.jobs.listing("sync", call.get("store"))
+                if sync_job_readable(call, e)
+                and (direction == "all" or e.get("sync-direction", "pull") == direction)]
 
     @router.route("GET", "/admin/gc", declare(store=optional(PBS_STORE)))
     def gc_jobs(call: Call) -> list[dict[str, Any]]:
+        service.served_since(call, (3, 2))
         names = [n for n in sorted(service.stores) if call.get("store") in (None, n)
                  and has_privs(call.token, f"/datastore/{n}", AUDIT_PRIVS, any_of=True)]
         return service.jobs.gc_listing(names)
@@ -293,14 +323,18 @@ def _task_routes(router: Router, service: PbsService) -> None:
         limit=optional(INTEGER, minimum=0), start=optional(INTEGER, minimum=0),
         test_status=optional(BOOLEAN)))
     def task_log(call: Call) -> list[dict[str, Any]]:
+        """proxmox-backup src/api2/node/tasks.rs ``read_task_log``: ``count += 1; if count <
+        start { continue }``, so ``start=S`` begins AT line S (PVE: after it), ``n`` from 1,
+        ``limit`` 0 reads to the end; ``{"data", "total": count, "success"}`` (+ ``active``)."""
         task = service.task(call)
         lines = list(task.lines)
         start, limit = call.get("start", 0), call.get("limit", 50)
-        chosen = lines[start:start + limit if limit else None]
+        first = max(start - 1, 0)
+        chosen = lines[first:first + limit if limit else None]
         call.attributes["total"] = len(lines)
         if call.get("test-status"):
             call.attributes["active"] = task.status == "running"
-        return [{"n": start + i + 1, "t": text} for i, text in enumerate(chosen)]
+        return [{"n": first + i + 1, "t": text} for i, text in enumerate(chosen)]
 
 
 def _task_matches(call: Call, task: Task, audit: bool) -> bool:

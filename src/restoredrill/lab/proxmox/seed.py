@@ -249,8 +249,43 @@ def seed_history(local: PbsStore, offsite: PbsStore, workdir: Path, newest_day: 
 
     with ThreadPoolExecutor(max_workers=len(SEED_GUESTS)) as pool:
         list(pool.map(seed_guest, SEED_GUESTS))
+    seed_lookalikes(local, recent)
     shutil.rmtree(workdir, ignore_errors=True)
     return {"planned_days": len(days), "kept_days": sorted(kept), "recent_days": recent}
+
+
+RETIRED_CT = SeedGuest(110, "ct", "old-ct", "arch: amd64\nhostname: old-ct\nmemory: 256\n"
+                       "ostype: debian\nrootfs: local-zfs:subvol-110-disk-0,size=1G\n", 30)
+
+
+def seed_lookalikes(local: PbsStore, recent: list[datetime]) -> None:
+    """What a client that ignores the backup type or the manifest would pick by mistake:
+    ``ct/110`` (a retired container whose VMID the app VM reuses; PBS lists it with vm/110
+    for backup-id 110, api2/admin/datastore.rs ``list_snapshots``) newer than every vm/110
+    snapshot, and an unfinished newest ``ct/120`` (a backup still running: archives, no
+    ``index.json.blob``; PVE lists it with size 1, PBSPlugin ``list_volumes``)."""
+    writer = local.writer(BACKUP_OWNER)
+    for day in recent[-2:]:
+        when = backup_time(day, RETIRED_CT)
+        writer.write_snapshot(None, "ct", "110", when, {
+            "pct.conf.blob": RETIRED_CT.config.encode(), CT_ARCHIVE: make_tar_of({"etc/hostname": b"old-ct\n"},
+                                                                                 when)},
+            notes="old-ct: retired, VMID reused by app-vm")
+    ct = SEED_GUESTS[1]
+    now = datetime.now(timezone.utc) - timedelta(minutes=1)
+    running = min(backup_time(recent[-1], ct) + timedelta(hours=1), now).replace(microsecond=0)
+    writer.write_unfinished_snapshot(None, "ct", str(ct.vmid), running, {
+        "pct.conf.blob": ct.config.encode(), CT_ARCHIVE: make_tar_of({"partial": b"backup running\n"}, running)})
+
+
+def make_tar_of(files: dict[str, bytes], when: datetime) -> bytes:
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        for name, data in sorted(files.items()):
+            info = tarfile.TarInfo(name)
+            info.size, info.mtime = len(data), int(when.timestamp())
+            tar.addfile(info, io.BytesIO(data))
+    return buffer.getvalue()
 
 
 def check_history(offsite: PbsStore, kept_days: list[datetime]) -> None:

@@ -99,6 +99,10 @@ class PbsStore:
                 and (backup_id is None or info.backup_id == backup_id)
                 and (info.ns or None) == (ns or None)]
 
+    def all_snapshot_infos(self) -> list[SnapshotInfo]:
+        """Every snapshot of every namespace (GC, verify and counts walk them all)."""
+        return list(self.reader.list_snapshots())
+
     def find(self, backup_type: str, backup_id: str, epoch: int,
              ns: str | None = None) -> SnapshotInfo | None:
         for info in self.snapshot_infos(backup_type, backup_id, ns):
@@ -184,7 +188,7 @@ class PbsStore:
 
     def counts(self) -> dict[str, dict[str, int]]:
         counts: dict[str, dict[str, Any]] = {}
-        for info in self.snapshot_infos():
+        for info in self.all_snapshot_infos():      # every namespace (PBS 2.2 changelog)
             bucket = counts.setdefault(info.backup_type, {"groups": set(), "snapshots": 0})
             bucket["groups"].add(info.backup_id)
             bucket["snapshots"] += 1

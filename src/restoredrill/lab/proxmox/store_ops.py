@@ -18,7 +18,7 @@ from restoredrill import retention
 from restoredrill.lab.proxmox.store import PbsStore
 from restoredrill.lab.proxmox.tasks import Task, TaskFailed, parse_upid
 from restoredrill.pbsformat import (MANIFEST_BLOB_NAME, DatastoreWriter, MissingObject,
-                                    SnapshotInfo, parse_index)
+                                    SnapshotInfo, SnapshotRef, parse_index)
 
 GC_GRACE_SECONDS = 24 * 3600 + 300     # PBS keeps chunks touched in the last 24h5m
 
@@ -118,13 +118,26 @@ def prune_group(store: PbsStore, backup_type: str, backup_id: str, keep: Mapping
     return result
 
 
-def prune_store(store: PbsStore, keep: Mapping[str, int], task: Task, zone: str) -> None:
-    """A prune job: every group of the store."""
-    task.log(f"prune job on datastore '{store.name}'")
-    groups = sorted({(i.backup_type, i.backup_id) for i in store.snapshot_infos()})
-    for backup_type, backup_id in groups:
-        task.log(f"Pruning group {backup_type}/{backup_id}")
-        prune_group(store, backup_type, backup_id, keep, dry_run=False, zone=zone, task=task)
+def in_scope(ns: str | None, base: str | None, max_depth: int | None) -> bool:
+    """Namespace ``ns`` is ``base`` or below it within ``max_depth`` levels (None: all), as
+    prune, verify and sync jobs recurse (pbs-api-types NS_MAX_DEPTH_SCHEMA)."""
+    ns, base = ns or "", base or ""
+    if base and ns != base and not ns.startswith(base + "/"):
+        return False
+    depth = (len(ns.split("/")) if ns else 0) - (len(base.split("/")) if base else 0)
+    return max_depth is None or depth <= int(max_depth)
+
+
+def prune_store(store: PbsStore, keep: Mapping[str, int], task: Task, zone: str, *,
+                ns: str | None = None, max_depth: int | None = None) -> None:
+    """A prune job: every group in its namespace ``ns`` and below (``max-depth``)."""
+    task.log(f"prune job on datastore '{store.name}'" + (f", namespace '{ns}'" if ns else ""))
+    groups = sorted({(i.ns or "", i.backup_type, i.backup_id) for i in store.all_snapshot_infos()
+                     if in_scope(i.ns, ns, max_depth)})
+    for group_ns, backup_type, backup_id in groups:
+        task.log(f"Pruning group {group_ns + '/' if group_ns else ''}{backup_type}/{backup_id}")
+        prune_group(store, backup_type, backup_id, keep, ns=group_ns or None, dry_run=False,
+                    zone=zone, task=task)
 
 
 def garbage_collect(store: PbsStore, task: Task) -> dict[str, Any]:
@@ -133,7 +146,7 @@ def garbage_collect(store: PbsStore, task: Task) -> dict[str, Any]:
     task.log(f"starting garbage collection on store {store.name}")
     referenced: set[str] = set()
     index_files = index_bytes = 0
-    for info in store.snapshot_infos():
+    for info in store.all_snapshot_infos():
         for name in info.files:
             if name.endswith((".fidx", ".didx")):
                 index = parse_index(store.backend.read(store.key(info.ref, name)))
@@ -166,25 +179,41 @@ def garbage_collect(store: PbsStore, task: Task) -> dict[str, Any]:
     return status
 
 
-def sync_stores(source: PbsStore, target: PbsStore, task: Task, owner: str) -> int:
-    """Pull every finished snapshot ``target`` lacks from ``source``; returns how many."""
-    task.log(f"sync datastore '{target.name}' from '{source.name}'")
+def sync_stores(source: PbsStore, target: PbsStore, task: Task, owner: str, *,
+                remote_ns: str | None = None, ns: str | None = None) -> int:
+    """Pull every finished snapshot ``target`` lacks from ``source``; returns how many. A sync
+    job's ``remote-ns`` (source) maps onto its ``ns`` (target), sub-namespaces alike
+    (pbs-api-types SyncJobConfig ``ns``/``remote-ns``)."""
+    task.log(f"sync datastore '{target.name}' from '{source.name}'"
+             + (f", namespace '{remote_ns or ''}' -> '{ns or ''}'" if remote_ns or ns else ""))
     writer = target.writer(owner)
-    have = {(i.backup_type, i.backup_id, i.epoch) for i in target.snapshot_infos()}
+    have = {(i.ns or "", i.backup_type, i.backup_id, i.epoch) for i in target.all_snapshot_infos()}
     copied = 0
-    for info in sorted(source.snapshot_infos(), key=lambda i: i.epoch):
-        if not info.finished or (info.backup_type, info.backup_id, info.epoch) in have:
+    for info in sorted(source.all_snapshot_infos(), key=lambda i: i.epoch):
+        if not info.finished or not in_scope(info.ns, remote_ns, None):
+            continue
+        mapped = map_namespace(info.ns, remote_ns, ns)
+        if (mapped or "", info.backup_type, info.backup_id, info.epoch) in have:
             continue
         task.log(f"sync snapshot {info.path}")
-        copy_snapshot(source, target, writer, info)
+        copy_snapshot(source, target, writer, info, target_ns=mapped)
         copied += 1
     task.log(f"Finished syncing: {copied} new snapshot(s)")
     return copied
 
 
+def map_namespace(ns: str | None, remote_ns: str | None, target_ns: str | None) -> str | None:
+    """``remote-ns/x/y`` on the source is ``ns/x/y`` on the target."""
+    rest = (ns or "")[len(remote_ns or ""):].lstrip("/")
+    return "/".join(p for p in (target_ns or "", rest) if p) or None
+
+
 def copy_snapshot(source: PbsStore, target: PbsStore, writer: DatastoreWriter,
-                  info: SnapshotInfo) -> None:
-    """Chunks first, then the archives, the manifest last (as a pull sync writes them)."""
+                  info: SnapshotInfo, target_ns: str | None | bool = False) -> None:
+    """Chunks first, then the archives, the manifest last (as a pull sync writes them);
+    into ``target_ns`` when given, else the same namespace."""
+    ref = info.ref if target_ns is False else SnapshotRef(target_ns or None, info.backup_type,
+                                                         info.backup_id, info.epoch)
     manifest = source.reader.read_manifest(info.ref)
     files = {}
     for entry in manifest.files:
@@ -194,12 +223,12 @@ def copy_snapshot(source: PbsStore, target: PbsStore, writer: DatastoreWriter,
                 if not writer.has_chunk(digest):
                     writer.write_chunk(source.backend.read(source.chunk_key(digest)), digest)
         files[entry.filename] = raw
-    owner_key = target.layout.content_key(f"{info.ref.group_path}/owner")
+    owner_key = target.layout.content_key(f"{ref.group_path}/owner")
     if not target.backend.exists(owner_key):
         target.backend.write(owner_key, f"{writer.owner}\n".encode())
     for name, raw in files.items():
-        target.backend.write(target.key(info.ref, name), raw)
+        target.backend.write(target.key(ref, name), raw)
     if info.protected:
-        target.backend.write(target.key(info.ref, ".protected"), b"")
-    target.backend.write(target.key(info.ref, MANIFEST_BLOB_NAME),
+        target.backend.write(target.key(ref, ".protected"), b"")
+    target.backend.write(target.key(ref, MANIFEST_BLOB_NAME),
                          source.backend.read(source.key(info.ref, MANIFEST_BLOB_NAME)))
