@@ -114,7 +114,7 @@ def test_isolation_plan_moves_every_nic_and_refuses_a_hookscript():
 
     from restoredrill.checks.isolation import config_diff, expiry_of, plan_isolation, unsafe_keys
     backup = {"net0": "virtio=BC:24:11:5E:A0:10,bridge=vmbr0,firewall=1", "net1": "e1000=AA:BB,bridge=vmbr1",
-              "onboot": "1", "hostpci0": "mapping=nic", "usb0": "host=1-1", "startup": "order=2", "name": "app"}
+              "onboot": "1", "hostpci0": "mapping=nic", "usb0": "host=spice", "startup": "order=2", "name": "app"}
     when = datetime(2026, 1, 1, tzinfo=timezone.utc)
     plan = plan_isolation("qemu", backup, bridge="vmbr-drill", storage="local-zfs", pool="drills", tag="restoredrill",
                           run_id="R1", name="app", expires=when)
@@ -138,15 +138,17 @@ def test_isolation_plan_moves_every_nic_and_refuses_a_hookscript():
 
 def test_snapshot_choice():
     from restoredrill.plan import choose_snapshot
-    items = [{"volid": "v1", "ctime": 1, "verification": {"state": "ok"}},
-             {"volid": "v2", "ctime": 2, "verification": {"state": "failed"}}, {"volid": "v3", "ctime": 3}]
-    assert choose_snapshot(items, "latest", "s")["volid"] == "v3"
-    assert choose_snapshot(items, "latest-verified", "s")["volid"] == "v1"
-    assert choose_snapshot(items, "oldest", "s")["volid"] == "v1"
-    assert choose_snapshot(items, "pinned", "s", "v2")["volid"] == "v2"
-    assert choose_snapshot(items, "random", "a") == choose_snapshot(items, "random", "a")
+    items = [{"volid": "v1", "ctime": 1, "verification": {"state": "ok"}, "subtype": "qemu", "size": 9},
+             {"volid": "v2", "ctime": 2, "verification": {"state": "failed"}, "subtype": "qemu", "size": 9},
+             {"volid": "v3", "ctime": 3, "subtype": "qemu", "size": 9}]
+    assert choose_snapshot(items, "latest", "s", guest_type="qemu")["volid"] == "v3"
+    assert choose_snapshot(items, "latest-verified", "s", guest_type="qemu")["volid"] == "v1"
+    assert choose_snapshot(items, "oldest", "s", guest_type="qemu")["volid"] == "v1"
+    assert choose_snapshot(items, "pinned", "s", "v2", guest_type="qemu")["volid"] == "v2"
+    assert choose_snapshot(items, "random", "a", guest_type="qemu") == choose_snapshot(items, "random", "a",
+                                                                                       guest_type="qemu")
     with pytest.raises(Exception, match="no verified"):
-        choose_snapshot([{"volid": "x", "ctime": 1}], "latest-verified", "s")
+        choose_snapshot([{"volid": "x", "ctime": 1, "subtype": "qemu"}], "latest-verified", "s", guest_type="qemu")
 
 
 @pytest.mark.parametrize("name", sorted(CALLS))

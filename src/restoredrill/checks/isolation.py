@@ -3,13 +3,23 @@
 From the backup's config (``vzdump/extractconfig``) compute the options passed with
 the restore (they replace the backup's values) and the keys to delete before the
 first start; and refuse to start what cannot be made safe (a hookscript, which runs
-on the host and only root@pam may remove).
+on the host and only root@pam may remove; the root-only settings of
+:mod:`restoredrill.checks.guest_rights`).
+
+A container's rootfs and volume mount points are sized from the backup's own config
+(pve-container ``create_disks`` allocates exactly the GiB passed); ``protection`` is
+always passed as 0 (the backup's value is kept otherwise, and a protected scratch guest
+can never be destroyed); names are made valid ``dns-name`` values.
 """
 from __future__ import annotations
 
+import math
 import re
+import unicodedata
 from dataclasses import dataclass, field
 from datetime import datetime
+
+from restoredrill.checks.guest_rights import property_string, root_only_refusals
 
 QEMU_NET_MODELS = ("virtio", "e1000", "e1000e", "rtl8139", "vmxnet3")
 QEMU_DELETE = (r"hostpci\d+", r"usb\d+", r"virtiofs\d+", r"serial\d+", r"parallel\d+", "ivshmem", "args",
@@ -61,9 +71,14 @@ def isolated_net(kind: str, value: str, bridge: str) -> str:
 
 
 def plan_isolation(kind: str, backup: dict[str, str], *, bridge: str, storage: str, pool: str, tag: str,
-                   run_id: str, name: str, expires: datetime, rootfs_size: str = "1") -> IsolationPlan:
+                   run_id: str, name: str, expires: datetime, snapshot_size: int = 0) -> IsolationPlan:
+    """``snapshot_size``: the backup's size in bytes as PVE lists it (the sum of the PBS
+    snapshot's files); sizes a container volume whose config has none."""
     tags = f"{tag};run-{re.sub(r'[^a-z0-9_-]', '-', run_id.lower())}"
-    create: dict[str, object] = {"pool": pool, "tags": tags, "onboot": 0,
+    # protection: qemu-server restore_update_config_line keeps the backup's line, pve-container
+    # sanitize_and_merge_config merges it; destroy then dies "can't remove VM N - protection
+    # mode enabled" (check_protection). A passed option wins over the backup's in both.
+    create: dict[str, object] = {"pool": pool, "tags": tags, "onboot": 0, "protection": 0,
                                  "description": f"restoredrill scratch guest of {name}; "
                                                 f"{EXPIRY_MARK} {expires.isoformat(timespec='seconds')}"}
     nets = {key: value for key, value in backup.items() if re.fullmatch(r"net\d+", key)}
@@ -73,14 +88,20 @@ def plan_isolation(kind: str, backup: dict[str, str], *, bridge: str, storage: s
     delete = [key for key in backup if any(re.fullmatch(p, key) for p in patterns)]
     plan = IsolationPlan(create, delete)
     if kind == "qemu":
-        create["name"] = f"drill-{name}"[:60]
+        create["name"] = dns_name(f"drill-{name}")
         create["unique"] = 1
     else:
-        create["hostname"] = f"drill-{name}"[:60]
-        create["rootfs"] = f"{storage}:{rootfs_size}"     # and so no mount point comes back
+        create["hostname"] = dns_name(f"drill-{name}")
+        # rootfs passed: pve-container leaves storage-only mode, so only the volumes passed
+        # here come back (sanitize_and_merge_config: "don't recover mountpoints")
+        create.update(container_volumes(backup, storage, snapshot_size, plan.notes))
         plan.delete = [k for k in plan.delete if not re.fullmatch(r"mp\d+", k)]
         if "features" in backup:
             plan.notes.append(f"features={backup['features']} kept (a token may not change them)")
+        if any(key.startswith("lxc.") for key in backup):
+            plan.notes.append("raw lxc.* keys are not restored for an API token (pve-container "
+                              "sanitize_and_merge_config: 'skipping custom lxc options, restore manually as root')")
+    plan.refusals += root_only_refusals(kind, backup)
     if "hookscript" in backup:
         plan.refusals.append(f"the backup's config has hookscript {backup['hookscript']!r}: it runs on the host "
                              f"when the guest starts, and only root@pam can remove it; remove it from the "
@@ -90,6 +111,61 @@ def plan_isolation(kind: str, backup: dict[str, str], *, bridge: str, storage: s
     if backup.get("ha-managed") or backup.get("ha"):
         plan.notes.append("HA state is not restored with the guest")
     return plan
+
+
+GIB = 1024 ** 3
+SIZE_RE = re.compile(r"(\d+(?:\.\d+)?)([KMGT]?)")
+DNS_LABEL_MAX = 63      # one DNS label (RFC 1035); also under the kernel's 64-byte hostname
+
+
+def dns_name(text: str) -> str:
+    """``text`` as one label of pve-common's ``dns-name`` format (``pve_verify_dns_name``:
+    ``[a-zA-Z0-9]([a-zA-Z0-9-]*[a-zA-Z0-9])?`` per label): accents folded to ASCII, every
+    other character (``_``, ``.``, spaces, other scripts) a ``-``, runs collapsed, no ``-`` at
+    either end, at most 63 characters."""
+    folded = unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode()
+    label = re.sub(r"[^A-Za-z0-9]+", "-", folded).strip("-")[:DNS_LABEL_MAX].rstrip("-")
+    return label or "drill"
+
+
+def size_bytes(text: str | None) -> int | None:
+    """A PVE ``disk-size`` (``8G``, ``512M``, ``1073741824``; no unit = bytes) in bytes."""
+    match = SIZE_RE.fullmatch((text or "").strip())
+    if not match:
+        return None
+    return int(float(match.group(1)) * 1024 ** " KMGT".index(match.group(2) or " "))
+
+
+def margin_gib(snapshot_size: int) -> int:
+    """The snapshot's size plus 20 % (at least 1 GiB), in whole GiB rounded up."""
+    return math.ceil((snapshot_size + max(snapshot_size * 0.2, GIB)) / GIB)
+
+
+def container_volumes(backup: dict[str, str], storage: str, snapshot_size: int, notes: list[str]) -> dict[str, str]:
+    """``rootfs`` and every volume ``mpN`` as new volumes on ``storage`` (``<storage>:<GiB>``,
+    pve-container ``$NEW_DISK_RE``), sized from the backup's ``size=`` rounded up to whole GiB;
+    where the config has none (a ZFS subvolume: ``size=0T`` or no size; PVE itself dies "unable
+    to detect disk size - please specify mp0 (size)"), from the snapshot plus a margin. Bind
+    and device mount points are not passed (only root@pam may; they would expose host paths)."""
+    volumes: dict[str, str] = {}
+    keys = ["rootfs"] + sorted((k for k in backup if re.fullmatch(r"mp\d+", k)), key=lambda k: int(k[2:]))
+    for key in keys:
+        options = property_string(backup.get(key, ""), "volume")
+        volume = options.get("volume", "")
+        if key != "rootfs" and volume.startswith("/"):
+            notes.append(f"{key} ({'device' if volume.startswith('/dev/') else 'bind'} mount of {volume}) not "
+                         f"restored: only root@pam may, and it would expose a host path")
+            continue
+        size = size_bytes(options.get("size"))
+        if size:
+            gib = math.ceil(size / GIB)
+        else:
+            gib = margin_gib(snapshot_size)
+            notes.append(f"{key} has no size in the backup's config: sized {gib} GiB from the snapshot "
+                         f"({snapshot_size} bytes) plus a margin")
+        kept = [f"{k}={options[k]}" for k in ("mp", "ro", "backup", "acl", "mountoptions") if k in options]
+        volumes[key] = ",".join([f"{storage}:{gib}"] + (kept if key != "rootfs" else []))
+    return volumes
 
 
 def unsafe_keys(kind: str, config: dict[str, str], bridge: str) -> list[str]:

@@ -16,8 +16,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from restoredrill.clients.proxmox_api import (ApiChokePoint, ApiError, answer_list, answer_object, as_kind, clip,
-                                              field)
+                                              field, shape_error)
 from restoredrill.clients.upid import parse_upid
+from restoredrill.waiting import DeadlineExceeded, wait_until
 
 KINDS = ("qemu", "lxc")
 
@@ -73,13 +74,20 @@ class PveClient:
         self.guard = guard
 
     # --- read side --------------------------------------------------------------------
-    def _get(self, path: str, shape: Callable, *, guest: str = "", **params):
+    def _get(self, path: str, shape: Callable, /, *, guest: str = "", **params):
         """GET ``path``; the answer checked by ``shape`` (answer_list, answer_object...)."""
         return shape(self.api.call("get", path, guest=guest, **params), _label("GET", path, guest))
 
     def version(self) -> dict:
         """``pvesh get /version``"""
         return self._get("/version", answer_object)
+
+    def permissions(self, path: str | None = None) -> dict[str, dict[str, int]]:
+        """``pveum user token permissions USER TOKEN [--path PATH]`` (GET /access/permissions):
+        path -> privilege -> propagate (1/0) of the calling token; with ``path`` only that path,
+        present even when nothing is granted there (pve-access-control API2/AccessControl.pm)."""
+        params = {"path": path} if path else {}
+        return self._get("/access/permissions", answer_object, **params)
 
     def resources(self, type_: str | None = "vm") -> list[dict]:
         """``pvesh get /cluster/resources --type vm``; a ``vmid`` is an int, a ``pool`` a string."""
@@ -134,10 +142,27 @@ class PveClient:
                 return resource.get("pool")
         return None
 
+    def node_of(self, vmid: int) -> str | None:
+        """The node guest ``vmid`` lives on (``node`` of its /cluster/resources item), None
+        when the token does not see it. Every call about a guest must go to that node:
+        qemu-server and pve-container run ``/nodes/{node}/{qemu|lxc}/{vmid}/...`` on the node
+        of the path (``proxyto => 'node'``), whose ``load_config`` reads only its own
+        ``nodes/<node>/...conf`` ("Configuration file ... does not exist" elsewhere)."""
+        for resource in self.resources("vm"):
+            if resource.get("vmid") == int(vmid):
+                node = resource.get("node")
+                return node if isinstance(node, str) and node else None
+        return None
+
+    def nodes(self) -> list[str]:
+        """``pvesh get /nodes``: the names of the cluster's nodes."""
+        return sorted(str(item["node"]) for item in self._get("/nodes", answer_list)
+                      if isinstance(item, dict) and item.get("node"))
+
     # --- guarded: everything that changes a guest -------------------------------------
     def _guard_existing(self, node: str, kind: str, vmid: int, action: str) -> None:
         self.guard.check_vmid(vmid, action)       # before any request about the guest
-        config = self.config(node, kind, vmid)
+        config = self.config(node, kind, vmid)    # fails on any node but the guest's own
         tags = field(config, "tags", str, call=_label("GET", f"/nodes/{node}/{kind}/{vmid}/config"), required=False)
         self.guard.check_guest(vmid, action, tags=tags, pool=self.pool_of(vmid))
 
@@ -217,10 +242,13 @@ class PveClient:
         parse_upid(upid)
         return self._get(f"/nodes/{node}/tasks/{upid}/status", task_status_answer)
 
-    def task_log(self, node: str, upid: str, limit: int = 500) -> list[str]:
-        """``pvesh get /nodes/{node}/tasks/{upid}/log``"""
+    def task_log(self, node: str, upid: str, lines: int | None = None) -> list[str]:
+        """The last ``lines`` lines of a task's log, where the error is:
+        ``pvesh get /nodes/{node}/tasks/{upid}/log --start S --limit N`` (see :func:`read_log_tail`)."""
         parse_upid(upid)
-        return self._get(f"/nodes/{node}/tasks/{upid}/log", task_log_answer, limit=limit)
+        path = f"/nodes/{node}/tasks/{upid}/log"
+        return read_log_tail(lambda start, limit: self.api.call("get", path, envelope=True, start=start, limit=limit),
+                             _label("GET", path), lines or LOG_TAIL_LINES)
 
     def wait_task(self, node: str, upid: str, *, deadline: float, what: str) -> dict:
         """Poll until the task stops (0.1 s, growing to 1 s); raise on failure or deadline."""
@@ -260,28 +288,96 @@ def task_log_answer(answer: object, call: str) -> list[str]:
     return [field(line, "t", str, call=call, required=False) or "" for line in answer_list(answer, call)]
 
 
+# --- task logs: paged from the start, read from the end --------------------------------
+# GET /nodes/{node}/tasks/{upid}/log takes ``start`` (default 0) and ``limit`` (default 50;
+# 0 = to the end) and answers the lines FROM THE START, numbered ``n`` from 1, with the
+# log's line count ``total`` beside ``data``:
+# * PVE: pve-manager PVE/API2/Tasks.pm ``read_task_log`` calls pve-common
+#   src/PVE/Tools.pm ``dump_logfile`` (``next if $count++ < $start``; an empty log is one
+#   line "no content") and ``$rpcenv->set_result_attrib('total', $count)``; pve-http-server
+#   src/PVE/APIServer/Formatter/Standard.pm ``prepare_response_data`` copies ``total``
+#   beside ``data``.
+# * PBS: proxmox-backup src/api2/node/tasks.rs ``read_task_log`` answers
+#   ``{"data": lines, "total": count, "success": 1}``, but skips with ``count += 1; if count
+#   < start``: ``start=S`` begins at line S, not S+1 (one line earlier than PVE).
+# proxmoxer returns ``data`` only, so the client asks for the whole answer (``envelope``).
+# The tail is then read from ``start = total - N`` with ``limit = N + 1``: on PVE that gives
+# lines total-N+1..total, on PBS total-N..total; the last N are kept either way (with
+# ``limit = N``, PBS would drop the last line, the "TASK ERROR: ...").
+LOG_TAIL_LINES = 50
+
+
+def task_log_page(document: object, call: str) -> tuple[int, list[str]]:
+    """One page of a task log: the log's line count ``total`` and the page's texts."""
+    answer = answer_object(document, call)
+    total = field(answer, "total", int, call=call)
+    if total < 0:
+        raise shape_error(call, f"answer field 'total' is {total}, not a line count")
+    return total, task_log_answer(answer.get("data"), call)
+
+
+def read_log_tail(fetch: Callable[[int, int], object], call: str, lines: int = LOG_TAIL_LINES) -> list[str]:
+    """The last ``lines`` lines of a task log; ``fetch(start, limit)`` is one GET of the log
+    answering the whole answer object. A short log takes one request, a long one two."""
+    total, texts = task_log_page(fetch(0, lines), call)
+    if total > len(texts):
+        total, texts = task_log_page(fetch(max(0, total - lines), lines + 1), call)
+    return texts[-lines:]
+
+
 def _tail(lines: list[str]) -> list[str]:
     """The last 20 log lines, each clipped: the server's text, kept for messages and reports."""
     return [clip(line) for line in lines[-20:]]
 
 
+class _StillRunning(Exception):
+    """A poll found the task not stopped yet."""
+
+
+def _keep_polling(exc: BaseException) -> bool:
+    """Polling goes on while the task runs and after a transient failure of the status read."""
+    return isinstance(exc, _StillRunning) or (isinstance(exc, ApiError) and exc.transient)
+
+
+def _read_tail(log: Callable[[], list[str]]) -> tuple[list[str], str]:
+    """The clipped log tail, and why it could not be read (the task's outcome matters more)."""
+    try:
+        return _tail(log()), ""
+    except ApiError as exc:
+        return [], clip(str(exc), 300)
+
+
 def wait_for_task(status, log, upid: str, *, deadline: float, what: str) -> dict:
+    """Poll ``status()`` until the task stops (pauses of 0.1 s growing to 1 s); an OK or
+    WARNINGS end returns the status; a failed task raises :class:`TaskFailed` with the last
+    lines of its log; the deadline raises :class:`TaskTimeout` naming it and the last error."""
     parse_upid(upid)
-    interval, end = 0.1, time.monotonic() + deadline
-    while True:
+    started = time.monotonic()
+
+    def poll() -> dict:
         current = status()
-        if current.get("status") == "stopped":
-            exit_status = str(current.get("exitstatus") or "unknown")
-            if exit_status == "OK" or exit_status.startswith("WARNINGS"):
-                return current
-            tail, shown = _tail(log()), clip(exit_status)
-            last = clip("; ".join(line for line in tail[-4:] if line and line != shown), 600)
-            raise TaskFailed(f"{what}: task {upid} failed: {shown}" + (f" (log: {last})" if last else ""),
-                             upid, shown, tail)
-        if time.monotonic() >= end:
-            raise TaskTimeout(f"{what}: task {upid} still running after {deadline:g} s", upid, "running", _tail(log()))
-        time.sleep(interval)
-        interval = min(interval * 1.5, 1.0)
+        if current.get("status") != "stopped":
+            raise _StillRunning(f"the task's status is {clip(current.get('status'), 40)!r}")
+        return current
+
+    try:
+        current = wait_until(poll, seconds=deadline, first=0.1, longest=1.0, retry_on=_keep_polling)
+    except DeadlineExceeded as late:
+        tail, unreadable = _read_tail(log)
+        raise TaskTimeout(f"{what}: task {upid} still running after the deadline of {deadline:g} s "
+                          f"({time.monotonic() - started:.1f} s, {late.attempts} polls; last: {late.last_error})"
+                          + (f"; its log could not be read: {unreadable}" if unreadable else ""),
+                          upid, "running", tail) from None
+    exit_status = str(current.get("exitstatus") or "unknown")
+    if exit_status == "OK" or exit_status.startswith("WARNINGS"):
+        return current
+    tail, unreadable = _read_tail(log)
+    shown = clip(exit_status)
+    errors = [line for line in tail if line and line not in (shown, f"TASK ERROR: {shown}")]
+    last = clip("; ".join(errors[-4:]), 600)
+    raise TaskFailed(f"{what}: task {upid} failed: {shown}" + (f" (log: {last})" if last else "")
+                     + (f" (its log could not be read: {unreadable})" if unreadable else ""),
+                     upid, shown, tail)
 
 
 __all__ = ["ApiError", "GuardError", "PveClient", "ScratchGuard", "TaskFailed", "TaskTimeout", "wait_for_task"]

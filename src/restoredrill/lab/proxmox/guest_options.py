@@ -14,7 +14,8 @@ _S, _I, _B = optional(STRING), optional(INTEGER), optional(BOOLEAN)
 VOLUME = optional(STRING, format="pve-volume-id")
 
 QEMU_OPTIONS: dict[str, dict[str, Any]] = {
-    "agent": _S, "args": _S, "balloon": optional(INTEGER, minimum=0), "bios": _S, "boot": _S,
+    "agent": _S, "args": _S, "audio0": _S, "balloon": optional(INTEGER, minimum=0), "bios": _S,
+    "boot": _S, "ivshmem": _S, "parallel[n]": _S, "rng0": _S, "virtiofs[n]": _S,
     "cores": optional(INTEGER, minimum=1), "cpu": _S, "cpulimit": optional(NUMBER),
     "cpuunits": _I, "description": optional(STRING, maxLength=8192),
     "efidisk0": _S, "hookscript": VOLUME, "hostpci[n]": _S, "ide[n]": _S, "machine": _S,

@@ -169,19 +169,21 @@ QEMU_VALUE_CHECKED_RE = re.compile(r"(unused|serial|usb|hostpci|virtiofs)\d+")
 
 
 def check_qemu_option(option: str, value: str | None, require_priv: Callable[[list[str]], None],
-                      require_path: Callable[[str, list[str]], None]) -> None:
+                      require_path: Callable[[str, list[str]], None], *, deleting: bool = False) -> None:
     """One option a token sets or deletes on a VM (restore overrides, config PUT)."""
     if QEMU_DRIVE_RE.fullmatch(option) or option in ("cdrom", "tags") or \
             option.startswith("unused"):
         return
     if QEMU_VALUE_CHECKED_RE.fullmatch(option):
-        check_qemu_device(option, value or "", require_priv, require_path)
+        check_qemu_device(option, value or "", require_priv, require_path, deleting=deleting)
         return
     for priv, options in QEMU_OPTION_PRIVS.items():
         if option in options:
             require_priv([priv])
             if option == "startup":
                 require_path("/", ["Sys.Modify"])
+            elif option == "rng0" and device_part(value or "", "source") == "/dev/hwrng":
+                require_path("/mapping/hwrng", ["Mapping.Use"])       # check_rng_perm
             return
     if re.fullmatch(r"net\d+", option):
         require_priv(["VM.Config.Network"])
@@ -195,25 +197,51 @@ def check_qemu_option(option: str, value: str | None, require_priv: Callable[[li
         raise PermissionDenied(f"only root can set '{option}' config", status=500)
 
 
-def check_qemu_device(option: str, value: str, require_priv, require_path) -> None:
-    """hostpci/usb: a mapped device needs Mapping.Use, a raw host device root@pam."""
-    if option.startswith(("hostpci", "usb")):
-        mapping = re.search(r"(?:^|,)mapping=([^,]+)", value)
-        kind = "pci" if option.startswith("hostpci") else "usb"
-        if mapping:
-            require_path(f"/mapping/{kind}/{mapping.group(1)}", ["Mapping.Use"])
-            require_priv(["VM.Config.HWType"])
-            return
-        if kind == "usb" and re.search(r"(?:^|,)host=spice", value):
-            require_priv(["VM.Config.HWType"])
-            return
-        raise PermissionDenied(f"only root can set '{option}' config for non-mapped devices",
-                               status=500)
+def device_part(value: str, default_key: str, key: str | None = None) -> str | None:
+    """One key of a property string (``[host=]0000:01:00.0,pcie=1``)."""
+    for number, item in enumerate(p for p in value.split(",") if p):
+        name, sep, text = item.partition("=")
+        if sep and name == (key or default_key):
+            return text
+        if not sep and number == 0 and key in (None, default_key):
+            return item
+    return None
+
+
+def check_qemu_device(option: str, value: str, require_priv, require_path, *,
+                      deleting: bool = False) -> None:
+    """qemu-server src/PVE/API2/Qemu.pm ``check_hostpci_perm`` / ``check_usb_perm`` /
+    ``check_dir_perm`` and the serial rules of create and ``update_vm`` (the same checks run
+    on the current value when a token deletes the option)."""
+    if option.startswith("hostpci"):
+        if device_part(value, "host", "mapping") is None:
+            raise PermissionDenied(f"only root can set '{option}' config for non-mapped devices",
+                                   status=500)
+        require_path(f"/mapping/pci/{device_part(value, 'host', 'mapping')}", ["Mapping.Use"])
+        require_priv(["VM.Config.HWType"])
+        if device_part(value, "host", "romfile") is not None:
+            from restoredrill.lab.proxmox.routing import param_error   # routing imports this module
+            raise param_error(option, "only root@pam can set 'romfile' option")
+        return
+    if option.startswith("usb"):
+        require_priv(["VM.Config.HWType"])
+        mapping, host = device_part(value, "host", "mapping"), device_part(value, "host")
+        if host is not None and host.lower() != "spice":
+            raise PermissionDenied(f"only root can set '{option}' config for real devices",
+                                   status=500)
+        if host is None and mapping is not None:
+            require_path(f"/mapping/usb/{mapping}", ["Mapping.Use"])
+        return
+    if option.startswith("virtiofs"):
+        require_priv(["VM.Config.Disk"])
+        require_path(f"/mapping/dir/{device_part(value, 'dirid')}", ["Mapping.Use"])
+        return
     if option.startswith("serial") and value == "socket":
         require_priv(["VM.Config.HWType"])
         return
-    if option.startswith(("serial", "virtiofs")):
-        raise PermissionDenied(f"only root can set '{option}' config for real devices",
+    if option.startswith("serial"):
+        verb = "delete" if deleting else "set"
+        raise PermissionDenied(f"only root can {verb} '{option}' config for real devices",
                                status=500)
 
 

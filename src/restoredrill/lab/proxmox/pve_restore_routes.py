@@ -94,7 +94,8 @@ def restore_vm(service: PveService, call: Call) -> str:
     create_and_lock(service, vmid, "qemu", bool(call.get("force")))
     request = RestoreRequest("qemu", vmid, volume, call.token, storage=storage, pool=pool,
                              unique=bool(call.get("unique")), start=bool(call.get("start")),
-                             options=overrides, existed=exists)
+                             options=overrides, existed=exists,
+                             early_checks=early_restore_checks(service))
     return service.start_task(call, "qmrestore", str(vmid),
                               service.restorer.qemu_worker(request))
 
@@ -135,9 +136,18 @@ def restore_ct(service: PveService, call: Call) -> str:
     request = RestoreRequest("lxc", vmid, volume, call.token, storage=storage, pool=pool,
                              unique=bool(call.get("unique")), start=bool(call.get("start")),
                              options=rc.add_random_macs(plain, "lxc"),
-                             mount_points=mount_points, existed=existing is not None)
+                             mount_points=mount_points, existed=existing is not None,
+                             unprivileged=None if call.get("unprivileged") is None
+                             else bool(call.get("unprivileged")))
     return service.start_task(call, "vzrestore", str(vmid),
                               service.restorer.lxc_worker(request))
+
+
+def early_restore_checks(service: PveService) -> bool:
+    """qemu-server commit 621edb2b (June 2023, PVE 8.0): ``check_restore_permissions`` also
+    runs on the extracted backup config before the disks are written; earlier releases
+    check only after the restore (the VM's disks written, the VM outside the pool)."""
+    return int(str(service.version.get("version", "9")).split(".")[0]) >= 8
 
 
 def check_ct_storages(service: PveService, call: Call, mount_points: dict[str, str],

@@ -9,6 +9,17 @@ stream, a DECLARED stand-in for pxar (``CT_ARCHIVE_FORMAT``), extracted with tar
 ``restore_proxmox_backup_archive`` and pve-container ``API2::LXC::create_vm``,
 including both gotchas: a QEMU restore with start=1 whose start fails still ends
 ``TASK OK``, and an LXC restore with unique=1 lets the backup's netN overwrite yours.
+
+Container volumes get exactly the size passed (pve-container ``create_disks``:
+``<storage>:<GiB>``; 0 is a ZFS subvolume without quota), and the archive must fit them:
+DECLARED DEVIATION: the double compares each mount point's unpacked bytes (the tar
+members' sizes, apparent sizes) with its volume before extracting, where real pxar fails
+mid-extraction with ENOSPC/EDQUOT and writes zero runs as holes (``sparse_copy``), so a
+sparse file fits on real PVE that the double refuses.
+A raw host device (``hostpciN``/``usbN``) fails the QEMU restore for a token
+(``check_restore_permissions``): from qemu-server 8.0 early, before the disks are written,
+before that after them; both before ``add_vm_to_pool``. A privileged container needs
+Sys.Modify on ``/``.
 """
 from __future__ import annotations
 
@@ -48,6 +59,8 @@ class RestoreRequest:
     options: dict[str, str] = field(default_factory=dict)        # overrides / passed options
     mount_points: dict[str, str] = field(default_factory=dict)   # lxc: passed rootfs/mpN
     existed: bool = False
+    unprivileged: bool | None = None    # lxc: the passed ``unprivileged`` (None: the backup's)
+    early_checks: bool = True           # qemu-server >= 8.0: mapping checks before the disks
 
 
 @dataclass(frozen=True)
@@ -83,13 +96,14 @@ class Restorer:
                              f"'{store.name}'") from None
 
     def check_restore_permissions(self, token: ApiToken, config: dict[str, str]) -> None:
-        """qemu-server ``check_restore_permissions``: bridges (SDN.Use) and mapped devices."""
+        """qemu-server src/PVE/QemuServer.pm ``check_restore_permissions``: bridges
+        (``check_bridge_access``: SDN.Use) and ``check_mapping_access`` (only Mapping.Use on
+        a mapping; a raw host PCI/USB device only for root@pam)."""
         for key, value in sorted(config.items()):
             if re.fullmatch(r"net\d+", key) and (path := perms.bridge_acl_path(value)):
                 perms.require(token, path, ["SDN.Use"])
-            elif re.fullmatch(r"(hostpci|usb)\d+", key):
-                perms.check_qemu_device(key, value, lambda _p: None,
-                                        lambda path, privs: perms.require(token, path, privs))
+            elif mapping := restore_mapping(key, value):
+                perms.require(token, mapping, ["Mapping.Use"])
 
     def restore_image(self, task: Task, store: PbsStore, ref: SnapshotRef, config: StorageConfig,
                       archive: str, target: Path, vmid: int, dynamic: bool = False) -> None:
@@ -140,8 +154,9 @@ class Restorer:
         store, ref, config = self.source(request.volume)
         backup_text = self.read_backup_config(request.volume, "qemu-server.conf.blob")
         backup, hints = parse_config(backup_text)
-        self.check_restore_permissions(request.token, rc.merge_overrides(backup,
-                                                                         request.options))
+        if request.early_checks:    # "best effort, real check is after restoring!" (API2/Qemu.pm)
+            self.check_restore_permissions(request.token, rc.merge_overrides(backup,
+                                                                             request.options))
         manifest = store.reader.read_manifest(ref)
         drives = rc.parse_drive_hints(hints)
         volumes, paths = self._allocate_qemu(task, request, drives, manifest)
@@ -161,6 +176,7 @@ class Restorer:
             raise
         restored = rc.restore_qemu_config(backup, volumes, unique=request.unique)
         merged = rc.merge_overrides(restored, request.options)
+        # the "real check": the disks are written, the config is not, the pool not joined
         self.check_restore_permissions(request.token, merged)
         guest.config, guest.disks = merged, dict(paths)
         self.state.save(guest)
@@ -229,6 +245,10 @@ class Restorer:
             if re.fullmatch(r"net\d+", key) and key not in request.options and \
                     (path := perms.bridge_acl_path(value)):
                 perms.require(request.token, path, ["SDN.Use"])
+        unprivileged = request.unprivileged if request.unprivileged is not None else \
+            backup.get("unprivileged") in ("1", "true", "yes", "on")
+        if not unprivileged:    # "creating a new privileged container is checked here"
+            perms.require(request.token, "/", ["Sys.Modify"])
         mount_points = dict(request.mount_points) or self._backup_mount_points(request, backup)
         if "rootfs" not in mount_points:
             raise TaskFailed("rootfs configuration could not be recovered, please check and "
@@ -240,6 +260,12 @@ class Restorer:
         with tempfile.NamedTemporaryFile(dir=rootfs_dir.parent, suffix=".tar") as stream:
             self.restore_image(task, store, ref, config, CT_ARCHIVE, Path(stream.name),
                                request.vmid, dynamic=True)
+            overflow = archive_overflow(Path(stream.name), volumes)
+            if overflow:
+                task.log(f"Error: error extracting archive - {overflow}")
+                raise TaskFailed(f"command '/usr/bin/proxmox-backup-client restore {ref.path} "
+                                 f"root.pxar /var/lib/lxc/{request.vmid}/rootfs "
+                                 "--allow-existing-dirs' failed: exit code 255")
             extract_ct_archive(Path(stream.name), rootfs_dir)
         task.log("merging backed-up and given configuration..")
         merged = rc.merge_lxc_config(request.options, backup, unique=request.unique)
@@ -249,7 +275,9 @@ class Restorer:
         final.setdefault("hostname", f"CT{request.vmid}")
         final.setdefault("memory", "512")
         final.setdefault("swap", "512")
-        if "unprivileged" in backup:
+        if unprivileged:
+            final["unprivileged"] = "1"
+        elif "unprivileged" in backup:
             final.setdefault("unprivileged", backup["unprivileged"])
         guest.config = final
         self.state.save(guest)
@@ -285,11 +313,76 @@ class Restorer:
             name = f"subvol-{request.vmid}-disk-{number}"
             path = folder / name
             path.mkdir(parents=True, exist_ok=True)
-            size_text = f"size={size}G" if re.fullmatch(r"\d+(\.\d+)?", size) else ""
+            # create_disks: $size_kb = int($size_gb * 1024) * 1024, written as size=<format_size>
+            size_text = f"size={format_size(int(float(size) * 1024) * 1024 ** 2)}" \
+                if re.fullmatch(r"\d+(\.\d+)?", size) else ""
             volumes[key] = ",".join(p for p in (f"{storage}:{name}", rest, size_text) if p)
             if key == "rootfs":
                 rootfs_dir = path
         return rootfs_dir, volumes
+
+
+def restore_mapping(key: str, value: str) -> str | None:
+    """``check_mapping_access`` for one option: the mapping ACL path it needs, None when
+    none; a raw host PCI / non-spice USB device raises (only root@pam)."""
+    if re.fullmatch(r"hostpci\d+", key):
+        if perms.device_part(value, "host", "mapping") is None:
+            raise TaskFailed(f"only root can set '{key}' config for non-mapped devices")
+        return f"/mapping/pci/{perms.device_part(value, 'host', 'mapping')}"
+    if re.fullmatch(r"usb\d+", key):
+        host = perms.device_part(value, "host")
+        if host is not None:
+            if host.lower() != "spice":
+                raise TaskFailed(f"only root can set '{key}' config for real devices")
+            return None
+        return f"/mapping/usb/{perms.device_part(value, 'host', 'mapping')}"
+    if re.fullmatch(r"rng\d+", key) and perms.device_part(value, "source") == "/dev/hwrng":
+        return "/mapping/hwrng"
+    if re.fullmatch(r"virtiofs\d", key):
+        return f"/mapping/dir/{perms.device_part(value, 'dirid')}"
+    return None
+
+
+def format_size(size: int) -> str:
+    """pve-common ``PVE::JSONSchema::format_size``: the largest exact unit (0 -> ``0T``)."""
+    for unit in ("", "K", "M", "G"):
+        if size % 1024:
+            return f"{size}{unit}"
+        size //= 1024
+    return f"{size}T"
+
+
+def volume_limits(volumes: dict[str, str]) -> list[tuple[str, int]]:
+    """(mount path, bytes) of each allocated volume, deepest path first; 0 = no quota."""
+    limits = []
+    for key, value in volumes.items():
+        size = re.search(r"(?:^|,)size=(\d+)([KMGT]?)", value)
+        path = "/" if key == "rootfs" else (re.search(r"(?:^|,)mp=([^,]+)", value) or [None, ""])[1]
+        if size:
+            limits.append((path.rstrip("/") or "/", int(size.group(1)) * 1024 ** " KMGT".index(
+                size.group(2) or " ")))
+    return sorted(limits, key=lambda item: -len(item[0]))
+
+
+def archive_overflow(archive: Path, volumes: dict[str, str]) -> str | None:
+    """What pxar says when the archive's files do not fit their volume (the first one that
+    crosses a volume's size; ZFS subvolumes answer EDQUOT), or None."""
+    limits = volume_limits(volumes)
+    used = {path: 0 for path, _ in limits}
+    with tarfile.open(archive, "r:") as tar:
+        for member in tar:
+            name = "/" + member.name.lstrip("./")
+            path = next((p for p, _ in limits if p == "/" or name == p or name.startswith(p + "/")),
+                        None)
+            if not member.isreg() or path is None:
+                continue
+            used[path] += member.size
+            limit = dict(limits)[path]
+            if limit and used[path] > limit:
+                entry = member.name.rsplit("/", 1)[-1]    # extract.rs: "error at entry {:?}"
+                return (f'error at entry "{entry}": failed to copy file contents: Disk quota '
+                        'exceeded (os error 122)')
+    return None
 
 
 def extract_ct_archive(archive: Path, rootfs: Path) -> None:

@@ -74,3 +74,19 @@ def wait_task(api: ProxmoxAPI, node: str, upid: str, timeout: float = 60,
 
 def task_log(api: ProxmoxAPI, node: str, upid: str) -> list[str]:
     return [line["t"] for line in api.nodes(node).tasks(upid).log.get(limit=0)]
+
+
+def restore_drill_inventory(double: ProxmoxDouble, folder: Path, site: str):
+    """The lab's inventory for the double, cut to the PBS restore drills (guests with
+    strategy pbs, no datasets, a daily RPO of 25 h), written to ``folder`` and loaded."""
+    import yaml
+
+    from restoredrill.inventory import load_inventory
+    from restoredrill.lab.proxmox_inventory import proxmox_inventory
+    data = {"version": 1, "site": {"name": site, "timezone": "UTC"}, **proxmox_inventory(double)}
+    data.pop("datasets")
+    data["policies"]["rpo"]["daily"] = {"max_age": "25h", "grace": "1h"}
+    data["guests"] = [g for g in data["guests"] if g["strategy"] == "pbs"]
+    path = folder / "inventory.yaml"
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return load_inventory(path).model
