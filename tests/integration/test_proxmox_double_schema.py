@@ -128,6 +128,7 @@ def walk_pve(double: ProxmoxDouble) -> None:
     pve, admin = pve_api(double), pve_api(double, double.admin_token)
     node = pve.nodes(NODE)
     pve.version.get(), pve.cluster.resources.get(), pve.cluster.resources.get(type="vm")
+    pve.access.permissions.get(), pve.access.permissions.get(path="/pool/restoredrill")
     pve.cluster.nextid.get(), pve.cluster.nextid.get(vmid=9990)
     pve.cluster("backup-info")("not-backed-up").get(), pve.cluster.backup.get()
     pve.cluster.notifications.targets.get()
@@ -135,11 +136,12 @@ def walk_pve(double: ProxmoxDouble) -> None:
     node.storage.get(), node.storage.get(content="backup")
     node.storage("local-zfs").content.get()
     backups = node.storage("pbs").content.get(content="backup")
-    vm = max((b for b in backups if b["vmid"] == 110), key=lambda b: b["ctime"])
-    ct = max((b for b in backups if b["vmid"] == 120), key=lambda b: b["ctime"])
+    vm = max((b for b in backups if b["vmid"] == 110 and b["subtype"] == "qemu"), key=lambda b: b["ctime"])
+    ct = max((b for b in backups if b["vmid"] == 120 and b["size"] != 1), key=lambda b: b["ctime"])
     node.vzdump.extractconfig.get(volume=vm["volid"])
-    node.qemu(110).config.get(), node.lxc(120).config.get()        # raw lxc.* keys as pairs
-    node.qemu(100).status.current.get(), node.lxc(120).status.current.get()
+    vm_node, ct_node = pve.nodes("pve2"), pve.nodes("pve3")     # the guests' own nodes
+    vm_node.qemu(110).config.get(), ct_node.lxc(120).config.get()  # raw lxc.* keys as pairs
+    node.qemu(100).status.current.get(), ct_node.lxc(120).status.current.get()
     admin.pools.post(poolid="drill-extra", comment="walk")
     admin.pools.put(poolid="drill-extra", comment="walked")
     pve.pools.get(), pve.pools.get(poolid="restoredrill"), pve.pools("restoredrill").get()
@@ -177,15 +179,15 @@ def walk_pbs(double: ProxmoxDouble) -> None:
     pbs.config.notifications.targets.get()
     store = pbs.admin.datastore("local")
     store.status.get(verbose=1), store.groups.get(), store.snapshots.get()
-    newest = max(store.snapshots.get(**{"backup-type": "ct", "backup-id": "120"}),
-                 key=lambda s: s["backup-time"])
+    newest = max((s for s in store.snapshots.get(**{"backup-type": "ct", "backup-id": "120"})
+                  if "size" in s), key=lambda s: s["backup-time"])     # not the seed's unfinished one
     raw = store.download.get(**{"backup-type": "ct", "backup-id": "120",     # a DOWNLOAD method:
                                 "backup-time": newest["backup-time"],         # the body is the file
                                 "file-name": "index.json.blob"})
     assert isinstance(raw["errors"], bytes) and raw["errors"][:8].hex() == "31b958426fb6a37f"
     admin.admin.datastore("local").prune.post(**{"backup-type": "vm", "backup-id": "110",
                                                  "keep-last": 1, "dry-run": 1})
-    upids = [store.verify.post(**{"backup-type": "ct", "backup-id": "120"}),
+    upids = [admin.admin.datastore("local").verify.post(**{"backup-type": "ct", "backup-id": "120"}),
              admin.admin.datastore("offsite").gc.post(),
              admin.admin.verify("offsite-verify").run.post(),
              admin.admin.sync("offsite-pull").run.post(),
@@ -194,9 +196,9 @@ def walk_pbs(double: ProxmoxDouble) -> None:
         wait_task(admin, "localhost", upid)
     pbs.admin.verify.get(), pbs.admin.prune.get(), pbs.admin.gc.get()
     pbs.admin.sync.get(**{"sync-direction": "all"})
-    tasks = pbs.nodes("localhost").tasks.get(limit=0)
-    pbs.nodes(double.pbs_node).tasks(tasks[0]["upid"]).status.get()
-    pbs.nodes("localhost").tasks(tasks[0]["upid"]).log.get(limit=0)
+    tasks = admin.nodes("localhost").tasks.get(limit=0)   # the drill token sees only its own
+    admin.nodes(double.pbs_node).tasks(tasks[0]["upid"]).status.get()
+    admin.nodes("localhost").tasks(tasks[0]["upid"]).log.get(limit=0)
 
 
 def test_walk_every_route_in_strict_mode(double):
@@ -224,8 +226,11 @@ def test_bad_parameters_answer_like_pve(double):
         pve.cluster.resources.get(type="pool")
     assert "does not have a value in the enumeration 'vm, storage, node, sdn'" in \
         enum.value.errors["type"]
+    with pytest.raises(ResourceException) as boolean:    # the drill token may not destroy 110:
+        pve.nodes(NODE).qemu(110).delete(purge="maybe")   # permissions come before parameters
+    assert boolean.value.status_code == 403                # (pve-manager PVE/HTTPServer.pm)
     with pytest.raises(ResourceException) as boolean:
-        pve.nodes(NODE).qemu(110).delete(purge="maybe")
+        pve_api(double, double.admin_token).nodes(NODE).qemu(110).delete(purge="maybe")
     assert boolean.value.errors == {"purge": "type check ('boolean') failed - got 'maybe'"}
     with pytest.raises(ResourceException) as low:
         pve.cluster.nextid.get(vmid=99)

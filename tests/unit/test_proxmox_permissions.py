@@ -62,8 +62,19 @@ def rules(token, pools=("restoredrill",)):
     return seen, on_guest, on_path
 
 
-def test_qemu_option_privileges(drill):
-    seen, on_guest, on_path = rules(drill)
+@pytest.fixture
+def configurer(tmp_path):
+    """A token with every guest-config privilege on the drill pool (the option rules, not
+    the drill token's exact ACL, are under test here)."""
+    privs = ("VM.Config.Disk", "VM.Config.CPU", "VM.Config.Memory", "VM.Config.Network",
+             "VM.Config.Options", "VM.Config.HWType", "VM.Allocate")
+    return TokenRegistry("pve").create("configurer@pve!t", [
+        acl("/pool/restoredrill", *privs), acl("/mapping/pci/nic-offload", "Mapping.Use")],
+        tmp_path)
+
+
+def test_qemu_option_privileges(configurer):
+    seen, on_guest, on_path = rules(configurer)
     for option, value in (("name", "x"), ("onboot", "0"), ("net0", "virtio"), ("cores", "2"),
                           ("hostpci0", "mapping=nic-offload,pcie=1"), ("scsi0", "x"),
                           ("tags", "a")):
@@ -77,8 +88,8 @@ def test_qemu_option_privileges(drill):
             check_qemu_option(option, value, on_guest, on_path)
 
 
-def test_lxc_option_privileges(drill):
-    _seen, on_guest, _on_path = rules(drill)
+def test_lxc_option_privileges(configurer):
+    _seen, on_guest, _on_path = rules(configurer)
     for option, value in (("hostname", "x"), ("memory", "512"), ("features", "nesting=1"),
                           ("rootfs", "local-zfs:1"), ("onboot", "0")):
         check_lxc_option(option, value, on_guest)

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from restoredrill.lab.proxmox.permissions import ApiToken
+from restoredrill.lab.proxmox.schema_permissions import AclContext
 
 
 class ApiError(Exception):
@@ -71,6 +72,7 @@ class Router:
     def __init__(self, api: str):
         self.api = api
         self.routes: list[Route] = []
+        self.acl = AclContext()    # guest pools and release for the central privilege check
 
     def route(self, method: str, template: str, params: dict[str, Any] | None = None):
         """Decorator: ``@router.route("GET", "/version", declare())``."""
