@@ -13,17 +13,20 @@ from pathlib import Path
 
 
 def reap_scratch_guests(pve, node: str, now: datetime | None = None) -> list[int]:
-    """Destroy expired scratch guests; returns their VMIDs."""
+    """Destroy expired scratch guests; returns their VMIDs. Each guest is handled on the node
+    /cluster/resources names for it (its config, status, stop and destroy exist only there);
+    ``node`` is used only for an item without one."""
     from restoredrill.checks.isolation import expiry_of
     from restoredrill.clients.pve import GuardError
     now = now or datetime.now(timezone.utc)
     guard = pve.guard
-    removed = []
+    removed, default_node = [], node
     for resource in pve.resources("vm"):
         vmid = int(resource.get("vmid", 0))
         if not guard.first <= vmid <= guard.last or resource.get("pool") != guard.pool:
             continue
         kind = resource.get("type", "qemu")
+        node = str(resource.get("node") or default_node)
         config = pve.config(node, kind, vmid)
         expires = expiry_of(config.get("description"))
         if expires is None or expires > now:

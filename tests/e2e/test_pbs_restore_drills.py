@@ -16,6 +16,7 @@ import pytest
 
 from restoredrill.lab.proxmox.seed import SEED_GUESTS, build_rootfs, make_tar
 from restoredrill.lab.proxmox.restore import CT_ARCHIVE
+from restoredrill.lab.proxmox.homelab import GUEST_NODES
 from restoredrill.lab.proxmox.testing import pve_api
 from tests.conftest import run_cli
 
@@ -46,7 +47,9 @@ def test_vm_and_ct_restore_and_pass_their_health_checks(drill, lab_inventory, la
         facts = case(run, f"test_restore[{guest}]")["properties"]
         assert facts["snapshot"].startswith(f"pbs:backup/{'vm/110' if guest == 'app-vm' else 'ct/120'}/")
         assert float(facts["restore_seconds"]) > 0 and float(facts["boot_to_reachable_seconds"]) > 0
-        assert facts["restore_upid"].startswith("UPID:pve1:") and 9900 <= int(facts["scratch_vmid"]) <= 9999
+        node = GUEST_NODES[110 if guest == "app-vm" else 120]       # not the first node (issue 13 point 4)
+        assert facts["restore_node"] == node and node != "pve1"
+        assert facts["restore_upid"].startswith(f"UPID:{node}:") and 9900 <= int(facts["scratch_vmid"]) <= 9999
         diff = json.loads(facts["config_diff"])
         assert any(change[0] == "net0" for change in diff["changed"])
     assert case(run, "test_health[app-vm-health-from-runner]")["outcome"] == "passed"
@@ -69,7 +72,8 @@ def test_failing_restore_or_start_fails_the_drill_and_leaves_nothing(drill, lab_
     if fault == "fail_restore":     # upstream leaves a failed VM restore behind, outside the drill pool
         assert left and f"qm destroy {left[0]} --purge" in message
         admin = pve_api(lab.double, lab.double.admin_token)
-        admin.nodes("pve1").qemu(left[0]).delete(purge=1)
+        node = next(r["node"] for r in admin.cluster.resources.get(type="vm") if r["vmid"] == left[0])
+        admin.nodes(node).qemu(left[0]).delete(purge=1)
         deadline = time.monotonic() + 30
         while scratch_guests(lab) and time.monotonic() < deadline:
             time.sleep(0.2)

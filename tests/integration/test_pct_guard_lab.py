@@ -34,7 +34,8 @@ def admin(double):
 
 def restore_ct(pve, vmid: int, **options) -> None:
     items = pve.nodes(NODE).storage("pbs").content.get(content="backup", vmid=120)
-    volid = max(items, key=lambda item: item["ctime"])["volid"]
+    finished = [item for item in items if item.get("size") != 1]     # PVE: an unfinished snapshot has size 1
+    volid = max(finished, key=lambda item: item["ctime"])["volid"]
     upid = pve.nodes(NODE).lxc.post(vmid=vmid, ostemplate=volid, restore=1, storage="local-zfs",
                                     rootfs="local-zfs:1", hostname=f"guard-{vmid}", onboot=0,
                                     net0="name=eth0,bridge=vmbr-drill,ip=10.199.0.130/24", **options)

@@ -117,13 +117,37 @@ class PveEndpoint(Strict):
                                     "(pinned, as PBS and the PVE storage plugin do).")
     verify_tls: bool = Field(True, description="Set false only to disable TLS checks (loud warning).")
     nodes: list[str] = Field(default_factory=list, description="Cluster nodes.")
-    node_ssh: "SshEndpoint | None" = Field(None, description="SSH to a node for `pct exec` (forced command).")
+    node_ssh: "SshEndpoint | dict[str, SshEndpoint] | None" = Field(None, description=(
+        "SSH to the nodes for `pct exec` (forced command): one endpoint used for every node, or a "
+        "mapping node -> endpoint (pct reaches only the containers of the node it runs on)."),
+        examples=[{"pve2": {"host": "pve2.lan", "user": "root", "key_file": "/etc/restoredrill/pct_key",
+                            "known_hosts_file": "/etc/restoredrill/known_hosts"}}])
+
+    @model_validator(mode="after")
+    def _node_ssh_nodes(self) -> "PveEndpoint":
+        if isinstance(self.node_ssh, dict) and self.nodes:
+            unknown = sorted(set(self.node_ssh) - set(self.nodes))
+            if unknown:
+                raise ValueError(f"node_ssh names node(s) {', '.join(unknown)} that are not in nodes "
+                                 f"({', '.join(self.nodes)})")
+        return self
+
+    def ssh_for_node(self, node: str) -> "SshEndpoint | None":
+        """The SSH endpoint of ``node``: the mapping's entry, or the single endpoint."""
+        if isinstance(self.node_ssh, dict):
+            return self.node_ssh.get(node)
+        return self.node_ssh
 
 
 class PbsDatastore(Strict):
     name: str = Field(description="Datastore name on the PBS.")
     role: Literal["local", "offsite"] = Field(description="local (fast rollback) or offsite copy.")
     pve_storage: str | None = Field(None, description="The PVE storage id pointing at this datastore.")
+    namespace: str | None = Field(None, max_length=256, pattern=(
+        r"^[A-Za-z0-9_][A-Za-z0-9._\-]*(/[A-Za-z0-9_][A-Za-z0-9._\-]*){0,6}$"), description=(
+        "PBS namespace holding the backups (a/b/c, at most 7 levels; pbs-api-types "
+        "BACKUP_NAMESPACE_SCHEMA); sent as ns on every PBS call. Unset: the root namespace."),
+        examples=["homelab"])
     retention: str = Field(description="Name of a retention policy in policies.retention.")
     rpo: str | None = Field(None, description="Name of an RPO policy in policies.rpo.")
     quota: Size | None = Field(None, description="Quota of the dataset holding the datastore.")

@@ -3,10 +3,12 @@ health checks, and the scratch area on its isolated bridge."""
 from __future__ import annotations
 
 from restoredrill.lab.guests.image import CANARY_VALUE, WEB_PORT
+from restoredrill.lab.proxmox.homelab import GUEST_NODES
 
 
 def proxmox_inventory(double, offsite_target: str | None = None) -> dict:
-    """``offsite_target``: the offsite.s3 target that holds the double's ``offsite`` store (the
+    """Guests sit on their nodes of the double's cluster (``homelab.GUEST_NODES``), so each
+    scratch copy is restored on a node other than the first. ``offsite_target``: the offsite.s3 target that holds the double's ``offsite`` store (the
     lab uploads it there); that datastore is then declared ``backend: s3`` naming it."""
     endpoints = double.endpoints()["pve"]
     access = double.guest_access
@@ -58,7 +60,8 @@ def proxmox_inventory(double, offsite_target: str | None = None) -> dict:
         "proxmox": {
             "pve": {"url": double.pve_url, "token_id": double.drill_token.token_id,
                     "token_secret": f"file:{double.drill_token.secret_file}", "fingerprint": double.fingerprint,
-                    "nodes": [double.node], "node_ssh": endpoints.get("node_ssh")},
+                    "nodes": list(double.nodes),        # pct: each node's own sshd and guard
+                    "node_ssh": endpoints.get("node_ssh_by_node") or endpoints.get("node_ssh")},
             "pbs": {"url": double.pbs_url, "token_id": double.pbs_audit_token.token_id,
                     "token_secret": f"file:{double.pbs_audit_token.secret_file}",
                     "fingerprint": double.pbs_fingerprint, "timezone": double.zone,
@@ -73,13 +76,13 @@ def proxmox_inventory(double, offsite_target: str | None = None) -> dict:
                          **({"backend": "s3", "s3_target": offsite_target} if offsite_target else {})}]},
         },
         "guests": [
-            {"name": "opnsense", "vmid": 100, "type": "qemu", "node": double.node, "strategy": "config-export",
+            {"name": "opnsense", "vmid": 100, "type": "qemu", "node": GUEST_NODES[100], "strategy": "config-export",
              "exception": "a snapshot freezes the firewall and the network; its config is exported to the "
                           "storage box (proven by the offsite config drill)", "config_export": "fw-encrypted"},
-            {"name": "app-vm", "vmid": 110, "type": "qemu", "node": double.node, "strategy": "pbs",
+            {"name": "app-vm", "vmid": 110, "type": "qemu", "node": GUEST_NODES[110], "strategy": "pbs",
              "snapshot": "latest-verified", "rpo": "daily", "access": "agent", "address": "10.199.0.110/24",
              "health": vm_checks},
-            {"name": "app-ct", "vmid": 120, "type": "lxc", "node": double.node, "strategy": "pbs",
+            {"name": "app-ct", "vmid": 120, "type": "lxc", "node": GUEST_NODES[120], "strategy": "pbs",
              "snapshot": "latest", "rpo": "daily", "access": "pct", "address": "10.199.0.120/24",
              "health": ct_checks},
         ],

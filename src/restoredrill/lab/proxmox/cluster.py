@@ -1,10 +1,20 @@
-"""The state of the double's Proxmox VE node: guests, pools, storages, bridges, jobs.
+"""The state of the double's Proxmox VE cluster: nodes, guests, pools, storages, bridges, jobs.
 
-Guest configs are also written to ``<root>/etc-pve/nodes/<node>/{qemu-server,lxc}/<vmid>.conf``
-(the pmxcfs layout, with the node-local ``lxc`` and ``qemu-server`` links) and pool
-membership to ``<root>/etc-pve/user.cfg`` (``pool:`` lines only), so a test, a person or
-the node's pct guard (contrib/restoredrill-pct-guard) can read them; disks live under
+The cluster has several nodes (``nodes``; ``node`` is the first). VMIDs are cluster-wide
+(pmxcfs ``vmlist``); each guest lives on one node (``placement``), whose config file is
+``<root>/etc-pve/nodes/<node>/{qemu-server,lxc}/<vmid>.conf`` (the pmxcfs layout). Each
+node sees the cluster file system through its own view ``<root>/node-view/<node>/``: the
+shared ``nodes`` and ``user.cfg`` plus the node-local links ``lxc``, ``qemu-server`` and
+``local`` to ``nodes/<node>/...`` (pmxcfs ``cfs_plug_link``: ``/etc/pve/lxc`` is
+``nodes/<this node>/lxc``), so the node's pct guard (contrib/restoredrill-pct-guard) sees
+only that node's containers; ``<root>/etc-pve`` itself carries the first node's links.
+Pool membership goes to ``etc-pve/user.cfg`` (``pool:`` lines only); disks live under
 ``<root>/images/<vmid>/``. Every path is built from a validated integer vmid.
+
+An API request is served "on" the node of its path (PVE's ``proxyto => 'node'``): the
+service marks that node for the request's thread (``serve_on``) and a task inherits it,
+so a guest created by a request lands on the request's node and a config read on another
+node fails as PVE's ``load_config`` does.
 """
 from __future__ import annotations
 
@@ -30,7 +40,14 @@ class StorageConfig:
     datastore: str | None = None   # pbs: the PBS datastore it points at
     crypt: CryptConfig | None = None   # pbs: the client-side encryption key PVE holds
     fingerprint: str | None = None     # pbs: the PBS server certificate pin
+    namespace: str | None = None       # pbs: the PBS namespace it lists and restores from (PBSPlugin)
     shared: bool = False
+    nodes: tuple[str, ...] = ()        # storage.cfg ``nodes``: available only there (empty: everywhere)
+
+    def available_on(self, node: str) -> bool:
+        """pve-storage src/PVE/Storage.pm ``storage_check_node``: a storage with ``nodes``
+        is usable only on those nodes."""
+        return not self.nodes or node in self.nodes
 
     @property
     def contents(self) -> set[str]:
@@ -46,46 +63,101 @@ class Pool:
 
 
 class PveState:
-    """Guests and cluster configuration of one node, guarded by one lock."""
+    """Guests and cluster configuration of every node, guarded by one lock."""
 
     def __init__(self, root: Path, node: str, runtime: GuestRuntime, *,
-                 zone: str = "Europe/Berlin"):
+                 zone: str = "Europe/Berlin", nodes: tuple[str, ...] = ()):
         self.root = root
-        self.node = node
+        self.nodes = list(nodes) or [node]
+        if node not in self.nodes:
+            self.nodes.insert(0, node)
+        self.node = node                         # the first node (where a caller says none)
         self.runtime = runtime
         self.zone = zone
         self.guests: dict[int, Guest] = {}
+        self.placement: dict[int, str] = {}      # vmid -> the node the guest lives on
         self.pools: dict[str, Pool] = {}
         self.storages: dict[str, StorageConfig] = {}
-        self.networks: dict[str, dict[str, Any]] = {}
+        self.node_networks: dict[str, dict[str, dict[str, Any]]] = {n: {} for n in self.nodes}
         self.backup_jobs: list[dict[str, Any]] = []
         self.ssl_fingerprint = ""
         self.lock = threading.RLock()
+        self._serving = threading.local()
         (root / "images").mkdir(parents=True, exist_ok=True)
+        for each in self.nodes:
+            self._make_node_view(each)
+
+    # --- nodes ---------------------------------------------------------------------------
+    def serve_on(self, node: str) -> None:
+        """The node the current thread's request (or task) runs on."""
+        self._serving.node = node
+
+    def serving_node(self) -> str:
+        return getattr(self._serving, "node", None) or self.node
+
+    def node_of(self, vmid: int) -> str:
+        return self.placement.get(int(vmid), self.node)
+
+    def node_view(self, node: str) -> Path:
+        """``/etc/pve`` as ``node`` sees it (for that node's pct guard)."""
+        return self.root / "node-view" / node
+
+    def networks_of(self, node: str) -> dict[str, dict[str, Any]]:
+        """``/etc/network/interfaces`` of ``node`` as pve-common reads it (node-local)."""
+        return self.node_networks.setdefault(node, {})
+
+    def _make_node_view(self, node: str) -> None:
+        etc = self.root / "etc-pve"
+        for folder in ("lxc", "qemu-server"):
+            (etc / "nodes" / node / folder).mkdir(parents=True, exist_ok=True)
+        view = self.node_view(node)
+        view.mkdir(parents=True, exist_ok=True)
+        links = {"nodes": Path("../../etc-pve/nodes"), "user.cfg": Path("../../etc-pve/user.cfg"),
+                 "local": Path("nodes") / node, "lxc": Path("nodes") / node / "lxc",
+                 "qemu-server": Path("nodes") / node / "qemu-server"}
+        for name, target in links.items():
+            if not (view / name).is_symlink():
+                (view / name).symlink_to(target)
+        if node == self.node:        # etc-pve itself: as the first node sees it
+            for name in ("local", "lxc", "qemu-server"):
+                if not (etc / name).is_symlink():
+                    (etc / name).symlink_to(links[name])
 
     # --- guests ------------------------------------------------------------------------
-    def config_path(self, vmid: int, kind: str) -> Path:
+    def config_path(self, vmid: int, kind: str, node: str | None = None) -> Path:
         folder = "qemu-server" if kind == "qemu" else "lxc"
-        return self.root / "etc-pve" / "nodes" / self.node / folder / f"{int(vmid)}.conf"
+        return self.root / "etc-pve" / "nodes" / (node or self.node_of(vmid)) / folder / \
+            f"{int(vmid)}.conf"
 
-    def guest(self, vmid: int, kind: str | None = None) -> Guest:
-        """The guest, or PVE's answer for a missing config file (500)."""
+    def guest(self, vmid: int, kind: str | None = None, node: str | None = None) -> Guest:
+        """The guest, or PVE's answer for a missing config file (500). Asked on ``node``,
+        a guest on another node is missing too: qemu-server/pve-container routes run on the
+        node of the path (``proxyto => 'node'``) and pve-guest-common
+        src/PVE/AbstractConfig.pm ``load_config`` reads ``nodes/<that node>/...conf``
+        (``die "Configuration file '$cfspath' does not exist"``); nothing is forwarded to
+        the guest's own node."""
         guest = self.guests.get(int(vmid))
-        if guest is None or (kind is not None and guest.kind != kind):
+        where = node or (self.node_of(vmid) if guest is not None else self.serving_node())
+        if guest is None or (kind is not None and guest.kind != kind) or \
+                (node is not None and self.node_of(vmid) != node):
             folder = "qemu-server" if kind in (None, "qemu") else "lxc"
-            raise ApiError(500, f"Configuration file 'nodes/{self.node}/{folder}/{vmid}.conf' "
+            raise ApiError(500, f"Configuration file 'nodes/{where}/{folder}/{vmid}.conf' "
                                 "does not exist")
         return guest
 
     def check_vmid_unused(self, vmid: int) -> None:
+        """pve-cluster ``check_vmid_unused``: VMIDs are cluster-wide; the message names the
+        node the existing guest lives on."""
         existing = self.guests.get(int(vmid))
         if existing is not None:
             label = "VM" if existing.kind == "qemu" else "CT"
-            raise ApiError(500, f"{label} {vmid} already exists on node '{self.node}'")
+            raise ApiError(500, f"{label} {vmid} already exists on node '{self.node_of(vmid)}'")
 
-    def add_guest(self, guest: Guest) -> Guest:
+    def add_guest(self, guest: Guest, node: str | None = None) -> Guest:
+        """A new guest on ``node`` (default: the node the current request runs on)."""
         with self.lock:
             self.guests[guest.vmid] = guest
+            self.placement[guest.vmid] = node or self.serving_node()
             self.save(guest)
         return guest
 
@@ -93,11 +165,6 @@ class PveState:
         path = self.config_path(guest.vmid, guest.kind)
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(render_config(guest.config))
-        local = self.root / "etc-pve" / path.parent.name        # pmxcfs: /etc/pve/lxc -> nodes/NODE/lxc
-        try:
-            local.symlink_to(Path("nodes") / self.node / path.parent.name)
-        except FileExistsError:
-            pass
         self.write_pools()
 
     def write_pools(self) -> None:
@@ -119,10 +186,12 @@ class PveState:
     def remove_guest(self, vmid: int, purge: bool) -> None:
         """Config, disks and pool membership; with purge also backup-job entries."""
         with self.lock:
-            guest = self.guests.pop(int(vmid), None)
+            guest = self.guests.get(int(vmid))
             if guest is None:
                 return
             self.config_path(guest.vmid, guest.kind).unlink(missing_ok=True)
+            del self.guests[guest.vmid]
+            self.placement.pop(guest.vmid, None)
             shutil.rmtree(self.images_dir(guest.vmid), ignore_errors=True)
             for pool in self.pools.values():
                 pool.vmids.discard(guest.vmid)
@@ -171,3 +240,48 @@ class PveState:
         if found is None:
             raise ApiError(500, f"storage '{storage_id}' does not exist")
         return found
+
+    def storage_on_node(self, storage_id: str, node: str | None = None) -> StorageConfig:
+        """pve-storage src/PVE/Storage.pm ``storage_check_node`` (called by
+        ``storage_check_enabled`` and so by ``activate_storage``): ``die "storage
+        '$storeid' is not available on node '$node'"`` (the local node when none is given)."""
+        found = self.storage(storage_id)
+        node = node or self.serving_node()
+        if not found.available_on(node):
+            raise ApiError(500, f"storage '{storage_id}' is not available on node '{node}'")
+        return found
+
+
+def interface_entry(iface_type: str, *, families: tuple[str, ...] = ("inet",),
+                    comments: str | None = None, **options: Any) -> dict[str, Any]:
+    """One interface as ``GET /nodes/{node}/network/{iface}`` answers it: pve-common
+    src/PVE/Network/Interfaces.pm ``__read_etc_network_interfaces``. Options are the
+    stanza's lines (``bridge_ports``, ``ovs_ports``, ``address``, ``netmask``, ``gateway``;
+    an ``inet6`` stanza's as ``address6``, ``netmask6``, ``gateway6``, ``method6``). As
+    upstream: an ``address`` with a mask becomes ``address`` + ``netmask`` + ``cidr``
+    (without one ``cidr`` is ``/32``), ``address6`` gives ``cidr6`` (``/128``), ``method``
+    and ``method6`` default to manual, a Linux bridge gets ``bridge_stp`` off and
+    ``bridge_fd`` 0, an OVS bridge's ``type`` is its ``ovs_type`` (OVSBridge)."""
+    entry: dict[str, Any] = {"type": iface_type, "families": list(families), "autostart": 1,
+                             "active": 1, **options}
+    for suffix, host_mask in (("", 32), ("6", 128)):
+        address = entry.get(f"address{suffix}")
+        if not address:
+            continue
+        if "/" in address:
+            entry[f"address{suffix}"], entry[f"netmask{suffix}"] = address.split("/", 1)
+            entry[f"cidr{suffix}"] = address
+        elif entry.get(f"netmask{suffix}"):
+            entry[f"cidr{suffix}"] = f"{address}/{entry[f'netmask{suffix}']}"
+        else:
+            entry[f"cidr{suffix}"] = f"{address}/{host_mask}"
+    entry.setdefault("method", "static" if entry.get("address") else "manual")
+    entry.setdefault("method6", "static" if entry.get("address6") else "manual")
+    if iface_type == "bridge":
+        entry.setdefault("bridge_stp", "off")
+        entry.setdefault("bridge_fd", "0")
+    elif iface_type == "OVSBridge":
+        entry["ovs_type"] = "OVSBridge"
+    if comments:
+        entry["comments"] = comments
+    return entry

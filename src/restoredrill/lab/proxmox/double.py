@@ -110,8 +110,9 @@ class ProxmoxDouble:
         self.pve_version = version_answer(pve_version, PVE_VERSION)
         self.pbs_version = version_answer(pbs_version, PBS_VERSION)
         self.network = None
-        self.node_ssh = None
+        self.node_sshd: dict[str, Any] = {}      # node -> its sshd (pct guard), real guests only
         self.node, self.pbs_node = homelab.PVE_NODE, homelab.PBS_NODE
+        self.nodes = homelab.PVE_NODES
         self.isolated_bridge = homelab.ISOLATED_BRIDGE
         self.timings: dict[str, float] = {}
         self.servers: dict[str, ApiServer] = {}
@@ -195,19 +196,21 @@ class ProxmoxDouble:
             auth_failure_delay=self.auth_failure_delay).start()
 
     def _start_pve(self) -> None:
-        self.runtime = self._runtime()
-        self.pve_state = PveState(self.base_dir / "pve", self.node, self.runtime, zone=self.zone)
+        self.pve_state = PveState(self.base_dir / "pve", self.node, None, zone=self.zone,
+                                  nodes=self.nodes)
+        self.pve_state.runtime = self.runtime = self._runtime()
         self.pve_state.ssl_fingerprint = self.fingerprint
         homelab.configure_pve(self.pve_state, self.crypt, self.pbs_fingerprint)
-        tasks = TaskRegistry("pve", self.node, delay=self.faults.task_delay)
-        self._task_registries.append(tasks)
+        registries = {node: TaskRegistry("pve", node, delay=self.faults.task_delay)
+                      for node in self.nodes}
+        self._task_registries.extend(registries.values())
         self.restorer = Restorer(self.pve_state, self.stores, self.faults)
         self.pve_tokens = TokenRegistry("pve")
         secrets = self.base_dir / "secrets"
         self.pve_admin = self.pve_tokens.create(homelab.ADMIN_TOKEN, homelab.admin_acl(), secrets)
-        self.pve_drill = self.pve_tokens.create(homelab.PVE_DRILL_TOKEN, homelab.pve_drill_acl(),
-                                                secrets)
-        service = PveService(self.pve_state, tasks, self.stores, self.restorer, self.faults,
+        self.pve_drill = self.pve_tokens.create(
+            homelab.PVE_DRILL_TOKEN, homelab.pve_drill_acl(version_tuple(self.pve_version)), secrets)
+        service = PveService(self.pve_state, registries, self.stores, self.restorer, self.faults,
                              version=self.pve_version)
         self.servers["pve"] = ApiServer(
             "pve", build_pve_router(service), self.pve_tokens, self.pve_identity, self.schemas,
@@ -223,7 +226,9 @@ class ProxmoxDouble:
         self.network = LabNetwork(bridge=self.isolated_bridge).create()
         work = self.base_dir / "guests"
         work.mkdir(mode=0o700, exist_ok=True)
-        self.node_ssh = NodeSsh(self.base_dir / "node-ssh", work, self.base_dir / "pve" / "etc-pve").start()
+        for node in self.nodes:     # one sshd per node; its guard reads that node's /etc/pve
+            self.node_sshd[node] = NodeSsh(self.base_dir / "node-ssh" / node, work,
+                                           self.pve_state.node_view(node)).start()
         return NamespaceRuntime(self.network, work, start_failure=self.faults.start_failure,
                                 agent_silent=self.faults.agent_silent,
                                 broken_services=self.faults.broken_services)
@@ -240,9 +245,9 @@ class ProxmoxDouble:
         runtime = getattr(self, "runtime", None)
         if hasattr(runtime, "stop_all"):
             runtime.stop_all()
-        if self.node_ssh is not None:
-            self.node_ssh.stop()
-            self.node_ssh = None
+        for sshd in self.node_sshd.values():
+            sshd.stop()
+        self.node_sshd = {}
         if self.network is not None:
             self.network.destroy()
             self.network = None
@@ -330,7 +335,7 @@ class ProxmoxDouble:
     def endpoints(self) -> dict[str, Any]:
         """The served-lab contract (absolute paths)."""
         return {
-            "pve": {"url": self.pve_url, "node": self.node,
+            "pve": {"url": self.pve_url, "node": self.node, "nodes": list(self.nodes),
                     "token_id": self.pve_drill.authid,
                     "token_secret_file": str(self.pve_drill.secret_file),
                     "fingerprint": self.fingerprint, "isolated_bridge": self.isolated_bridge,
@@ -341,12 +346,14 @@ class ProxmoxDouble:
         }
 
     def _guest_endpoints(self) -> dict[str, Any]:
-        """Issue 5's additions: the node's SSH (pct exec), the runner namespace, guest SSH."""
+        """Issue 5's additions: the nodes' SSH (pct exec; ``node_ssh`` is the first node's,
+        ``node_ssh_by_node`` every node's), the runner namespace, guest SSH."""
         out: dict[str, Any] = {"guest_ssh": {"key_file": str(self.guest_access.key_file),
                                              "known_hosts_file": str(self.guest_access.known_hosts_file),
                                              "user": "root"}}
-        if self.node_ssh is not None:
-            out["node_ssh"] = self.node_ssh.endpoint()
+        if self.node_sshd:
+            out["node_ssh"] = self.node_sshd[self.node].endpoint()
+            out["node_ssh_by_node"] = {node: sshd.endpoint() for node, sshd in self.node_sshd.items()}
         if self.network is not None:
             out["drill_runner_netns"] = self.network.runner_ns
         return out

@@ -33,7 +33,8 @@ def guest_resource(service: PveService, guest: Guest) -> dict[str, Any]:
     """A guest as ``/cluster/resources`` and pool members show it."""
     entry: dict[str, Any] = {
         "id": f"{guest.kind}/{guest.vmid}", "type": guest.kind, "vmid": guest.vmid,
-        "name": guest.name, "node": service.node, "status": service.state.runtime.status(guest),
+        "name": guest.name, "node": service.state.node_of(guest.vmid),
+        "status": service.state.runtime.status(guest),
         "maxcpu": int(guest.config.get("cores", "1") or 1), "cpu": 0.0,
         "maxmem": memory_bytes(guest), "mem": 0, "maxdisk": max(guest.disk_size, 0), "disk": 0,
         "uptime": guest.uptime, "template": 0, "netin": 0, "netout": 0, "diskread": 0,
@@ -67,10 +68,10 @@ def _listing_route(router: Router, service: PveService, kind: str) -> None:
 
     @router.route("GET", f"/nodes/{{node}}/{kind}", declare({"node": PVE_NODE, **extra}))
     def listing(call: Call) -> list[dict[str, Any]]:
-        service.check_node(call)
+        node = service.check_node(call)     # the node's own guests (qemu-server vmlist)
         found = []
         for guest in sorted(service.state.guests.values(), key=lambda g: g.vmid):
-            if guest.kind == kind and perms.has_privs(
+            if guest.kind == kind and service.state.node_of(guest.vmid) == node and perms.has_privs(
                     call.token, f"/vms/{guest.vmid}", ["VM.Audit"],
                     pools=service.state.pools_of(guest.vmid)):
                 entry = guest_resource(service, guest)
@@ -193,9 +194,9 @@ def check_config_privileges(service: PveService, call: Call, guest: Guest,
     def on_path(path: str, privs: list[str]) -> None:
         perms.require(call.token, path, privs)
 
-    for key in deletes:
+    for key in deletes:     # upstream checks the current value of what a token deletes
         if guest.kind == "qemu":
-            perms.check_qemu_option(key, guest.config.get(key), on_guest, on_path)
+            perms.check_qemu_option(key, guest.config.get(key), on_guest, on_path, deleting=True)
         else:
             perms.check_lxc_option(key, guest.config.get(key), on_guest, deleting=True)
     for key, value in sorted(changes.items()):
@@ -254,12 +255,23 @@ def _destroy_route(router: Router, service: PveService, kind: str) -> None:
         return service.start_task(call, worker, str(guest.vmid), work)
 
 
+def pve_release(service: PveService) -> tuple[int, int]:
+    """(major, minor) of the PVE the double plays (``GET /version``)."""
+    major, minor = service.version["version"].split(".")[:2]
+    return int(major), int(minor)
+
+
 def _agent_routes(router: Router, service: PveService) -> None:
     base = "/nodes/{node}/qemu/{vmid}/agent"
     audit = ["VM.GuestAgent.Audit", "VM.GuestAgent.Unrestricted"]
 
     def agent_guest(call: Call, privs: list[str]) -> Guest:
+        """qemu-server before 9.0.3 (PVE 8) checks every agent command with VM.Monitor
+        (src/PVE/API2/Qemu/Agent.pm ``$perm //= 'VM.Monitor'``); from 9.0.3 on the
+        VM.GuestAgent.* privileges (commit b92a40ce)."""
         guest = service.guest(call, "qemu")
+        if pve_release(service) < (9, 0):
+            privs = ["VM.Monitor"]
         service.require_vm(call, guest.vmid, privs, any_of=True)
         return guest
 

@@ -13,7 +13,9 @@ from typing import Any
 
 from restoredrill.lab.proxmox import permissions as perms
 from restoredrill.lab.proxmox.names import check_pool_id, check_storage_id, check_vmid
-from restoredrill.lab.proxmox.pve_guest_routes import add_guest_routes, guest_resource
+from restoredrill.lab.proxmox.access_routes import add_access_routes
+from restoredrill.lab.proxmox.pve_guest_routes import add_guest_routes, guest_resource, pve_release
+from restoredrill.lab.proxmox.schema_permissions import AclContext
 from restoredrill.lab.proxmox.pve_service import (PveService, guest_volumes,
                                                   storage_status)
 from restoredrill.lab.proxmox.routing import (BOOLEAN, INTEGER, PVE_NODE, PVE_POOL, PVE_STORAGE,
@@ -33,6 +35,9 @@ def build_pve_router(service: PveService) -> Router:
     _pool_routes(router, service)
     _task_routes(router, service)
     add_guest_routes(router, service)
+    add_access_routes(router, service)
+    # the central privilege check (http -> schema_permissions) needs the guests' pools and the release
+    router.acl = AclContext(service.state.pools_of, lambda: pve_release(service))
     return router
 
 
@@ -50,21 +55,30 @@ def _cluster_routes(router: Router, service: PveService) -> None:
             for guest in sorted(state.guests.values(), key=lambda g: g.vmid):
                 if perms.has_privs(call.token, f"/vms/{guest.vmid}", ["VM.Audit"],
                                    pools=state.pools_of(guest.vmid)):
-                    found.append(guest_resource(service, guest))
-        if kind in (None, "storage"):
-            for storage in sorted(state.storages.values(), key=lambda s: s.storage):
-                if perms.has_privs(call.token, f"/storage/{storage.storage}",
-                                   ["Datastore.Audit", "Datastore.AllocateSpace"], any_of=True):
-                    usage = storage_status(service, storage)
-                    found.append({"id": f"storage/{state.node}/{storage.storage}",
-                                  "type": "storage", "storage": storage.storage,
-                                  "node": state.node, "status": "available",
-                                  "content": storage.content, "plugintype": storage.type,
-                                  "shared": int(storage.shared), "disk": usage["used"],
-                                  "maxdisk": usage["total"]})
-        if kind in (None, "node") and perms.has_privs(call.token, f"/nodes/{state.node}",
-                                                      ["Sys.Audit"]):
-            found.append({"id": f"node/{state.node}", "type": "node", **node_entry(service)})
+                    entry = guest_resource(service, guest)
+                    # pve-manager PVE/API2/Cluster.pm (resources): "delete $entry->{pool}" unless
+                    # the caller has Pool.Audit on /pool/<pool>
+                    if "pool" in entry and not perms.has_privs(call.token, f"/pool/{entry['pool']}",
+                                                               ["Pool.Audit"]):
+                        del entry["pool"]
+                    found.append(entry)
+        if kind in (None, "storage"):     # one entry per node the storage is available on
+            for node in state.nodes:
+                for storage in sorted(state.storages.values(), key=lambda s: s.storage):
+                    if storage.available_on(node) and perms.has_privs(
+                            call.token, f"/storage/{storage.storage}",
+                            ["Datastore.Audit", "Datastore.AllocateSpace"], any_of=True):
+                        usage = storage_status(service, storage)
+                        found.append({"id": f"storage/{node}/{storage.storage}",
+                                      "type": "storage", "storage": storage.storage,
+                                      "node": node, "status": "available",
+                                      "content": storage.content, "plugintype": storage.type,
+                                      "shared": int(storage.shared), "disk": usage["used"],
+                                      "maxdisk": usage["total"]})
+        if kind in (None, "node"):
+            found += [{"id": f"node/{node}", "type": "node", **node_entry(node)}
+                      for node in state.nodes
+                      if perms.has_privs(call.token, f"/nodes/{node}", ["Sys.Audit"])]
         if kind is None:
             found += [{"id": f"/pool/{p.poolid}", "type": "pool", "pool": p.poolid}
                       for p in sorted(state.pools.values(), key=lambda p: p.poolid)
@@ -101,8 +115,8 @@ def _cluster_routes(router: Router, service: PveService) -> None:
         return sorted((dict(target) for target in targets), key=lambda t: t["name"])
 
 
-def node_entry(service: PveService) -> dict[str, Any]:
-    return {"node": service.node, "status": "online", "cpu": 0.02, "maxcpu": os.cpu_count() or 2,
+def node_entry(node: str) -> dict[str, Any]:
+    return {"node": node, "status": "online", "cpu": 0.02, "maxcpu": os.cpu_count() or 2,
             "mem": 2 * 1024 ** 3, "maxmem": 16 * 1024 ** 3, "uptime": 86400 * 12,
             "level": "", "disk": 8 * 1024 ** 3, "maxdisk": 64 * 1024 ** 3}
 
@@ -110,15 +124,23 @@ def node_entry(service: PveService) -> dict[str, Any]:
 def _node_routes(router: Router, service: PveService) -> None:
     @router.route("GET", "/nodes")
     def nodes(call: Call) -> list[dict[str, Any]]:
-        entry = node_entry(service)
-        entry.pop("disk"), entry.pop("maxdisk")
-        return [{**entry, "ssl_fingerprint": service.state.ssl_fingerprint}]
+        """Every cluster member (pve-manager PVE/API2/Nodes.pm ``index``); the double serves
+        them all from one address, so they share its certificate."""
+        result = []
+        for node in service.state.nodes:
+            entry = node_entry(node)
+            entry.pop("disk"), entry.pop("maxdisk")
+            result.append({**entry, "ssl_fingerprint": service.state.ssl_fingerprint})
+        return result
 
     @router.route("GET", "/nodes/{node}/network/{iface}", declare(node=PVE_NODE, iface=IFACE))
     def network(call: Call) -> dict[str, Any]:
         node = service.check_node(call)
         perms.require(call.token, f"/nodes/{node}", ["Sys.Audit"])
-        found = service.state.networks.get(call.get("iface"))
+        # pve-manager PVE/API2/Network.pm ``network_config``: the node's own interfaces file
+        # as pve-common src/PVE/Network/Interfaces.pm ``__read_etc_network_interfaces``
+        # reads it (see cluster.interface_entry for the keys)
+        found = service.state.networks_of(node).get(call.get("iface"))
         if found is None:
             raise param_error("iface", "interface does not exist")
         return dict(found)
@@ -128,22 +150,28 @@ def _node_routes(router: Router, service: PveService) -> None:
         enabled=optional(BOOLEAN), format=optional(BOOLEAN), storage=optional(PVE_STORAGE),
         target=optional(PVE_NODE)))
     def storages(call: Call) -> list[dict[str, Any]]:
-        service.check_node(call)
+        """pve-storage src/PVE/API2/Storage/Status.pm ``index`` over ``storage_info``: a
+        storage not available on this node (``nodes``) is listed with ``enabled`` 0,
+        ``active`` 0 and no usage, and left out when ``content`` is asked for."""
+        node = service.check_node(call)
         wanted = set(filter(None, (call.get("content") or "").split(",")))
         result = []
         for storage in sorted(service.state.storages.values(), key=lambda s: s.storage):
+            here = storage.available_on(node)
             if call.get("storage") not in (None, storage.storage) or (
-                    wanted and not wanted & storage.contents):
+                    wanted and (not wanted & storage.contents or not here)):
                 continue
             if not perms.has_privs(call.token, f"/storage/{storage.storage}",
                                    ["Datastore.Audit", "Datastore.AllocateSpace"], any_of=True):
                 continue
-            usage = storage_status(service, storage)
-            result.append({"storage": storage.storage, "type": storage.type,
-                           "content": storage.content, "active": 1, "enabled": 1,
-                           "shared": int(storage.shared), **usage,
-                           "used_fraction": usage["used"] / usage["total"] if usage["total"]
-                           else 0.0})
+            entry = {"storage": storage.storage, "type": storage.type,
+                     "content": storage.content, "active": int(here), "enabled": int(here),
+                     "shared": int(storage.shared), "total": 0, "used": 0, "avail": 0}
+            if here:
+                usage = storage_status(service, storage)
+                entry.update(usage, used_fraction=usage["used"] / usage["total"]
+                             if usage["total"] else 0.0)
+            result.append(entry)
         return result
 
     @router.route("GET", "/nodes/{node}/storage/{storage}/content", declare(
@@ -152,17 +180,21 @@ def _node_routes(router: Router, service: PveService) -> None:
     def content(call: Call) -> list[dict[str, Any]]:
         service.check_node(call)
         storage_id = check_storage_id(call.get("storage"))
-        perms.require(call.token, f"/storage/{storage_id}",
-                      ["Datastore.Audit", "Datastore.AllocateSpace"], any_of=True)
-        storage = service.state.storage(storage_id)
+        # the method's own check (Datastore.Audit or .AllocateSpace on /storage/{storage}) is
+        # the central one (schema_permissions); each volume then passes check_volume_access
+        # pve-storage Content.pm index -> volume_list -> activate_storage: dies on a node
+        # the storage is not available on (storage_check_node)
+        storage = service.state.storage_on_node(storage_id, service.node)
         wanted = call.get("content")
+        pools = service.state.pools_of
         if storage.type != "pbs":
-            return [] if wanted == "backup" else guest_volumes(service, storage_id,
-                                                                call.get("vmid"))
+            return [] if wanted == "backup" else [
+                v for v in guest_volumes(service, storage_id, call.get("vmid"))
+                if _may_see_volume(call, storage_id, v["vmid"], pools(v["vmid"]), "images")]
         if wanted not in (None, "backup"):
             return []
         return [entry for entry in service.backup_entries(storage, call.get("vmid"))
-                if _may_see_backup(call, storage_id, entry["vmid"])]
+                if _may_see_backup(call, storage_id, entry["vmid"], pools(entry["vmid"]))]
 
     @router.route("GET", "/nodes/{node}/vzdump/extractconfig",
                   declare(node=PVE_NODE, volume=STRING))
@@ -180,11 +212,24 @@ def _node_routes(router: Router, service: PveService) -> None:
                 from None
 
 
-def _may_see_backup(call: Call, storage: str, owner: int) -> bool:
-    """``check_volume_access`` per listed backup: Datastore.Allocate, or VM.Backup on it."""
-    return perms.has_privs(call.token, f"/storage/{storage}", ["Datastore.Allocate"]) or (
-        perms.has_privs(call.token, f"/storage/{storage}", ["Datastore.AllocateSpace"]) and
-        perms.has_privs(call.token, f"/vms/{owner}", ["VM.Backup"]))
+def _may_see_backup(call: Call, storage: str, owner: int, pools: list[str]) -> bool:
+    """A listed backup volume (pve-storage ``src/PVE/API2/Storage/Content.pm`` index: an item
+    whose ``check_volume_access`` dies is skipped, no error)."""
+    return _may_see_volume(call, storage, owner, pools, "backup")
+
+
+def _may_see_volume(call: Call, storage: str, owner: int, pools: list[str], vtype: str) -> bool:
+    """pve-storage ``src/PVE/Storage.pm`` ``check_volume_access`` without a vmid: Datastore.Allocate
+    on the storage sees everything; a backup needs Datastore.AllocateSpace on the storage and
+    VM.Backup on /vms/<owner>; a disk image Datastore.Audit and VM.Config.Disk (pool ACLs
+    count for /vms/<owner>, as ``$rpcenv->check`` does)."""
+    token, on_storage = call.token, f"/storage/{storage}"
+    if perms.has_privs(token, on_storage, ["Datastore.Allocate"]):
+        return True
+    storage_priv, guest_priv = (("Datastore.AllocateSpace", "VM.Backup") if vtype == "backup"
+                                else ("Datastore.Audit", "VM.Config.Disk"))
+    return perms.has_privs(token, on_storage, [storage_priv]) and \
+        perms.has_privs(token, f"/vms/{owner}", [guest_priv], pools=pools)
 
 
 def _pool_routes(router: Router, service: PveService) -> None:
@@ -278,8 +323,12 @@ def _task_routes(router: Router, service: PveService) -> None:
         node=PVE_NODE, upid=UPID, download=optional(BOOLEAN),
         limit=optional(INTEGER, minimum=0), start=optional(INTEGER, minimum=0)))
     def task_log(call: Call) -> list[dict[str, Any]]:
+        """pve-manager PVE/API2/Tasks.pm ``read_task_log`` -> pve-common Tools.pm
+        ``dump_logfile``: lines from the START, ``start`` skipped (``next if $count++ <
+        $start``), ``n`` counted from 1, ``limit`` 0 reads to the end, an empty log is one
+        line "no content"; ``set_result_attrib('total', $count)`` puts the count beside data."""
         task = service.task(call)
-        lines = list(task.lines)
+        lines = list(task.lines) or ["no content"]
         start, limit = call.get("start", 0), call.get("limit", 50)
         call.attributes["total"] = len(lines)
         chosen = lines[start:start + limit if limit else None]

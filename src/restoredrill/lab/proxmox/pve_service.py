@@ -27,7 +27,7 @@ PVE_VERSION = {"version": "9.1.1", "release": "9.1", "repoid": "42f0cb1b", "cons
 @dataclass
 class PveService:
     state: PveState
-    tasks: TaskRegistry
+    registries: dict[str, TaskRegistry]     # node -> its tasks (task logs are node-local files)
     stores: dict[str, PbsStore]
     restorer: Restorer
     faults: Faults
@@ -35,18 +35,28 @@ class PveService:
 
     @property
     def node(self) -> str:
-        return self.state.node
+        """The node the current request runs on (the first node outside a request)."""
+        return self.state.serving_node()
+
+    @property
+    def tasks(self) -> TaskRegistry:
+        """The task registry of the node the current request runs on."""
+        return self.registries[self.node]
 
     def check_node(self, call: Call) -> str:
+        """The path's node, which must be a cluster member (pve-manager resolves a node
+        name through the cluster's node list, then DNS: an unknown name fails the
+        address lookup); the request then runs on it (``proxyto => 'node'``)."""
         node = check_node(call.get("node"))
-        if node != self.node:
+        if node not in self.state.nodes:
             raise ApiError(500, f"hostname lookup '{node}' failed - failed to get address info "
                                 f"for: {node}: Name or service not known")
+        self.state.serve_on(node)
         return node
 
     def guest(self, call: Call, kind: str) -> Guest:
-        self.check_node(call)
-        return self.state.guest(check_vmid(call.get("vmid")), kind)
+        node = self.check_node(call)
+        return self.state.guest(check_vmid(call.get("vmid")), kind, node)
 
     def require_vm(self, call: Call, vmid: int, privs: list[str], pool: str | None = None,
                    any_of: bool = False) -> None:
@@ -76,10 +86,13 @@ class PveService:
             perms.require(call.token, f"/vms/{owner}", ["VM.Backup"])
 
     def backup_entries(self, storage: StorageConfig, vmid: int | None) -> list[dict[str, Any]]:
-        """PBSPlugin ``list_volumes``: the PBS snapshot list turned into PVE volumes."""
+        """PBSPlugin ``list_volumes``: the PBS snapshot list turned into PVE volumes. It asks
+        PBS for ``backup-id`` only (so ``vm/N`` and ``ct/N`` both come back) in the storage's
+        ``namespace`` (``ns``); an unfinished snapshot has no size: ``$item->{size} // 1``."""
         store = self.stores[storage.datastore]
         result = []
-        for info in store.snapshot_infos(backup_id=str(vmid) if vmid is not None else None):
+        for info in store.snapshot_infos(backup_id=str(vmid) if vmid is not None else None,
+                                         ns=storage.namespace):
             if info.backup_type not in ("vm", "ct") or not info.backup_id.isdigit():
                 continue
             item = store.snapshot_entry(info)
@@ -103,7 +116,9 @@ class PveService:
         return result
 
     def snapshot_ref(self, volume: BackupVolume) -> SnapshotRef:
-        return SnapshotRef(None, volume.backup_type, volume.backup_id, volume.backup_time)
+        """The snapshot a volid names, in its storage's namespace (PBSPlugin passes ``ns``)."""
+        namespace = self.state.storage(volume.storage).namespace
+        return SnapshotRef(namespace, volume.backup_type, volume.backup_id, volume.backup_time)
 
     # --- tasks -------------------------------------------------------------------------
     def task(self, call: Call) -> Task:
@@ -113,7 +128,7 @@ class PveService:
             upid = parse_upid(text)
         except ValueError as exc:   # upstream: 500; refused before any file is opened
             raise param_error("upid", str(exc)) from None
-        task = self.tasks.get(text)
+        task = self.tasks.get(text)     # the path's node only: task logs are node-local files
         if task is None or upid.task_id is not None:
             raise ApiError(500, "unable to open file - No such file or directory")
         if upid.authid != call.authid:
@@ -121,7 +136,14 @@ class PveService:
         return task
 
     def start_task(self, call: Call, worker_type: str, worker_id: str, work) -> str:
-        return self.tasks.start(worker_type, worker_id, call.authid, work).text
+        """A task on the request's node: its UPID names that node, and the worker runs
+        "on" it (a guest it creates or a storage it activates is that node's)."""
+        node, state = self.node, self.state
+
+        def on_node(task):
+            state.serve_on(node)
+            return work(task)
+        return self.registries[node].start(worker_type, worker_id, call.authid, on_node).text
 
 
 def storage_status(service: PveService, config: StorageConfig) -> dict[str, int]:
@@ -135,10 +157,12 @@ def storage_status(service: PveService, config: StorageConfig) -> dict[str, int]
 
 
 def guest_volumes(service: PveService, storage: str, vmid: int | None) -> list[dict[str, Any]]:
-    """Images/rootdir volumes of the double's restored guests on a local storage."""
-    result = []
+    """Images/rootdir volumes of the double's restored guests on a local storage (a storage
+    that is not ``shared`` holds only the volumes of the node's own guests)."""
+    result, shared = [], service.state.storage(storage).shared
     for guest in service.state.guests.values():
-        if vmid is not None and guest.vmid != vmid:
+        if (vmid is not None and guest.vmid != vmid) or \
+                (not shared and service.state.node_of(guest.vmid) != service.node):
             continue
         for key, value in guest.config.items():
             if not (re.fullmatch(r"(scsi|virtio|sata|ide|mp)\d+|rootfs", key) and
