@@ -32,7 +32,8 @@ def pve_client(double, token) -> PveClient:
 
 def pbs_client(double, token) -> PbsClient:
     return PbsClient(ApiChokePoint(Endpoint(double.pbs_url, token.authid, token.secret,
-                                            double.pbs_fingerprint, service="PBS")))
+                                            double.pbs_fingerprint, service="PBS")),
+                     namespaces={"offsite": homelab.OFFSITE_NAMESPACE})
 
 
 def need(found, wanted, what: str) -> None:

@@ -15,11 +15,11 @@ import pytest
 import yaml
 
 from restoredrill.lab.offsite import LAB_BUCKET, LAB_STORE, LAB_TARGET, merge_fragment, setup_offsite
-from restoredrill.lab.proxmox import ProxmoxDouble
+from restoredrill.lab.proxmox import ProxmoxDouble, homelab
 from restoredrill.lab.proxmox_inventory import proxmox_inventory
 from restoredrill.lab.seaweed import write_tls_files
 from restoredrill.lab.storagebox import StorageBox
-from restoredrill.pbsformat import Layout
+from restoredrill.pbsformat import Layout, SnapshotRef
 from restoredrill.runner import RunRequest, run_drills
 from tests.conftest import parse_junit
 
@@ -175,7 +175,8 @@ def test_an_archive_that_differs_offsite_fails_the_cross_copy_case(offsite, tmp_
     admin = offsite.seaweed.client("admin")
     local = offsite.double.stores["local"]
     newest = max(local.snapshot_infos("vm", "110"), key=lambda i: i.epoch)
-    victim = Layout.s3(LAB_STORE).content_key(newest.ref.file_path("drive-scsi0.img.fidx"))
+    copy = SnapshotRef(homelab.OFFSITE_NAMESPACE, "vm", "110", newest.epoch)     # the sync job's ns
+    victim = Layout.s3(LAB_STORE).content_key(copy.file_path("drive-scsi0.img.fidx"))
     original = admin.get_object(Bucket=LAB_BUCKET, Key=victim)["Body"].read()
     damaged = bytearray(original)
     damaged[4096] ^= 0xFF                            # the first chunk digest
@@ -204,9 +205,9 @@ def test_the_bucket_holds_the_doubles_offsite_store(offsite):
     expected = {key: path.stat().st_size for key, path in store_objects(offsite.store_root, LAB_STORE)}
     assert set(listed) == set(expected) | {f"{LAB_STORE}/.in-use"}
     assert all(listed[key] == size for key, size in expected.items())
-    assert any(key.startswith(f"{LAB_STORE}/.cnt/vm/110/") for key in listed)
+    assert any(key.startswith(f"{LAB_STORE}/.cnt/ns/{homelab.OFFSITE_NAMESPACE}/vm/110/") for key in listed)
     assert any(key.startswith(f"{LAB_STORE}/.chunks/") for key in listed)
-    assert f"{LAB_STORE}/.cnt/ct/120/owner" in listed
+    assert f"{LAB_STORE}/.cnt/ns/{homelab.OFFSITE_NAMESPACE}/ct/120/owner" in listed
     assert offsite.facts["objects_uploaded"] == len(listed)
     print(f"upload: {offsite.facts['objects_uploaded']} objects, {offsite.facts['bytes_uploaded']:,} bytes "
           f"in {offsite.timings['upload']:.2f} s")

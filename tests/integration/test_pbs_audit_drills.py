@@ -21,7 +21,7 @@ import pytest
 import yaml
 
 from restoredrill.lab.borg_history import BorgBuilder, LabRepo
-from restoredrill.lab.proxmox import ProxmoxDouble
+from restoredrill.lab.proxmox import ProxmoxDouble, homelab
 from restoredrill.lab.proxmox.testing import pbs_api, wait_task
 from restoredrill.secrets import write_private
 from tests.conftest import DrillRun, parse_junit
@@ -95,6 +95,7 @@ def healthy(double, audit_token, media_repo) -> dict:
                         {"name": "local", "role": "local", "pve_storage": "pbs", "retention": "pbs-local",
                          "rpo": "daily", **store},
                         {"name": "offsite", "role": "offsite", "pve_storage": "pbs-offsite", "retention": "offsite",
+                         "namespace": homelab.OFFSITE_NAMESPACE,
                          "rpo": "offsite-sync", "sync_job": "offsite-pull", "sync_max_age": "28h", **store}]}},
         "guests": [
             {"name": "opnsense", "vmid": 100, "type": "qemu", "strategy": "config-export",
@@ -320,3 +321,15 @@ def test_a_failed_verification_fails_naming_the_snapshot(double, healthy, tmp_pa
     assert f"snapshot vm/110/{snapshot.backup_time:%Y-%m-%dT%H:%M:%SZ} failed verification" in message
     assert "failed verification" in message and "datastore local, guest app-vm" in message
     passed(run, "test_verified[local:app-ct]", "test_verified[offsite:app-vm]", "test_snapshot_fresh[local:app-vm]")
+
+
+def test_an_offsite_datastore_without_its_namespace_fails_not_passes(healthy, tmp_path):
+    """The lab's offsite copies sit in namespace homelab (the sync job's ns): an inventory that
+    leaves it out reads the empty root namespace, and every offsite case must say so."""
+    inventory = copy.deepcopy(healthy)
+    offsite = next(s for s in inventory["proxmox"]["pbs"]["datastores"] if s["name"] == "offsite")
+    del offsite["namespace"]
+    run = run_audit(inventory, tmp_path)
+    assert "found no finished snapshot" in failure(run, "test_snapshot_fresh[offsite:app-vm]")
+    assert "namespace root" in failure(run, "test_job_ran[offsite:prune]")
+    assert case(run, "test_snapshot_fresh[local:app-vm]")["outcome"] == "passed"

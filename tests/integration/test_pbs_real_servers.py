@@ -13,14 +13,15 @@ from restoredrill.clients.pbs import PbsClient, snapshot_finished
 from restoredrill.clients.pbs_versions import NotAvailable
 from restoredrill.clients.proxmox_api import ApiChokePoint, ApiError, Endpoint
 from restoredrill.clients.pve import PveClient, ScratchGuard
-from restoredrill.lab.proxmox import ProxmoxDouble
+from restoredrill.lab.proxmox import ProxmoxDouble, homelab
 from restoredrill.lab.proxmox.cluster import StorageConfig
 from restoredrill.lab.proxmox.pbs_jobs import Job
 from restoredrill.pbsformat import MANIFEST_BLOB_NAME
 from restoredrill.plan import choose_snapshot
 
 pytestmark = pytest.mark.integration
-NS = "homelab"
+NS = "drill-copy"                       # this module's own sync target
+LAB_NS = homelab.OFFSITE_NAMESPACE      # where the lab's offsite-pull writes
 
 
 def pbs_client(double, token=None, namespaces=None) -> PbsClient:
@@ -129,8 +130,9 @@ def test_an_unfinished_newest_snapshot_is_never_chosen(double):
 
 @pytest.fixture(scope="module")
 def namespaced(double):
-    """local's finished snapshots synced into namespace homelab on offsite (a sync job with
-    ``ns``), and a PVE storage ``pbs-ns`` with ``namespace: homelab``."""
+    """local's finished snapshots synced into namespace drill-copy on offsite (a sync job with
+    ``ns``), and a PVE storage ``pbs-ns`` with ``namespace: drill-copy``. The lab's own
+    history sits in namespace homelab; the root namespace of offsite is empty."""
     double.pbs_jobs.add(Job("sync", "into-ns", "offsite", "06:30", {"remote-store": "local", "ns": NS}))
     assert double.pbs_jobs.run_and_wait("sync", "into-ns").exitstatus == "OK"
     double.pve_state.storages["pbs-ns"] = StorageConfig("pbs-ns", "pbs", "backup", datastore="offsite",
@@ -144,7 +146,9 @@ def test_every_pbs_call_carries_the_datastores_namespace(double, namespaced):
     bound, rooted = pbs_client(double, namespaces={"offsite": NS}), pbs_client(double)
     inside = bound.snapshots("offsite", backup_type="vm", backup_id="110")
     assert sorted(i["backup-time"] for i in inside) == namespaced
-    assert len(rooted.snapshots("offsite", backup_type="vm", backup_id="110")) > len(namespaced)
+    assert rooted.snapshots("offsite", backup_type="vm", backup_id="110") == []      # nothing at the root
+    lab = pbs_client(double, namespaces={"offsite": LAB_NS}).snapshots("offsite", backup_type="vm", backup_id="110")
+    assert len(lab) > len(namespaced) and {i["backup-time"] for i in lab} != set(namespaced)
     assert {g["backup-id"] for g in bound.groups("offsite")} == {"110", "120"}
     newest = namespaced[-1]
     assert bound.download("offsite", "vm", "110", newest, MANIFEST_BLOB_NAME)
@@ -166,8 +170,9 @@ def test_prune_jobs_count_only_where_they_reach_and_when_enabled(double, namespa
     try:
         jobs = pbs_client(double).jobs("prune")
         assert {job["id"] for job in jobs} >= {"other-ns", "root-only", "disabled"}
-        assert [j for j, _ in checks.server_prune_policies(jobs, "offsite", NS)] == ["offsite-retention"]
-        assert {j for j, _ in checks.server_prune_policies(jobs, "offsite")} == {"offsite-retention", "root-only"}
+        assert [j for j, _ in checks.server_prune_policies(jobs, "offsite", LAB_NS)] == ["offsite-retention"]
+        assert [j for j, _ in checks.server_prune_policies(jobs, "offsite", "other")] == ["other-ns"]
+        assert {j for j, _ in checks.server_prune_policies(jobs, "offsite")} == {"root-only"}
     finally:
         for job in extra:
             del double.pbs_jobs.jobs[("prune", job.id)]
@@ -196,8 +201,8 @@ def test_the_audit_drills_on_pbs_31_pass_or_are_not_run(old_double, tmp_path):
                         {"name": "local", "role": "local", "pve_storage": "pbs", "retention": "pbs-local",
                          "rpo": "daily", **store},
                         {"name": "offsite", "role": "offsite", "pve_storage": "pbs-offsite",
-                         "retention": "offsite", "rpo": "offsite-sync", "sync_job": "offsite-pull",
-                         "sync_max_age": "28h", **store}]}},
+                         "namespace": LAB_NS, "retention": "offsite", "rpo": "offsite-sync",
+                         "sync_job": "offsite-pull", "sync_max_age": "28h", **store}]}},
         "guests": [{"name": "app-vm", "vmid": 110, "type": "qemu", "strategy": "pbs", "rpo": "daily"},
                    {"name": "app-ct", "vmid": 120, "type": "lxc", "strategy": "pbs", "rpo": "daily"},
                    {"name": "opnsense", "vmid": 100, "type": "qemu", "strategy": "none",

@@ -19,7 +19,7 @@ from proxmoxer import ResourceException
 from proxmoxer.tools import Tasks
 
 from restoredrill import retention
-from restoredrill.lab.proxmox import ProxmoxDouble
+from restoredrill.lab.proxmox import ProxmoxDouble, homelab
 from restoredrill.lab.proxmox.testing import pbs_api, pve_api, task_log, wait_task
 
 pytestmark = pytest.mark.integration
@@ -98,7 +98,7 @@ def test_pbs_snapshot_list_has_file_objects_and_fingerprints(pbs, double):
     assert names["index.json.blob"]["crypt-mode"] == "sign-only"
     assert newest["fingerprint"] == double.key_fingerprint
     assert newest["owner"] == "root@pam" and newest["protected"] is False
-    offsite = pbs.admin.datastore("offsite").snapshots.get(**{"backup-id": "110"})
+    offsite = pbs.admin.datastore("offsite").snapshots.get(**{"backup-id": "110", "ns": homelab.OFFSITE_NAMESPACE})
     assert 20 <= len(offsite) <= 40, "about two years of 7/4/12/2 history"
 
 

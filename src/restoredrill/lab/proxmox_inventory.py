@@ -3,7 +3,7 @@ health checks, and the scratch area on its isolated bridge."""
 from __future__ import annotations
 
 from restoredrill.lab.guests.image import CANARY_VALUE, WEB_PORT
-from restoredrill.lab.proxmox.homelab import GUEST_NODES
+from restoredrill.lab.proxmox.homelab import GUEST_NODES, OFFSITE_NAMESPACE
 
 
 def proxmox_inventory(double, offsite_target: str | None = None) -> dict:
@@ -70,6 +70,7 @@ def proxmox_inventory(double, offsite_target: str | None = None) -> dict:
                          "rpo": "daily", "key_fingerprint": double.key_fingerprint, "encryption_required": False,
                          "key_escrow": escrow},
                         {"name": "offsite", "role": "offsite", "pve_storage": "pbs-offsite",
+                         "namespace": OFFSITE_NAMESPACE,
                          "retention": "pbs-offsite", "rpo": "pbs-offsite", "sync_job": "offsite-pull",
                          "key_fingerprint": double.key_fingerprint, "encryption_required": False,
                          "key_escrow": escrow,

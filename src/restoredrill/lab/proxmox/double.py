@@ -173,7 +173,8 @@ class ProxmoxDouble:
                                        "offsite copy (S3 in production)")}
         self.seed_facts = seed.seed_history(self.stores["local"], self.stores["offsite"],
                                             self.base_dir / "seed-work", seed.newest_backup_day(),
-                                            self.zone, self.crypt, self.guest_access)
+                                            self.zone, self.crypt, self.guest_access,
+                                            offsite_ns=homelab.OFFSITE_NAMESPACE)
 
     def _start_pbs(self) -> None:
         tasks = TaskRegistry("pbs", self.pbs_node, delay=self.faults.task_delay)
@@ -181,7 +182,7 @@ class ProxmoxDouble:
         self.pbs_jobs = PbsJobs(self.stores, tasks, self.zone)
         homelab.configure_pbs_jobs(self.pbs_jobs)
         homelab.run_seed_jobs(self.pbs_jobs)
-        seed.check_history(self.stores["offsite"], self.seed_facts["kept_days"])
+        seed.check_history(self.stores["offsite"], self.seed_facts["kept_days"], homelab.OFFSITE_NAMESPACE)
         self.pbs_tokens = TokenRegistry("pbs")
         secrets = self.base_dir / "secrets"
         self.pbs_admin = self.pbs_tokens.create(homelab.ADMIN_TOKEN, homelab.admin_acl(), secrets)

@@ -38,6 +38,7 @@ PVE_NODES = ("pve1", "pve2", "pve3")
 GUEST_NODES = {100: "pve1", 110: "pve2", 120: "pve3"}     # as inventory/example-homelab.yaml
 DRILL_POOL = "restoredrill"
 ISOLATED_BRIDGE = "vmbr-drill"
+OFFSITE_NAMESPACE = "homelab"     # the offsite datastore: the sync job pulls into it, pbs-offsite reads it
 SCRATCH_STORAGE = "local-zfs"
 ADMIN_TOKEN = "root@pam!restoredrill-admin"
 PVE_DRILL_TOKEN = "restoredrill@pve!drill"
@@ -104,7 +105,8 @@ def configure_pve(state: PveState, crypt: CryptConfig | None, pbs_fingerprint: s
         "pbs": StorageConfig("pbs", "pbs", "backup", datastore="local", crypt=crypt,
                              fingerprint=pbs_fingerprint),
         "pbs-offsite": StorageConfig("pbs-offsite", "pbs", "backup", datastore="offsite",
-                                     crypt=crypt, fingerprint=pbs_fingerprint),
+                                     crypt=crypt, fingerprint=pbs_fingerprint,
+                                     namespace=OFFSITE_NAMESPACE),
     }
     for number, node in enumerate(state.nodes):
         state.node_networks[node] = node_networks(number)
@@ -140,10 +142,11 @@ def node_networks(number: int) -> dict[str, dict[str, Any]]:
 def configure_pbs_jobs(jobs: PbsJobs) -> None:
     jobs.add(Job("prune", "local-keep-last", "local", "02:30", dict(LOCAL_POLICY)))
     jobs.add(Job("sync", "offsite-pull", "offsite", "03:00", {
-        "remote": "pbs1-self", "remote-store": "local", "remove-vanished": False, "owner": "root@pam",
+        "remote": "pbs1-self", "remote-store": "local", "ns": OFFSITE_NAMESPACE, "remove-vanished": False,
+        "owner": "root@pam",
         "sync-direction": "pull"}, comment="local -> offsite (S3 in production), through a remote that "
         "points at this host: listing it needs Remote.Audit"))
-    jobs.add(Job("prune", "offsite-retention", "offsite", "04:00", dict(OFFSITE_POLICY)))
+    jobs.add(Job("prune", "offsite-retention", "offsite", "04:00", {**OFFSITE_POLICY, "ns": OFFSITE_NAMESPACE}))
     jobs.add(Job("verify", "local-verify", "local", "05:00",
                  {"ignore-verified": True, "outdated-after": 30}))
     jobs.add(Job("verify", "offsite-verify", "offsite", "sat 06:00",

@@ -84,8 +84,8 @@ class Restorer:
         store = self.stores.get(config.datastore or "")
         if config.type != "pbs" or store is None:
             raise TaskFailed(f"storage '{volume.storage}' is not a PBS storage")
-        return store, SnapshotRef(None, volume.backup_type, volume.backup_id,
-                                  volume.backup_time), config
+        return store, SnapshotRef(config.namespace, volume.backup_type, volume.backup_id,
+                                  volume.backup_time), config      # PBSPlugin passes the storage's ns
 
     def read_backup_config(self, volume: BackupVolume, blob: str) -> str:
         store, ref, config = self.source(volume)

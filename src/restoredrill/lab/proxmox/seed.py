@@ -210,7 +210,7 @@ def make_tar(source: Path, when: datetime) -> bytes:
 
 
 def write_guest_snapshot(store: PbsStore, guest: SeedGuest, workdir: Path, when: datetime,
-                         crypt: CryptConfig | None, access: GuestAccess) -> SnapshotRef:
+                         crypt: CryptConfig | None, access: GuestAccess, ns: str | None = None) -> SnapshotRef:
     root = workdir / "rootfs"
     if not root.exists():
         build_rootfs(root, guest, access)
@@ -221,15 +221,16 @@ def write_guest_snapshot(store: PbsStore, guest: SeedGuest, workdir: Path, when:
     else:
         archives[CT_ARCHIVE] = make_tar(root, when)
     return store.writer(BACKUP_OWNER).write_snapshot(
-        None, guest.kind, str(guest.vmid), when, archives, crypt=crypt,
+        ns, guest.kind, str(guest.vmid), when, archives, crypt=crypt,
         dynamic_avg_size=CT_CHUNK_AVG, notes=f"{guest.hostname}: {canary}")
 
 
 def seed_history(local: PbsStore, offsite: PbsStore, workdir: Path, newest_day: datetime,
                  zone: str, crypt: CryptConfig | None, access: GuestAccess, local_days: int = 3,
-                 unsynced: int = 2) -> dict[str, object]:
-    """Offsite: the planned history; local: the last ``local_days`` (all but the newest
-    ``unsynced`` already copied to offsite, as earlier sync runs would have)."""
+                 unsynced: int = 2, offsite_ns: str | None = None) -> dict[str, object]:
+    """Offsite (in namespace ``offsite_ns``, where the sync job writes): the planned history;
+    local: the last ``local_days`` (all but the newest ``unsynced`` already copied to
+    offsite, as earlier sync runs would have)."""
     days, kept = plan_history(newest_day, zone)
     recent = [newest_day - timedelta(days=i) for i in range(local_days - 1, -1, -1)]
 
@@ -239,13 +240,15 @@ def seed_history(local: PbsStore, offsite: PbsStore, workdir: Path, newest_day: 
         key = crypt if guest.kind == "vm" else None
         for day in days:
             if day < recent[0]:
-                write_guest_snapshot(offsite, guest, guest_dir, backup_time(day, guest), key, access)
+                write_guest_snapshot(offsite, guest, guest_dir, backup_time(day, guest), key, access,
+                                     ns=offsite_ns)
         for day in recent:
             write_guest_snapshot(local, guest, guest_dir, backup_time(day, guest), key, access)
         writer = offsite.writer(BACKUP_OWNER)
         for day in recent[:-unsynced]:
             epoch = int(backup_time(day, guest).timestamp())
-            copy_snapshot(local, offsite, writer, local.find(guest.kind, str(guest.vmid), epoch))
+            copy_snapshot(local, offsite, writer, local.find(guest.kind, str(guest.vmid), epoch),
+                          target_ns=offsite_ns)
 
     with ThreadPoolExecutor(max_workers=len(SEED_GUESTS)) as pool:
         list(pool.map(seed_guest, SEED_GUESTS))
@@ -288,10 +291,11 @@ def make_tar_of(files: dict[str, bytes], when: datetime) -> bytes:
     return buffer.getvalue()
 
 
-def check_history(offsite: PbsStore, kept_days: list[datetime]) -> None:
-    """After the jobs ran: the offsite store holds exactly what the engine predicted."""
+def check_history(offsite: PbsStore, kept_days: list[datetime], ns: str | None = None) -> None:
+    """After the jobs ran: the offsite store (namespace ``ns``) holds exactly what the engine
+    predicted."""
     for guest in SEED_GUESTS:
-        found = {i.backup_time for i in offsite.snapshot_infos(guest.kind, str(guest.vmid))}
+        found = {i.backup_time for i in offsite.snapshot_infos(guest.kind, str(guest.vmid), ns)}
         expected = {backup_time(day, guest) for day in kept_days}
         if found != expected:
             raise RuntimeError(f"offsite {guest.kind}/{guest.vmid}: prune kept "
