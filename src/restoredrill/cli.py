@@ -3,6 +3,7 @@ or could not run, 2 usage or inventory error."""
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 from pathlib import Path
 
@@ -34,6 +35,10 @@ def build_parser() -> argparse.ArgumentParser:
     lab.add_argument("--dir", type=Path, help="lab serve: folder for inventory.yaml and endpoints.json")
     lab.add_argument("--select", action="append", choices=KINDS, metavar="KIND", help="drill kind (repeatable)")
     lab.add_argument("--keep", action="store_true", help="keep the lab folder after the run (for debugging)")
+    lab.add_argument("--pve-version", default="9.1.1", metavar="X.Y.Z",
+                     help="the PVE release the lab's double answers as (8.x or 9.x; default 9.1.1)")
+    lab.add_argument("--pbs-version", default="4.0.14", metavar="X.Y.Z",
+                     help="the PBS release the lab's double answers as (3.1 to 4.x; default 4.0.14)")
 
     run = sub.add_parser("run", help="run the drills against a real site or a served lab")
     run.add_argument("--inventory", type=Path, required=True, help="inventory YAML")
@@ -127,13 +132,30 @@ def cmd_run(args) -> int:
     return run_drills(request)
 
 
+LAB_RELEASES = {"--pve-version": ((8, 0), (9, 99)), "--pbs-version": ((3, 1), (4, 99))}
+
+
+def lab_versions(args) -> dict[str, str]:
+    """The releases the lab's double answers as; outside the supported ones a usage error."""
+    chosen = {}
+    for option, (oldest, newest) in LAB_RELEASES.items():
+        text = getattr(args, option[2:].replace("-", "_"))
+        match = re.fullmatch(r"(\d+)\.(\d+)\.(\d+)", text)
+        if not match or not oldest <= (int(match[1]), int(match[2])) <= newest:
+            raise UsageError(f"{option} {text!r}: give a release MAJOR.MINOR.PATCH from {oldest[0]}.{oldest[1]} "
+                             f"to {newest[0]}.x, the releases restoredrill supports (README: Supported versions)")
+        chosen[option[2:].replace("-", "_")] = text
+    return chosen
+
+
 def cmd_lab(args) -> int:
     from restoredrill.lab import cli as lab_cli
+    versions = lab_versions(args)
     if args.action == "serve":
         if args.dir is None:
             raise UsageError("lab serve needs --dir DIR (where inventory.yaml and endpoints.json are written)")
-        return lab_cli.serve(args.dir)
-    return lab_cli.run_lab(args.out, select_kinds(args.select), keep=args.keep)
+        return lab_cli.serve(args.dir, versions)
+    return lab_cli.run_lab(args.out, select_kinds(args.select), keep=args.keep, versions=versions)
 
 
 def cmd_reap(args) -> int:

@@ -18,7 +18,8 @@ pytestmark = pytest.mark.e2e
 
 def test_lab_serve_contract_then_run_then_clean_stop(tmp_path):
     directory = tmp_path / "served"
-    proc = subprocess.Popen([sys.executable, "-m", "restoredrill.cli", "lab", "serve", "--dir", str(directory)],
+    proc = subprocess.Popen([sys.executable, "-m", "restoredrill.cli", "lab", "serve", "--dir", str(directory),
+                             "--pve-version", "8.4.1", "--pbs-version", "3.2.4"],      # the version switch
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         line = proc.stdout.readline()
@@ -69,6 +70,11 @@ def start_a_guest_and_a_restore(endpoints: dict) -> None:
     pve = endpoints["pve"]
     api = connect(pve["url"], TokenInfo(pve["token_id"], Path(pve["token_secret_file"])),
                   pin_fingerprint=pve["fingerprint"])
+    assert api.version.get()["version"] == "8.4.1"
+    pbs = endpoints["pbs"]
+    pbs_api = connect(pbs["url"], TokenInfo(pbs["token_id"], Path(pbs["token_secret_file"])), service="PBS",
+                      pin_fingerprint=pbs["fingerprint"])
+    assert (pbs_api.version.get()["version"], pbs_api.version.get()["release"]) == ("3.2", "4")
     node = api.nodes(pve["node"])
     finished = [i for i in node.storage("pbs").content.get(content="backup", vmid=120)
                 if i.get("subtype") == "lxc" and i.get("size", 0) > 1]      # the newest is unfinished
@@ -134,3 +140,12 @@ def test_a_plain_pip_install_finds_its_drills(lab, tmp_path):
                          env={**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ.get('PATH', '')}"})
     assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
     assert str(venv) in run.stdout  # the drills ran from the installed wheel
+
+
+@pytest.mark.parametrize("option,value", [("--pbs-version", "3.0.4"), ("--pve-version", "7.4.3"),
+                                          ("--pbs-version", "latest"), ("--pve-version", "9.1")])
+def test_lab_refuses_a_release_it_does_not_support(tmp_path, option, value):
+    proc = subprocess.run([sys.executable, "-m", "restoredrill.cli", "lab", option, value, "--out", str(tmp_path)],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2 and option in proc.stderr and "Supported versions" in proc.stderr
+    assert not any(tmp_path.iterdir())

@@ -19,12 +19,12 @@ def _build(root: Path):
         return None
 
 
-def run_lab(out: Path, kinds: list[str], keep: bool = False) -> int:
+def run_lab(out: Path, kinds: list[str], keep: bool = False, versions: dict[str, str] | None = None) -> int:
     """Build a throwaway lab, run the drills against it, write reports to out, tear it down."""
     from restoredrill.lab.site import Lab
     root = Path(tempfile.mkdtemp(prefix="restoredrill-lab-"))
     print(f"restoredrill lab: building the lab in {root} ...", flush=True)
-    lab = Lab(root)
+    lab = Lab(root, versions)
     try:
         with lab:
             print(f"restoredrill lab: ready in {lab.timings['total']:.1f} s "
@@ -44,13 +44,13 @@ def run_lab(out: Path, kinds: list[str], keep: bool = False) -> int:
     return code
 
 
-def serve(directory: Path) -> int:
+def serve(directory: Path, versions: dict[str, str] | None = None) -> int:
     """Build the lab in directory, print READY, keep it up until SIGINT/SIGTERM."""
     from restoredrill.lab.site import Lab, LabError
     stop = threading.Event()
     previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
-        lab = Lab(directory)
+        lab = Lab(directory, versions)
     except LabError as exc:
         print(f"restoredrill lab serve: {exc}", file=sys.stderr)
         return 2

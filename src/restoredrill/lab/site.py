@@ -55,8 +55,10 @@ def prepare_dir(path: Path) -> Path:
 
 
 class Lab:
-    def __init__(self, root: Path):
+    def __init__(self, root: Path, versions: dict[str, str] | None = None):
+        """``versions``: ``pve_version`` / ``pbs_version`` the double answers as."""
         self.root = prepare_dir(root)
+        self.versions = dict(versions or {})
         self.box: StorageBox | None = None
         self.offsite = None
         self.double = None
@@ -93,7 +95,7 @@ class Lab:
         self.facts = build_history(builder, self.repos, self.root / "source", newest)
         self.timings["borg_history"] = time.monotonic() - started - self.timings["storage_box"]
         mark = time.monotonic()
-        self.double = ProxmoxDouble(self.root / "proxmox", real_guests=True).start()
+        self.double = ProxmoxDouble(self.root / "proxmox", real_guests=True, **self.versions).start()
         self.timings["proxmox"] = time.monotonic() - mark
         mark = time.monotonic()      # the bucket holds the double's offsite datastore: double first
         self.offsite = setup_offsite(self.root / "offsite", self.box, self.double, zone=LAB_ZONE)
