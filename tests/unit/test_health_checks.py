@@ -189,7 +189,9 @@ def test_port_check_reports_ports_not_socket_paths(host, tmp_path, secret):
         facts = run_check(host, check("port", str(port)), where=WHERE)
         assert facts == {"listening_port": str(port), "listening_sockets": 1}
         message = fails(host, check("port", "udp://1"))
-        assert f"tcp {port}" in message and "other sockets" in message and clean(secret, message)
+        # the port is shown among the 20 lowest; a busy machine has more (then they are counted)
+        assert (f"tcp {port}" in message or "more ports" in message) and "other sockets" in message
+        assert clean(secret, message)
     finally:
         unix.close()
         tcp.close()
