@@ -23,6 +23,7 @@ import yaml
 from restoredrill import retention
 from restoredrill.lab.borg_history import LAB_POLICY, BorgBuilder, LabRepo
 from restoredrill.report.calendar import build_calendar
+from restoredrill.report.metrics import format_value
 from tests.integration.test_notify_heartbeat import TOKEN, Receiver
 from tests.unit.test_report_metrics import check_exposition
 
@@ -226,3 +227,73 @@ def test_a_failing_run_pings_failure_and_escapes_a_hostile_archive_name(lab, sit
     assert "<img" not in page and "&lt;img src=x onerror=alert(1)&gt;" in page
     assert 'restoredrill_drill_success{site="restoredrill-lab",drill="borg:app-local"} 0' in \
         (run.out / "metrics.prom").read_text()
+
+
+# --- every drill of the lab (Borg, PBS audit and restores, offsite, lint): the report's rows -------
+
+@pytest.fixture(scope="module")
+def full_run(lab, tmp_path_factory) -> LabRun:
+    """One run of every drill kind, as `restoredrill lab` does (no heartbeat: the Borg runs above
+    own the receiver's pings)."""
+    folder = tmp_path_factory.mktemp("report-lab-full")
+    data = copy.deepcopy(lab.inventory_data())
+    for repo in data["borg"]["repositories"]:
+        repo["verify_data"]["max_age"] = "31d"
+    inventory = folder / "inventory.yaml"
+    inventory.write_text(yaml.safe_dump(data, sort_keys=False))
+    started = time.monotonic()
+    proc = subprocess.run([sys.executable, "-m", "restoredrill.cli", "run", "--inventory", str(inventory),
+                           "--out", str(folder / "out"), "--state-dir", str(folder / "state")],
+                          capture_output=True, text=True, timeout=900)
+    run = LabRun(proc.returncode, proc.stdout, proc.stderr, folder / "out", time.monotonic() - started)
+    assert run.code == 0, run.stdout[-3000:] + run.stderr[-2000:]
+    return run
+
+
+def junit_properties(path: Path) -> dict[str, list[dict]]:
+    """Recorded drill -> the properties of each of its cases, from pytest's junit.xml."""
+    found: dict[str, list[dict]] = {}
+    for case in ET.parse(path).getroot().iter("testcase"):
+        props = {p.get("name"): p.get("value") for p in case.iter("property")}
+        found.setdefault(props["drill"], []).append(props)
+    return found
+
+
+def glance_rows(page: str) -> dict[str, str]:
+    table = page.split("<h2>At a glance</h2>")[1].split("</table>")[0]
+    rows = table.split("<tr>")[2:]
+    return {row.split("<b>", 1)[1].split("</b>", 1)[0]: row for row in rows}
+
+
+def test_a_green_full_run_shows_a_row_per_recorded_target_and_none_not_run(full_run):
+    recorded = junit_properties(full_run.out / "junit.xml")
+    rows = glance_rows((full_run.out / "report.html").read_text())
+    assert sorted(rows) == sorted(recorded)
+    assert {"pve:cluster", "guest:app-vm", "guest:app-ct", "pbs:local", "pbs:offsite"} <= set(rows)
+    for drill, row in rows.items():
+        assert "NOT RUN" not in row and f"{len(recorded[drill])} / {len(recorded[drill])}" in row, (drill, row)
+    report_suites = set(suites(full_run.out / "drill-report.xml")) - {"history", "restoredrill"}
+    assert report_suites == set(recorded)
+
+
+def test_guest_restores_reach_the_row_the_trend_and_the_metrics(full_run):
+    recorded = junit_properties(full_run.out / "junit.xml")
+    page = (full_run.out / "report.html").read_text()
+    rows = glance_rows(page)
+    joined = "\n".join(sum(check_exposition((full_run.out / "metrics.prom").read_text()).values(), []))
+    for guest in ("guest:app-vm", "guest:app-ct"):
+        restore = next(p for p in recorded[guest] if p["check"] == "restore")
+        seconds, boot = float(restore["restore_seconds"]), float(restore["boot_to_reachable_seconds"])
+        assert f"restore {seconds:.1f} s, boot {boot:.1f} s" in rows[guest]
+        assert restore["snapshot"] in rows[guest] and "not measured" not in rows[guest]
+        labels = f'site="restoredrill-lab",drill="{guest}"'
+        assert f'restoredrill_rto_seconds{{{labels},phase="restore"}} {format_value(seconds)}' in joined
+        assert f'restoredrill_rto_seconds{{{labels},phase="boot"}} {format_value(boot)}' in joined
+        assert f'restoredrill_rpo_seconds{{{labels},point="restore_tested"}}' in joined
+        assert f"{guest}: restore (1 run)" in page and f"{guest}: boot (1 run)" in page
+
+
+def test_the_cluster_audit_is_not_labelled_a_guest(full_run):
+    rows = glance_rows((full_run.out / "report.html").read_text())
+    assert '<span class="meta">Proxmox VE cluster</span>' in rows["pve:cluster"]
+    assert '<span class="meta">guest</span>' not in rows["pve:cluster"]

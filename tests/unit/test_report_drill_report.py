@@ -112,12 +112,29 @@ def test_history_findings_fail_and_notices_are_skipped_cases():
     assert "NOTE heartbeat:" in run.find("system-err").text
 
 
-def test_control_characters_are_dropped_and_markup_escaped(schema):
+def test_control_characters_are_dropped_and_markup_escaped():
     text = build_drill_report(sample_run(), FINDINGS)
     assert "\x00" not in text and "\x1b" not in text
     assert "<script>" not in text and "&lt;script&gt;" in text
+    root = ET.fromstring(text.encode())                 # still well-formed XML after the escaping
+    fresh = root.find(".//testsuite[@name='borg:app-offsite']/testcase[@name='fresh']/failure")
+    assert "<script>alert('x')</script>" in fresh.get("message") and "\x1b" not in fresh.get("message")
+
+
+def test_the_escaped_report_validates_against_the_xsd(schema):
+    schema.validate(build_drill_report(sample_run(), FINDINGS))
+
+
+def empty_run() -> RunReport:
+    return RunReport("run-2", "site", STARTED, STARTED, 5, [])
+
+
+def test_a_run_without_cases_still_has_its_history_and_run_suites():
+    root = ET.fromstring(build_drill_report(empty_run(), []).encode())
+    suites = {s.get("name"): s for s in root.iter("testsuite")}
+    assert list(suites) == ["history", "restoredrill"]
+    assert all(s.get("failures") == "0" for s in suites.values())
 
 
 def test_a_run_without_cases_still_validates(schema):
-    run = RunReport("run-2", "site", STARTED, STARTED, 5, [])
-    schema.validate(build_drill_report(run, []))
+    schema.validate(build_drill_report(empty_run(), []))

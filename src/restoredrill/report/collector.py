@@ -25,6 +25,7 @@ import pytest
 
 from restoredrill.report import history as hist
 from restoredrill.report.model import ERROR, FAILED, PASSED, SKIPPED, Case, RunReport
+from restoredrill.report.targets import Collected, settle_drills, sibling_keys
 
 DRILL_REPORT = "drill-report.xml"
 HTML_REPORT = "report.html"
@@ -65,11 +66,13 @@ class CaseNamer:
 
     def __init__(self) -> None:
         self.names: dict[str, tuple[str, str]] = {}
+        self.collected: dict[str, Collected] = {}
         self.kinds: set[str] = set()
 
     def pytest_collection_finish(self, session) -> None:
         for item in session.items:
             self.names[item.nodeid] = guess_names(item)
+            self.collected[item.nodeid] = Collected(self.names[item.nodeid][0], sibling_keys(item.nodeid))
             kind = item.get_closest_marker("drill_kind")
             if kind and kind.args:
                 self.kinds.add(str(kind.args[0]))
@@ -114,11 +117,6 @@ class ReportCollector(CaseNamer):
                 self.store = None
         self.start_heartbeat()
 
-    def pytest_collection_finish(self, session) -> None:
-        super().pytest_collection_finish(session)
-        # drills named by their kind and target (borg:app-local), not guessed from a bare test name
-        self.run.expected_drills = list(OrderedDict.fromkeys(d for d, _ in self.names.values() if ":" in d))
-
     def pytest_collectreport(self, report: pytest.CollectReport) -> None:
         """A drill file that cannot even be collected is a drill that could not run."""
         if report.failed:
@@ -158,6 +156,8 @@ class ReportCollector(CaseNamer):
         begun = time.monotonic()
         run = self.run
         run.finished, run.exitstatus, run.cases = datetime.now(timezone.utc), exitstatus, list(self.cases.values())
+        # targets from the drills' own evidence; NOT RUN only for cases that never ran
+        run.expected_drills = settle_drills(run.cases, self.collected)
         history = self.update_history()
         self.findings = (hist.regressions(history, run.run_id, self.thresholds())
                          + hist.coverage_gaps(history, run.expected_drills or list(run.by_drill()),

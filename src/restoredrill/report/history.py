@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 
 from restoredrill.report.model import (FRESH_CHECKS, PASSED, RTO_PHASES, SKIPPED, VERIFY_CHECKS, RunReport,
-                                       drill_kind, parse_time, to_float)
+                                       drill_kind, parse_time, rto_of)
 
 # thresholds (command-line options override them; proposed inventory keys in reports.*)
 MAX_UNTESTED_DAYS = 35          # a drill with no passing restore test for longer is a coverage gap
@@ -27,7 +27,7 @@ RTO_WINDOW = 5                  # ... of the last 5 passing runs ...
 RTO_MIN_POINTS = 3              # ... judged only with at least 3 earlier runs ...
 RTO_MIN_SECONDS = 5.0           # ... and only when it grew by 5 s or more (small restores are noisy)
 NO_COVERAGE_KINDS = ("lint",)   # drills that prove nothing about a backup
-RESTORING_KINDS = ("borg", "pve", "guest")   # their coverage is a passing restore, not just a pass
+RESTORING_KINDS = ("borg", "guest")   # their coverage is a passing restore, not just a pass
 
 
 @dataclass(frozen=True)
@@ -179,10 +179,9 @@ def rto_series(history: History, drill: str) -> "OrderedDict[str, list[tuple[str
     """Phase (restore, boot) -> [(run id, run start, seconds)] of passing cases, oldest first."""
     series: OrderedDict[str, list] = OrderedDict()
     for row in history.of_drill(drill):
-        phase = RTO_PHASES.get(row.check)
-        seconds = to_float(row.evidence.get("seconds")) if phase else None
-        if phase and row.outcome == PASSED and seconds is not None:
-            series.setdefault(phase, []).append((row.run_id, row.run_started, seconds))
+        if row.outcome == PASSED:
+            for phase, seconds in rto_of(row.check, row.evidence).items():
+                series.setdefault(phase, []).append((row.run_id, row.run_started, seconds))
     return series
 
 
@@ -224,7 +223,7 @@ class ProvenPoint:
 
 def proven_points(history: History, drill: str) -> dict[str, ProvenPoint | None]:
     """newest (listed by the last fresh check), verified (fresh in a run whose check passed),
-    restore_tested (the point a passing restore case restored)."""
+    restore_tested (the point a passing restore case restored: a Borg archive, a guest's PBS snapshot)."""
     newest = verified = restored = None
     for run_id, rows in runs_of(history.of_drill(drill)).items():
         checks = {row.check: row for row in rows}
@@ -242,10 +241,12 @@ def proven_points(history: History, drill: str) -> dict[str, ProvenPoint | None]
 
 def point_of(row: Row, run_id: str) -> ProvenPoint | None:
     facts = row.evidence
-    when = parse_time(facts.get("archive_time") or facts.get("point_time") or facts.get("revision_time"))
+    when = parse_time(facts.get("archive_time") or facts.get("point_time") or facts.get("revision_time")
+                      or facts.get("snapshot_time"))
     if when is None:
         return None
-    return ProvenPoint(when, str(facts.get("archive") or facts.get("point") or facts.get("newest") or ""), run_id)
+    name = facts.get("archive") or facts.get("point") or facts.get("newest") or facts.get("snapshot") or ""
+    return ProvenPoint(when, str(name), run_id)
 
 
 def newer(current: ProvenPoint | None, candidate: ProvenPoint | None) -> ProvenPoint | None:

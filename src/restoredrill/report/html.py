@@ -12,7 +12,7 @@ from datetime import datetime
 
 from restoredrill.report.calendar import Calendar, Cell
 from restoredrill.report.history import Finding
-from restoredrill.report.model import ERROR, FAILED, SKIPPED, RunReport
+from restoredrill.report.model import ERROR, FAILED, RTO_NOTE, SKIPPED, RunReport
 from restoredrill.report.overview import DrillStatus
 
 CSP = "default-src 'none'; style-src 'unsafe-inline'; img-src data:; base-uri 'none'; form-action 'none'"
@@ -133,6 +133,8 @@ def glance(statuses: list[DrillStatus], now: datetime) -> list[str]:
             + point_cell(s, "newest", now) + point_cell(s, "verified", now) + point_cell(s, "restore_tested", now)
             + f"<td>{e(rto)}</td><td>{e(since)}</td><td>{e(stamp(s.last_restore_test))}</td></tr>")
     rows.append("</table>")
+    rows.append(f'<p class="meta">Restore time (RTO): {e(RTO_NOTE)}. NOT RUN: a collected check of that '
+                f"target never ran in this run.</p>")
     return rows
 
 
@@ -153,7 +155,7 @@ def failures(run: RunReport, failing_findings: list[Finding]) -> list[str]:
 
 
 def trends(statuses: list[DrillStatus]) -> list[str]:
-    out = ["<h2>Restore time over past runs (RTO trend)</h2>"]
+    out = ["<h2>Restore time over past runs (RTO trend)</h2>", f'<p class="meta">{e(RTO_NOTE)}.</p>']
     shown = False
     for status in statuses:
         for phase, series in status.rto_series.items():

@@ -31,7 +31,8 @@ HELP = {
     "restoredrill_check_duration_seconds": "Time the check took in the last run.",
     "restoredrill_rpo_seconds": "Age of the newest backup point, by how far it is proven "
                                 "(newest listed, verified, restore-tested).",
-    "restoredrill_rto_seconds": "Restore (or boot) time measured in the last run.",
+    "restoredrill_rto_seconds": "Restore time measured in the last run, by phase: restore (Borg extract, "
+                                "PBS restore of a guest), boot (restored guest started until reachable).",
     "restoredrill_history_findings": "Failing history checks of the last run (RTO regressions, coverage gaps).",
     "restoredrill_notices": "Notices of the last run (failed deliveries, reset history, fallback folder).",
 }

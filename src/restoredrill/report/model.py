@@ -13,10 +13,20 @@ from datetime import datetime
 # outcomes of a case, as the drill report and the history store them
 PASSED, FAILED, ERROR, SKIPPED = "passed", "failed", "error", "skipped"
 # drill-id prefix -> what the drill is about, for headings
-KIND_LABELS = {"borg": "Borg repository", "pbs": "PBS datastore", "pve": "guest", "guest": "guest",
+KIND_LABELS = {"borg": "Borg repository", "pbs": "PBS datastore", "pve": "Proxmox VE cluster", "guest": "guest",
                "offsite": "offsite target", "s3": "offsite target", "lint": "configuration"}
-# check names whose `seconds` are restore or boot time (the RTO), and the phase they measure
+# check names of restore cases (a passing one makes its point restore-tested), and their main phase
 RTO_PHASES = {"extract": "restore", "restore": "restore", "boot": "boot"}
+# where each restore case records its RTO: (evidence key, phase), first key found wins per phase.
+# "restore" is the time to get the data back (Borg: the extract; a guest: the PBS restore into
+# the scratch guest), "boot" the scratch guest's start until it answers (guests only).
+RTO_MEASURES = {
+    "extract": (("seconds", "restore"),),
+    "restore": (("restore_seconds", "restore"), ("seconds", "restore"), ("boot_to_reachable_seconds", "boot")),
+    "boot": (("boot_to_reachable_seconds", "boot"), ("seconds", "boot")),
+}
+RTO_NOTE = ("restore: time to get the data back (Borg: the extract; a guest: the PBS restore into a "
+            "scratch guest); boot: the restored guest's start until it answers")
 VERIFY_CHECKS = ("check", "verify")
 FRESH_CHECKS = ("fresh",)
 
@@ -109,6 +119,16 @@ def drill_kind(drill: str) -> str:
 
 def drill_label(drill: str) -> str:
     return KIND_LABELS.get(drill_kind(drill), "drill")
+
+
+def rto_of(check: str, evidence: dict) -> dict[str, float]:
+    """Phase (restore, boot) -> seconds a restore case measured, from its evidence."""
+    phases: dict[str, float] = {}
+    for key, phase in RTO_MEASURES.get(check, ()):
+        seconds = to_float(evidence.get(key))
+        if seconds is not None and phase not in phases:
+            phases[phase] = seconds
+    return phases
 
 
 def to_float(value) -> float | None:

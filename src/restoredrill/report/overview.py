@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from restoredrill.report import history as hist
-from restoredrill.report.model import ERROR, FAILED, PASSED, RTO_PHASES, Case, RunReport, drill_label, to_float
+from restoredrill.report.model import ERROR, FAILED, PASSED, Case, RunReport, drill_label, rto_of, to_float
 
 
 @dataclass
@@ -43,9 +43,8 @@ def drill_statuses(run: RunReport, history: hist.History) -> list[DrillStatus]:
         passing, since = hist.streak(history, drill)
         rto = {}
         for case in cases:
-            phase = RTO_PHASES.get(case.check)
-            if phase and case.ok and case.measured_seconds() is not None:
-                rto[phase] = case.measured_seconds()
+            if case.ok:
+                rto.update(rto_of(case.check, case.properties))
         rpo = next((to_float(c.properties.get("rpo_hours")) for c in cases if "rpo_hours" in c.properties), None)
         statuses.append(DrillStatus(
             drill=drill, label=drill_label(drill), cases=cases,

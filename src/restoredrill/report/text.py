@@ -27,6 +27,7 @@ def body(run: RunReport, findings: list[Finding]) -> str:
         failed = [c for c in cases if c.outcome in ("failed", "error")]
         lines.append(f"{'FAIL' if failed else 'PASS'}  {drill}  {len(cases) - len(failed)}/{len(cases)} checks")
         lines += [f"    {c.outcome.upper()} {c.check}: {c.message}" for c in failed]
+    lines += [f"NOT RUN  {drill}" for drill in run.expected_drills if drill not in run.by_drill()]
     bad = [f for f in findings if not f.ok]
     if bad:
         lines += ["", "History:"] + [f"    FAILED {f.name}: {f.message}" for f in bad]
