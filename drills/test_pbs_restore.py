@@ -15,6 +15,10 @@ pytestmark = pytest.mark.drill_kind("pbs")
 
 def test_restore(pbs_guest, scratch_guest, evidence):
     """Restore, isolate, start, reach: the evidence is the snapshot, the UPIDs and the RTO."""
+    if scratch_guest.failure:
+        evidence(drill=f"guest:{pbs_guest.name}", check="restore", guest=pbs_guest.name,
+                 **{k: v for k, v in scratch_guest.evidence.items() if k != "config_diff"})
+        pytest.fail(scratch_guest.failure, pytrace=False)
     facts = dict(scratch_guest.evidence)
     facts["config_diff"] = json.dumps(facts.get("config_diff", {}))
     evidence(drill=f"guest:{pbs_guest.name}", check="restore", guest=pbs_guest.name, access=pbs_guest.access,
@@ -24,6 +28,9 @@ def test_restore(pbs_guest, scratch_guest, evidence):
 def test_health(pbs_guest, health_check, scratch_guest, inventory, evidence):
     evidence(drill=f"guest:{pbs_guest.name}", check=health_check.name, guest=pbs_guest.name,
              snapshot=scratch_guest.evidence.get("snapshot"), scratch_vmid=scratch_guest.vmid)
+    if scratch_guest.failure:
+        pytest.fail(f"not checked, the restore failed (see test_restore[{pbs_guest.name}]): "
+                    f"{scratch_guest.failure}", pytrace=False)
     where = f"guest {pbs_guest.name} (scratch {scratch_guest.vmid}, snapshot {scratch_guest.evidence.get('snapshot')})"
     with drill_step(where):
         facts = run_check(scratch_guest.host, health_check, where=where,

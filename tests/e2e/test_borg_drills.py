@@ -28,6 +28,15 @@ def case(run, name: str) -> dict:
     return matches[0]
 
 
+def only_these_failed(run, *names: str) -> None:
+    """Each named case *failed* (a JUnit failure: the drill judged the backup, it did not
+    crash) and every other case of the run passed."""
+    for name in names:
+        assert case(run, name)["outcome"] == "failure", f"{name}: {case(run, name)}"
+    others = {n: c["outcome"] for n, c in run.cases.items() if n not in names and c["outcome"] != "passed"}
+    assert others == {}, f"other cases not green: {others}"
+
+
 def test_every_borg_drill_passes_on_the_lab_with_evidence(drill, lab_inventory):
     run = drill(lab_inventory)
     assert run.code == 0, run.stdout[-3000:] + run.stderr[-2000:]
@@ -65,6 +74,7 @@ def test_wrong_passphrase_fails_naming_the_repository(drill, lab_inventory, tmp_
     inv["borg"]["repositories"][0]["passphrase"] = f"file:{wrong}"
     run = drill(inv, "-k", "reachable or fresh")
     assert run.code == 1
+    only_these_failed(run, "test_reachable[app-local]", "test_fresh[app-local]")   # one shared phase
     message = case(run, "test_reachable[app-local]")["message"]
     assert "repository app-local" in message and "wrong passphrase" in message
     assert "not-the-passphrase" not in run.stdout + run.stderr + message
@@ -77,6 +87,7 @@ def test_changed_host_key_is_refused(lab, drill, lab_inventory):
     finally:
         lab.box.restore_host_key()
     assert run.code == 1
+    only_these_failed(run, "test_reachable[app-offsite]")
     message = case(run, "test_reachable[app-offsite]")["message"]
     assert "app-offsite" in message and "host key" in message
 
@@ -87,6 +98,7 @@ def test_unknown_host_key_is_refused(drill, lab_inventory, tmp_path):
     lab_inventory["offsite"]["storage_boxes"][0]["known_hosts_file"] = str(empty)
     run = drill(only_repo(lab_inventory, "app-offsite"), "-k", "reachable")
     assert run.code == 1 and "host key" in case(run, "test_reachable[app-offsite]")["message"]
+    only_these_failed(run, "test_reachable[app-offsite]")
 
 
 @pytest.mark.parametrize("where,cause", [("missing", "does not exist"), ("not-a-repo", "not a Borg repository")])
@@ -96,6 +108,7 @@ def test_bad_repository_path(drill, lab, lab_inventory, where, cause, tmp_path):
         else str(lab.root / "source")
     run = drill(inv, "-k", "reachable")
     assert run.code == 1
+    only_these_failed(run, "test_reachable[app-local]")
     message = case(run, "test_reachable[app-local]")["message"]
     assert "app-local" in message and cause in message
 
@@ -105,6 +118,7 @@ def test_too_little_disk_refuses_to_extract(drill, lab_inventory, lab):
     inv["scratch"]["min_free"] = "1PiB"
     run = drill(inv, "-k", "restore and extract")
     assert run.code == 1
+    only_these_failed(run, "test_restore[app-local-extract]")
     message = case(run, "test_restore[app-local-extract]")["message"]
     assert "app-local" in message and "bytes free" in message
     assert not list((lab.root / "scratch").glob("restoredrill-extract-*"))
@@ -115,6 +129,7 @@ def test_borg_not_installed(drill, lab_inventory):
     inv["borg"]["repositories"][0]["borg_binary"] = "/nonexistent/borg"
     run = drill(inv, "-k", "reachable")
     assert run.code == 1 and "not installed" in case(run, "test_reachable[app-local]")["message"]
+    only_these_failed(run, "test_reachable[app-local]")
 
 
 def copy_local_repo(lab, tmp_path, inv) -> Path:
@@ -133,8 +148,9 @@ def test_corrupted_segment_fails_the_check(drill, lab, lab_inventory, tmp_path):
     for offset in range(len(data) // 2, len(data) // 2 + 64):
         data[offset] ^= 0xFF
     segment.write_bytes(bytes(data))
-    run = drill(inv, "-k", "check")
+    run = drill(inv, "-k", "test_check")
     assert run.code == 1
+    only_these_failed(run, "test_check[app-local]")
     message = case(run, "test_check[app-local]")["message"]
     assert "app-local" in message and "damaged" in message
 
@@ -151,8 +167,9 @@ def test_stale_repository_fails_freshness_and_retention(drill, lab, lab_inventor
     names = sorted(builder.names(repo))
     for name in names[-3:]:                      # the newest three days are gone
         builder.borg(repo, "delete", f"{location}::{name}")
-    run = drill(inv, "-k", "fresh or retention")
+    run = drill(inv, "-k", "fresh or retention or reachable")
     assert run.code == 1
+    only_these_failed(run, "test_fresh[app-local]", "test_retention[app-local]")
     fresh = case(run, "test_fresh[app-local]")["message"]
     assert "app-local" in fresh and names[-4] in fresh and "h old" in fresh
     retention = case(run, "test_retention[app-local]")["message"]
@@ -166,10 +183,11 @@ def test_source_changed_after_backup_fails_the_spot_check(drill, lab, lab_invent
     try:
         inv = only_repo(lab_inventory, "app-local")
         inv["borg"]["repositories"][0]["checks"]["spot_check"]["sample"] = 1000
-        run = drill(inv, "-k", "spot_check")
+        run = drill(inv, "-k", "spot_check or paths or canary")
     finally:
         photo.write_bytes(original)
     assert run.code == 1
+    only_these_failed(run, "test_restore[app-local-spot_check]")
     assert "app/photos/IMG_0003.jpg" in case(run, "test_restore[app-local-spot_check]")["message"]
 
 
@@ -188,16 +206,20 @@ def test_damaged_data_in_the_newest_archive(drill, lab, lab_inventory, tmp_path)
     (source / CANARY_FILE).unlink()
     builder, repo = builder_for(lab, location)
     builder.create(repo, source, datetime.now(timezone.utc) - timedelta(minutes=30))
-    inv["borg"]["repositories"][0].pop("spot_check", None)
+    inv["borg"]["repositories"][0]["checks"].pop("spot_check")    # the source is not what was backed up
     run = drill(inv, "-k", "restore")
     assert run.code == 1
+    only_these_failed(run, "test_restore[app-local-sqlite:app/db/app.sqlite]",
+                      "test_restore[app-local-postgres:app/db/app.sql]",
+                      "test_restore[app-local-canary:app/.restoredrill-canary]")
     sqlite_msg = case(run, "test_restore[app-local-sqlite:app/db/app.sqlite]")["message"]
     assert "app/db/app.sqlite" in sqlite_msg and "integrity_check" in sqlite_msg
     pg_msg = case(run, "test_restore[app-local-postgres:app/db/app.sql]")["message"]
     assert "app/db/app.sql" in pg_msg and "ERROR:  42601" in pg_msg and "oops" not in pg_msg
     canary_msg = case(run, "test_restore[app-local-canary:app/.restoredrill-canary]")["message"]
     assert "canary" in canary_msg and "missing" in canary_msg
-    assert case(run, "test_restore[app-local-paths]")["outcome"] == "passed"
+    for green in ("extract", "paths", "min_files"):
+        assert case(run, f"test_restore[app-local-{green}]")["outcome"] == "passed"
 
 
 def test_invalid_inventory_is_a_usage_error(tmp_path):

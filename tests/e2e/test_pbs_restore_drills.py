@@ -29,6 +29,22 @@ def case(run, name):
     return run.cases[name]
 
 
+def guest_cases(run, guest: str) -> list[str]:
+    """The restore case and every health case of one guest."""
+    names = [n for n in run.cases if n == f"test_restore[{guest}]" or n.startswith(f"test_health[{guest}-")]
+    assert len(names) > 1, f"no cases for guest {guest}: {sorted(run.cases)}"
+    return names
+
+
+def only_these_failed(run, *names: str) -> None:
+    """Each named case *failed* (a JUnit failure: the drill judged the guest, it did not
+    crash) and every other case of the run passed."""
+    for name in names:
+        assert case(run, name)["outcome"] == "failure", f"{name}: {case(run, name)}"
+    others = {n: c["outcome"] for n, c in run.cases.items() if n not in names and c["outcome"] != "passed"}
+    assert others == {}, f"other cases not green: {others}"
+
+
 def scratch_guests(lab) -> list[int]:
     admin = pve_api(lab.double, lab.double.admin_token)
     return [r["vmid"] for r in admin.cluster.resources.get(type="vm") if 9900 <= int(r["vmid"]) <= 9999]
@@ -67,7 +83,6 @@ def test_failing_restore_or_start_fails_the_drill_and_leaves_nothing(drill, lab_
     assert run.code == 1
     message = case(run, "test_restore[app-vm]")["message"]
     assert "guest app-vm" in message and cause in message
-    assert case(run, "test_health[app-vm-canary]")["outcome"] != "passed"
     left = scratch_guests(lab)
     if fault == "fail_restore":     # upstream leaves a failed VM restore behind, outside the drill pool
         assert left and f"qm destroy {left[0]} --purge" in message
@@ -78,6 +93,7 @@ def test_failing_restore_or_start_fails_the_drill_and_leaves_nothing(drill, lab_
         while scratch_guests(lab) and time.monotonic() < deadline:
             time.sleep(0.2)
     assert scratch_guests(lab) == []
+    only_these_failed(run, *guest_cases(run, "app-vm"))     # no guest: each of its checks fails with it
 
 
 def test_silent_agent_fails_within_the_boot_timeout(drill, lab_inventory, lab):
@@ -89,6 +105,7 @@ def test_silent_agent_fails_within_the_boot_timeout(drill, lab_inventory, lab):
     finally:
         handle.clear()
     assert run.code == 1
+    only_these_failed(run, *guest_cases(run, "app-vm"))
     message = case(run, "test_restore[app-vm]")["message"]
     assert "did not answer via agent" in message and "QEMU guest agent is not running" in message
     assert scratch_guests(lab) == []
@@ -114,7 +131,7 @@ def test_service_broken_in_the_restored_data(drill, lab_inventory, lab, tmp_path
         import shutil
         shutil.rmtree(Path(lab.double.datastores["local"]) / ref.path, ignore_errors=True)
     assert run.code == 1
-    assert case(run, "test_restore[app-ct]")["outcome"] == "passed"
+    only_these_failed(run, "test_health[app-ct-health-from-runner]")   # restore and the other checks green
     message = case(run, "test_health[app-ct-health-from-runner]")["message"]
     assert "guest app-ct" in message and "HTTP 500" in message and "damaged" in message
     assert f"ct/120/{when:%Y-%m-%dT%H:%M:%SZ}" in message
@@ -127,6 +144,7 @@ def test_no_snapshot_and_exhausted_range(drill, lab_inventory, lab):
     opnsense.update(strategy="pbs", exception=None, health=[], access="agent")
     run = drill(inventory, *SELECT)
     assert "no snapshot to restore" in case(run, "test_restore[opnsense]")["message"]
+    only_these_failed(run, "test_restore[opnsense]")                  # app-vm in the same run stays green
     inventory = only_guest(lab_inventory, "app-vm")
     inventory["scratch"]["vmid_range"] = [110, 110]
     inventory["guests"] = [g for g in inventory["guests"] if g["vmid"] != 110] + \
@@ -152,6 +170,7 @@ def test_wrong_token_fingerprint_or_unreachable_pve(drill, lab_inventory, lab, t
         expected = "unreachable"
     run = drill(inventory, *SELECT)
     assert run.code == 1
+    only_these_failed(run, *guest_cases(run, "app-vm"))
     message = case(run, "test_restore[app-vm]")["message"]
     assert expected in message and "00000000-0000" not in message
     assert scratch_guests(lab) == []

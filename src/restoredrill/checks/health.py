@@ -195,7 +195,8 @@ def _sql(host, check, where, _netns) -> dict:
         raise CheckFailed(where, "a database (sqlite:/path or postgres:NAME)", "none declared")
     matched = _matches(check.expect, result.stdout)
     if result.rc != 0 or not matched:
-        raise CheckFailed(where, f"the query to answer /{check.expect}/", f"exit {result.rc}, rows "
+        answer = f" and answer /{check.expect}/" if check.expect else ""
+        raise CheckFailed(where, f"the query to succeed{answer}", f"exit {result.rc}, rows "
                           + redact.describe(result.stdout, matched=matched, show=_show(check))
                           + f"; stderr {redact.fingerprint(redact.as_bytes(result.stderr))}")
     return redact.evidence("rows", result.stdout, matched=True, show=_show(check))
