@@ -82,7 +82,7 @@ def test_borg_keyfile_of_another_repository_fails_naming_repository_and_key(site
     message = only_failed(results, "test_escrowed_key[borg:cloud]")
     assert code == 1
     assert "borg:cloud" in message and "repository cloud" in message
-    assert f"key file {site / 'escrow' / 'spare.key'}" in message
+    assert f"escrowed key {site / 'escrow' / 'spare.key'}" in message and "borg key export" in message
 
 
 def test_borg_keyfile_exported_before_a_passphrase_change_fails(site, tmp_path):
@@ -104,4 +104,5 @@ def test_borg_keyfile_exported_before_a_passphrase_change_fails(site, tmp_path):
     code, results = lint_run(site, "borg-stale-keyfile", text)
     message = only_failed(results, "test_escrowed_key[borg:cloud]")
     assert code == 1 and "repository cloud" in message and "passphrase" in message
+    assert f"escrowed key {site / 'escrow' / 'cloud.key'}" in message and "borg key export" in message
     assert NEW_PASSPHRASE not in message and PASSPHRASE not in message

@@ -57,6 +57,7 @@ def test_public_methods_use_only_read_subcommands():
     ("/tmp is not a valid repository. Check repo config.", "not a Borg repository"),
     ("Failed to create/acquire the lock /r/lock.exclusive (timeout).", "locked"),
     ("ssh: connect to host 127.0.0.1 port 1: Connection refused", "unreachable"),
+    ("Mismatch between repository /srv/cloud and key file /etc/escrow/spare.key.", "belongs to another repository"),
 ])
 def test_failures_are_explained(tail, cause):
     assert cause in explain_failure(tail)

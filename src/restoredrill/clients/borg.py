@@ -91,6 +91,9 @@ class BorgTarget:
 
 # (pattern in borg's output, cause, fix): first match wins
 _CAUSES: Sequence[tuple[str, str]] = (
+    # borg 1.4 src/borg/crypto/key.py KeyfileMismatchError: "Mismatch between repository {} and key file {}."
+    (r"Mismatch between repository .* and key file",
+     "the key file belongs to another repository: escrow this repository's key (`borg key export`)"),
     (r"passphrase supplied .* is incorrect|passphrase .*incorrect",
      "wrong passphrase: the repository key did not open; check the passphrase reference"),
     (r"REMOTE HOST IDENTIFICATION HAS CHANGED|Host key verification failed|No \S+ host key is known",
