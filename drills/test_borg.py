@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from restoredrill.checks import data as data_checks
+from restoredrill.checks.coverage import NothingChecked
 from restoredrill.checks.errors import CheckFailed
 from restoredrill.fixtures.borg import age_of
 from restoredrill.fixtures.common import drill_step
@@ -127,7 +128,11 @@ def test_restore(borg_drill, data_check, extracted, inventory, run_id, tmp_path,
         return check_extract(repo, extracted, evidence)
     started = time.monotonic()
     with drill_step(f"repository {repo.name}, archive {extracted.archive.name}"):
-        facts = run_data_check(data_check, extracted.root, inventory, run_id, tmp_path)
+        try:
+            facts = run_data_check(data_check, extracted.root, inventory, run_id, tmp_path)
+        except NothingChecked as exc:       # the count (0) is evidence too
+            evidence(**exc.facts)
+            raise
     evidence(seconds=time.monotonic() - started, **facts)
 
 
@@ -142,10 +147,12 @@ def run_data_check(check, root: Path, inventory, run_id: str, tmp_path: Path) ->
         return data_checks.spot_check(root, source, spec.archive_path or spec.source.lstrip("/"),
                                       sample=spec.sample, count_tolerance=spec.count_tolerance,
                                       mismatch_tolerance=spec.mismatch_tolerance,
-                                      seed=zlib.crc32(run_id.encode()))
+                                      seed=zlib.crc32(run_id.encode()),
+                                      empty_ok=getattr(spec, "expect_empty", False))
     if check.kind == "sqlite":     # a path, or an entry with path and show_found
         return data_checks.check_sqlite(root, str(spec), work_dir=tmp_path,
-                                        show_found=getattr(spec, "show_found", False))
+                                        show_found=getattr(spec, "show_found", False),
+                                        empty_ok=getattr(spec, "expect_empty", False))
     if check.kind == "canary":
         return data_checks.check_canary(root, spec.path, spec.equals, spec.pattern, show_found=spec.show_found)
     if check.kind == "postgres":

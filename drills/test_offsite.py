@@ -21,7 +21,8 @@ from datetime import datetime, timezone
 
 import pytest
 
-from restoredrill.checks.pbs_offsite import list_some
+from restoredrill.checks.coverage import coverage_facts, nothing_checked, rotation_coverage
+from restoredrill.checks.pbs_offsite import list_some, nothing_compared
 from restoredrill.fixtures.offsite import offsite_step
 
 pytestmark = pytest.mark.drill_kind("offsite")
@@ -33,6 +34,35 @@ def fail(message: str) -> None:
 
 def problems_text(problems) -> str:
     return list_some([str(p) for p in problems])
+
+
+def empty_cause(s3_drill) -> str:
+    t = s3_drill.target
+    return (f"s3://{t.bucket}/{s3_drill.layout.content_prefix} holds no snapshot: a wrong bucket or store_prefix, "
+            "a key that lists nothing, or a sync that never ran")
+
+
+def require_some(s3_drill, evidence, count: int, what: str) -> None:
+    """Record how many ``what`` the case checked; fail on 0 unless the target declares
+    ``expect_empty`` (see :mod:`restoredrill.checks.coverage`)."""
+    t = s3_drill.target
+    empty_ok = getattr(t, "expect_empty", False)
+    evidence(**coverage_facts(count, what, empty_ok=empty_ok))
+    failure = nothing_checked(count, what, f"S3 target {t.name}", empty_ok=empty_ok, cause=empty_cause(s3_drill))
+    if failure is not None:
+        fail(str(failure))
+
+
+def settle(outcome, evidence) -> None:
+    """Act on a ``("skip" | "fail" | "pass", text)`` coverage outcome (None: carry on)."""
+    if outcome is None:
+        return
+    verdict, text = outcome
+    evidence(coverage=text)
+    if verdict == "skip":
+        pytest.skip(text)
+    if verdict == "fail":
+        fail(text)
 
 
 # --- S3 target ---------------------------------------------------------------------------
@@ -77,6 +107,7 @@ def test_s3_manifests(s3_drill, evidence):
     if meta.problems:
         fail(f"S3 target {t.name}: expected every manifest and index to be complete and to match; "
              f"found {len(meta.problems)} problem(s): {problems_text(meta.problems)}")
+    require_some(s3_drill, evidence, meta.manifests_read, "manifests")
 
 
 def test_s3_chunks_present(s3_drill, evidence):
@@ -93,6 +124,7 @@ def test_s3_chunks_present(s3_drill, evidence):
     if missing:
         fail(f"S3 target {t.name}: expected every referenced chunk in the bucket; found {len(missing)} "
              f"missing: {problems_text(missing)}")
+    require_some(s3_drill, evidence, len(meta.uses), "chunks referenced")
 
 
 def test_s3_chunk_sample(s3_drill, evidence):
@@ -112,6 +144,11 @@ def test_s3_chunk_sample(s3_drill, evidence):
     if result.problems:
         fail(f"S3 target {t.name}: expected every chunk of {plan.describe()} to be intact; found "
              f"{len(result.problems)} bad: {problems_text(result.problems)}")
+    empty_ok = getattr(t, "expect_empty", False)
+    evidence(**coverage_facts(result.chunks_read, "chunks read", empty_ok=empty_ok))
+    settle(rotation_coverage(outcome.chunks_in_slice, outcome.referenced_chunks, slice_name=plan.describe(),
+                             what="referenced chunks in the bucket", where=f"S3 target {t.name}", empty_ok=empty_ok,
+                             cause=empty_cause(s3_drill)), evidence)
 
 
 def test_s3_encrypted(s3_drill, evidence):
@@ -124,6 +161,7 @@ def test_s3_encrypted(s3_drill, evidence):
         sample = s3_drill.sample.result
     evidence(key_fingerprints=",".join(sorted(meta.fingerprints)), plain_archives=len(meta.plain_archives),
              unencrypted_chunks_in_sample=len(sample.unencrypted))
+    require_some(s3_drill, evidence, meta.manifests_read, "manifests")
     if not policy.encryption_required:
         return
     problems = [f"{key}: crypt-mode none in its manifest" for key in meta.plain_archives]
@@ -157,6 +195,7 @@ def test_s3_retention(s3_drill, inventory, evidence):
     if problems:
         fail(f"S3 target {t.name}: retention {policy.retention_name} ({policy.policy.describe()}) does not "
              f"hold: {list_some(problems)}")
+    require_some(s3_drill, evidence, len(audits), "groups")
 
 
 def test_s3_fresh(s3_drill, evidence):
@@ -195,6 +234,10 @@ def test_cross_copy(s3_drill, evidence):
         fail(f"S3 target {t.name}: expected the snapshots of PBS datastore {cross.local_store} older than the "
              f"sync window ({cross.window}) in the bucket with the same checksum for each archive; found "
              f"{len(result.problems)} problem(s): {list_some(result.problems)}")
+    empty_ok = getattr(t, "expect_empty", False)
+    evidence(**coverage_facts(result.compared, "snapshots compared", empty_ok=empty_ok))
+    settle(nothing_compared(result, where=f"S3 target {t.name}, PBS datastore {cross.local_store}",
+                            empty_ok=empty_ok), evidence)
 
 
 # --- config export on the storage box --------------------------------------------------------

@@ -244,7 +244,8 @@ def test_sqlite_integrity_problems_are_counted_unless_opted_in(extract):
         conn.execute("CREATE TABLE t(a)")
         conn.execute("INSERT INTO t VALUES (NULL)")
     conn.close()
-    assert data.check_sqlite(extract, "app/db/app.sqlite", work_dir=extract.parent) == {"sqlite_tables": 1}
+    assert data.check_sqlite(extract, "app/db/app.sqlite", work_dir=extract.parent) == {"sqlite_tables": 1,
+                                                                                       "checked_tables": 1}
     assert sorted(p.name for p in db.parent.iterdir()) == ["app.sqlite"]             # no journal, no WAL
     with sqlite3.connect(db) as conn:
         conn.execute("PRAGMA writable_schema=ON")

@@ -21,6 +21,7 @@ import shutil
 from pathlib import Path
 
 from restoredrill.checks import redact
+from restoredrill.checks.coverage import require_some
 from restoredrill.checks.errors import CheckFailed
 from restoredrill.checks.safe_paths import (
     Listing,
@@ -123,9 +124,17 @@ def _same_file(archive_fd: int, source_fd: int, rel: str) -> bool:
         return False
 
 
+UNMOUNTED_CAUSE = ("the archive holds no regular file under {archive_path} (the live source {source_files}): an "
+                   "unmounted source mount point, backed up while unmounted, looks exactly like this; check "
+                   "checks.spot_check.source and archive_path")
+EMPTY_DB_CAUSE = ("the database has no table: a zero-byte file or a freshly created one (the application "
+                  "wrote its data elsewhere, or the backup caught it before it was written)")
+
+
 def spot_check(root: Path, source: Path, archive_path: str, *, sample: int, count_tolerance: float,
-               mismatch_tolerance: float, seed: int) -> dict:
-    """Compare the extract with the live source: file count, then a random sample by SHA-256."""
+               mismatch_tolerance: float, seed: int, empty_ok: bool = False) -> dict:
+    """Compare the extract with the live source: file count, then a random sample by SHA-256.
+    A sample of 0 files fails (nothing was compared) unless the entry declares ``expect_empty``."""
     if not source.is_dir():
         raise CheckFailed(str(source), "the live source directory to be reachable", "it does not exist",
                           "fix checks.spot_check.source or drop the spot check")
@@ -148,6 +157,9 @@ def spot_check(root: Path, source: Path, archive_path: str, *, sample: int, coun
     finally:
         os.close(source_fd)
         extracted.close()
+    cause = UNMOUNTED_CAUSE.format(archive_path=redact.printable(archive_path, 300),
+                                   source_files=f"{len(source_files)} files" if source_files else "none either")
+    coverage = require_some(len(chosen), "files sampled", str(source), empty_ok=empty_ok, cause=cause)
     allowed = int(mismatch_tolerance * len(chosen))
     if len(mismatched) > allowed:
         shown = redact.printable(", ".join(f"{archive_path}/{rel}" for rel in mismatched[:10]), 2000)
@@ -156,12 +168,15 @@ def spot_check(root: Path, source: Path, archive_path: str, *, sample: int, coun
                           "a file changed after the backup, or the backup does not hold what the source has")
     return {"files_in_archive": len(archive.files), "files_in_source": len(source_files),
             "sampled": len(chosen), "sample_mismatches": len(mismatched), "sample_seed": seed,
-            **archive.evidence("archive_"), **live.evidence("source_")}
+            **archive.evidence("archive_"), **live.evidence("source_"), **coverage}
 
 
-def check_sqlite(root: Path, relative: str, *, work_dir: Path, show_found: bool = False) -> dict:
+def check_sqlite(root: Path, relative: str, *, work_dir: Path, show_found: bool = False,
+                 empty_ok: bool = False) -> dict:
     """The database passes ``PRAGMA integrity_check``, run in the sandbox on a private copy of
-    the safely opened file (:func:`restoredrill.checks.sqlite_probe.sqlite_integrity`).
+    the safely opened file (:func:`restoredrill.checks.sqlite_probe.sqlite_integrity`), and
+    holds at least one table (a zero-byte file passes integrity_check with nothing in it),
+    unless the entry declares ``expect_empty``.
 
     Its problems are counted, not quoted (they can quote database content), unless the entry
     opts in: then the first one, at most 80 printable characters."""
@@ -181,7 +196,8 @@ def check_sqlite(root: Path, relative: str, *, work_dir: Path, show_found: bool 
         count = f"{len(rows)}{' or more' if len(rows) >= MAX_ROWS else ''}"
         first = f", first: {redact.printable(rows[0])!r}" if show and rows else f" ({redact.HIDDEN_HINT})"
         raise CheckFailed(where, "PRAGMA integrity_check = ok", f"not ok: {count} problems{first}")
-    return {"sqlite_tables": report.tables}
+    return {"sqlite_tables": report.tables,
+            **require_some(report.tables or 0, "tables", where, empty_ok=empty_ok, cause=EMPTY_DB_CAUSE)}
 
 
 def check_canary(root: Path, relative: str, equals: str | None, pattern: str | None, *,

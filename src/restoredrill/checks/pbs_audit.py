@@ -17,6 +17,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 
+from restoredrill.checks.coverage import note_coverage
 from restoredrill.checks.errors import Verdict
 from restoredrill.checks.pbs_jobs import (check_job, check_jobs, check_running_job, job_covers,  # noqa: F401
                                           job_disabled, job_id, job_upid, list_some, namespace_depth,
@@ -27,6 +28,10 @@ from restoredrill.plan import backup_finished, backup_of_type
 MANIFEST = "index.json.blob"
 MAX_LISTED = 5
 KEEP_OPTIONS = ("keep-last", "keep-hourly", "keep-daily", "keep-weekly", "keep-monthly", "keep-yearly")
+NO_GUEST_CAUSE = ("the audit token sees no VM and no container in /cluster/resources: it lacks VM.Audit "
+                  "on /vms (or the guests' pools), or the API URL names another cluster")
+NOTHING_COMPARED_CAUSE = ("no snapshot is in both restoredrill's listing and PBS's prune dry-run answer: the "
+                          "group is empty, or the dry-run answered for another group or namespace")
 
 
 
@@ -127,8 +132,9 @@ def _check_exception(guest, where: str, verdict: Verdict) -> Verdict:
 
 
 def check_cluster_inventoried(resources: Iterable[Mapping], inventory_vmids: set[int],
-                              scratch: tuple[int, int]) -> Verdict:
-    """Every guest of the cluster is in the inventory (scratch guests made by drills excepted)."""
+                              scratch: tuple[int, int], *, empty_ok: bool = False) -> Verdict:
+    """Every guest of the cluster is in the inventory (scratch guests made by drills excepted);
+    a cluster where the token sees no guest at all fails (nothing was checked)."""
     low, high = scratch
     guests = [r for r in resources if r.get("type") in ("qemu", "lxc")]
     unlisted = [r for r in guests if int(r["vmid"]) not in inventory_vmids and not low <= int(r["vmid"]) <= high]
@@ -139,7 +145,7 @@ def check_cluster_inventoried(resources: Iterable[Mapping], inventory_vmids: set
         verdict.problems.append(f"cluster: expected every guest in the inventory (backed up or with an "
                                 f"exception); found {len(unlisted)} guest(s) the inventory does not list: "
                                 f"{list_some(named)}. Add them to guests: with a strategy")
-    return verdict
+    return note_coverage(verdict, len(guests), "guests", "cluster", empty_ok=empty_ok, cause=NO_GUEST_CAUSE)
 
 
 # --- snapshots ------------------------------------------------------------------------
@@ -240,10 +246,10 @@ def policy_differences(inventory: Mapping[str, int], server: Mapping[str, int]) 
 
 
 def compare_keep_sets(engine_keeps: Mapping[int, bool], server_answers: list[list[Mapping]],
-                      names: Mapping[int, str], *, where: str) -> Verdict:
+                      names: Mapping[int, str], *, where: str, empty_ok: bool = False) -> Verdict:
     """The keep set of restoredrill's PBS engine against PBS's dry-run answers (a snapshot
     survives when every prune job keeps it). Snapshots only one side listed (made or
-    removed between the two calls) are noted, not compared."""
+    removed between the two calls) are noted, not compared; 0 compared fails."""
     server: dict[int, bool] = {}
     for answer in server_answers:
         for item in answer:
@@ -261,7 +267,8 @@ def compare_keep_sets(engine_keeps: Mapping[int, bool], server_answers: list[lis
     if only_server:
         verdict.problems.append(f"{where}: the server's prune keeps {len(only_server)} snapshot(s) restoredrill's "
                                 f"engine removes: {list_some([names.get(e, str(e)) for e in only_server])}")
-    return verdict
+    return note_coverage(verdict, len(both), "snapshots compared", where, empty_ok=empty_ok,
+                         cause=NOTHING_COMPARED_CAUSE)
 
 
 # --- datastore usage ------------------------------------------------------------------

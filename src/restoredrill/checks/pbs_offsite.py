@@ -24,6 +24,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 from restoredrill import retention
+from restoredrill.checks.coverage import nothing_checked
 from restoredrill.pbsformat import (BLOB_KINDS, MAX_BLOB_SIZE, MANIFEST_BLOB_NAME, DynamicIndex, FileEntry, FixedIndex,
                                     FormatError, Layout, LocalSource, Manifest, MissingObject,
                                     Problem, SnapshotRef, check_blob, classify_content_key,
@@ -682,6 +683,26 @@ def compare_copies(local: Mapping[str, CopyListing], offsite: Mapping[str, CopyL
         if extra:
             result.notes.append(f"{path}: offsite manifest lists more files: {', '.join(extra)}")
     return result
+
+
+def nothing_compared(result: CopyComparison, *, where: str, empty_ok: bool = False) -> tuple[str, str] | None:
+    """The zero rule for a comparison without problems and 0 compared: ``("skip", reason)``
+    when the chosen snapshots are all still pending inside the sync window (a later run
+    compares them), else ``("fail", message)``, or ``("pass", why)`` when the target declares
+    ``expect_empty``. None when something was compared or there are problems (they fail)."""
+    if result.compared or result.problems:
+        return None
+    if result.pending and not result.pruned_offsite:
+        return "skip", (f"{where}: all {result.pending} snapshot(s) chosen are newer than the sync window, so "
+                        "none is due offsite yet; nothing was compared this run (a later run compares them)")
+    cause = (f"the {result.pruned_offsite} snapshot(s) due offsite are all removed by the offsite prune"
+             if result.pruned_offsite else
+             "the local datastore lists no finished snapshot: a token without Datastore.Audit on it, a wrong "
+             "datastore or namespace, or a datastore nothing has been backed up to")
+    failure = nothing_checked(0, "snapshots compared", where, empty_ok=empty_ok, cause=cause)
+    if failure is None:
+        return "pass", "expect_empty: true on the target: an empty datastore is expected"
+    return "fail", str(failure)
 
 
 def offsite_prunes(local: Mapping[str, CopyListing], offsite: Mapping[str, CopyListing],

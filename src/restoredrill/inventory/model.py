@@ -117,6 +117,9 @@ class PveEndpoint(Strict):
                                     "(pinned, as PBS and the PVE storage plugin do).")
     verify_tls: bool = Field(True, description="Set false only to disable TLS checks (loud warning).")
     nodes: list[str] = Field(default_factory=list, description="Cluster nodes.")
+    expect_empty: bool = Field(False, description="The cluster truly has no guest: the inventory case passes "
+                               "on 0 guests seen (shown in its evidence). Default: 0 guests fails (a token "
+                               "that sees nothing).")
     node_ssh: "SshEndpoint | dict[str, SshEndpoint] | None" = Field(None, description=(
         "SSH to the nodes for `pct exec` (forced command): one endpoint used for every node, or a "
         "mapping node -> endpoint (pct reaches only the containers of the node it runs on)."),
@@ -164,6 +167,8 @@ class PbsDatastore(Strict):
     prune_max_age: Duration = Field("26h", description="Prune job last ran OK within this.")
     sync_max_age: Duration = Field("28h", description="Sync job (sync_job) last ran OK within this "
                                    "(25 h cycle plus grace).")
+    expect_empty: bool = Field(False, description="A group with no snapshot is expected: the server retention "
+                               "comparison passes on 0 compared (shown in its evidence). Default: 0 fails.")
 
 
 class PbsEndpoint(Strict):
@@ -262,6 +267,8 @@ class SpotCheck(Strict):
     sample: int = Field(20, ge=1, le=100000, description="Files compared by SHA-256.")
     count_tolerance: float = Field(0.1, ge=0, le=1, description="Allowed share of file-count difference.")
     mismatch_tolerance: float = Field(0.0, ge=0, le=1, description="Allowed share of differing samples.")
+    expect_empty: bool = Field(False, description="The source is empty by design: 0 files sampled passes "
+                               "(shown in the evidence). Default: 0 fails (an unmounted source looks so).")
 
 
 class SqlQuery(Strict):
@@ -276,6 +283,8 @@ class SqliteFile(Strict):
     path: str = Field(description="SQLite file inside the archive.")
     show_found: bool = Field(False, description="On failure show the first integrity problem (at most 80 "
                              "printable characters; it may quote database content); by default only their count.")
+    expect_empty: bool = Field(False, description="A database without tables is expected: it passes (shown in "
+                               "the evidence). Default: 0 tables fails (a zero-byte file passes integrity_check).")
 
     def __str__(self) -> str:
         """The path: the drill's case id is built from it."""
@@ -402,6 +411,9 @@ class S3Target(Strict):
     key_fingerprint: str | None = Field(None, description="Fingerprint of the encryption key the snapshots "
                                         "must carry (the key kept outside the site).")
     read_data_runs: int = Field(7, ge=1, le=10000, description="Every chunk is read within this many runs.")
+    expect_empty: bool = Field(False, description="The store prefix is empty by design: the cases that count "
+                               "(manifests, chunks, sample, encryption, retention, cross-copy) pass on 0 items, "
+                               "shown in their evidence. Default: 0 fails (a wrong bucket or prefix).")
     requires: list[str] = Field(default_factory=list, description="Guests needed to reach this target from "
                                 "the site (e.g. the firewall, DNS).")
 
