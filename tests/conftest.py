@@ -74,6 +74,16 @@ def drill(tmp_path):
     return run
 
 
+def only_these_failed(run: "DrillRun", *names: str) -> None:
+    """Each named case *failed* (a JUnit failure: the drill judged the backup or the guest, it
+    did not crash) and every other case of the run passed."""
+    for name in names:
+        assert name in run.cases, f"no case {name}: {sorted(run.cases)}\n{run.stdout[-3000:]}"
+        assert run.cases[name]["outcome"] == "failure", f"{name}: {run.cases[name]}"
+    others = {n: c["outcome"] for n, c in run.cases.items() if n not in names and c["outcome"] != "passed"}
+    assert others == {}, f"other cases not green: {others}"
+
+
 @pytest.fixture
 def lab_inventory(lab):
     """A deep copy of the lab's inventory to change for one test."""

@@ -16,7 +16,7 @@ import pytest
 from restoredrill.lab.borg_history import BorgBuilder, LabRepo
 from restoredrill.lab.dataset import CANARY_FILE, PG_DUMP_FILE, SQLITE_FILE
 from restoredrill.secrets import write_private
-from tests.conftest import only_repo, parse_junit, run_cli
+from tests.conftest import only_repo, only_these_failed, parse_junit, run_cli
 
 pytestmark = pytest.mark.e2e
 ROOT = Path(__file__).resolve().parents[2]
@@ -28,13 +28,6 @@ def case(run, name: str) -> dict:
     return matches[0]
 
 
-def only_these_failed(run, *names: str) -> None:
-    """Each named case *failed* (a JUnit failure: the drill judged the backup, it did not
-    crash) and every other case of the run passed."""
-    for name in names:
-        assert case(run, name)["outcome"] == "failure", f"{name}: {case(run, name)}"
-    others = {n: c["outcome"] for n, c in run.cases.items() if n not in names and c["outcome"] != "passed"}
-    assert others == {}, f"other cases not green: {others}"
 
 
 def test_every_borg_drill_passes_on_the_lab_with_evidence(drill, lab_inventory):

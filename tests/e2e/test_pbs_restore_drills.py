@@ -18,7 +18,7 @@ from restoredrill.lab.proxmox.seed import SEED_GUESTS, build_rootfs, make_tar
 from restoredrill.lab.proxmox.restore import CT_ARCHIVE
 from restoredrill.lab.proxmox.homelab import GUEST_NODES
 from restoredrill.lab.proxmox.testing import pve_api
-from tests.conftest import run_cli
+from tests.conftest import only_these_failed, run_cli
 
 pytestmark = pytest.mark.e2e
 SELECT = ("--select", "pbs", "-k", "test_restore or test_health")
@@ -36,13 +36,6 @@ def guest_cases(run, guest: str) -> list[str]:
     return names
 
 
-def only_these_failed(run, *names: str) -> None:
-    """Each named case *failed* (a JUnit failure: the drill judged the guest, it did not
-    crash) and every other case of the run passed."""
-    for name in names:
-        assert case(run, name)["outcome"] == "failure", f"{name}: {case(run, name)}"
-    others = {n: c["outcome"] for n, c in run.cases.items() if n not in names and c["outcome"] != "passed"}
-    assert others == {}, f"other cases not green: {others}"
 
 
 def scratch_guests(lab) -> list[int]:

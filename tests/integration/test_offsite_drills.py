@@ -14,11 +14,10 @@ import boto3
 import pytest
 import yaml
 
-from restoredrill.lab.offsite import LAB_BUCKET, LAB_STORE, LAB_TARGET, merge_fragment, setup_offsite
-from restoredrill.lab.proxmox import ProxmoxDouble, homelab
+from restoredrill.lab.offsite import LAB_BUCKET, LAB_STORE, LAB_TARGET, merge_fragment
+from restoredrill.lab.proxmox import homelab
 from restoredrill.lab.proxmox_inventory import proxmox_inventory
 from restoredrill.lab.seaweed import write_tls_files
-from restoredrill.lab.storagebox import StorageBox
 from restoredrill.pbsformat import Layout, SnapshotRef
 from restoredrill.runner import RunRequest, run_drills
 from tests.conftest import parse_junit
@@ -33,15 +32,9 @@ BASE = {"version": 1, "site": {"name": "offsite-lab", "timezone": "Europe/Berlin
         "policies": {"rpo": {"daily": {"max_age": "25h", "grace": "2h"}}}}
 
 
-@pytest.fixture(scope="module")
-def offsite(tmp_path_factory):
-    root = tmp_path_factory.mktemp("offsite-lab")
-    with StorageBox(root / "box") as box, ProxmoxDouble(root / "proxmox") as double:
-        lab = setup_offsite(root / "offsite", box, double)
-        try:
-            yield lab
-        finally:
-            lab.stop()
+@pytest.fixture
+def offsite(offsite_lab):
+    return offsite_lab       # tests/integration/conftest.py: one per session
 
 
 def write_inventory(path, offsite, sync_max_age: str | None = "1m", **targets) -> dict:

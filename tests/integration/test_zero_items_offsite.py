@@ -10,25 +10,11 @@ import yaml
 import pytest
 
 from restoredrill.checks.pbs_offsite import parse_chunk_key, slice_of
-from restoredrill.lab.offsite import LAB_BUCKET, LAB_STORE, LAB_TARGET, setup_offsite
-from restoredrill.lab.proxmox import ProxmoxDouble
-from restoredrill.lab.storagebox import StorageBox
+from restoredrill.lab.offsite import LAB_BUCKET, LAB_STORE, LAB_TARGET
 from restoredrill.pbsformat import Layout
 from tests.integration.test_offsite_drills import CROSS, S3_CASES, run, write_inventory
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture(scope="module")
-def offsite_lab(tmp_path_factory):
-    """The offsite lab of ``test_offsite_drills.py``: SeaweedFS, sshd and the Proxmox double."""
-    root = tmp_path_factory.mktemp("zero-offsite-lab")
-    with StorageBox(root / "box") as box, ProxmoxDouble(root / "proxmox") as double:
-        lab = setup_offsite(root / "offsite", box, double)
-        try:
-            yield lab
-        finally:
-            lab.stop()
 
 COUNTING = {"test_s3_manifests": ("manifests", "checked_manifests"),
             "test_s3_chunks_present": ("chunks referenced", "checked_chunks_referenced"),
