@@ -11,7 +11,7 @@ import pytest
 
 from restoredrill.clients.pbs import PbsClient, prune_dry_run_params
 from restoredrill.clients.proxmox_api import ApiChokePoint, ApiError, Endpoint
-from restoredrill.lab.proxmox import ProxmoxDouble
+from restoredrill.lab.proxmox import ProxmoxDouble, homelab
 
 pytestmark = pytest.mark.integration
 STORE, GROUP = "offsite", ("vm", "110")
@@ -27,7 +27,8 @@ def double(tmp_path_factory):
 def client(double) -> PbsClient:
     token = double.pbs_audit_token
     return PbsClient(ApiChokePoint(Endpoint(double.pbs_url, token.token_id, token.secret(),
-                                            double.pbs_fingerprint, service="PBS")))
+                                            double.pbs_fingerprint, service="PBS")),
+                     namespaces={STORE: homelab.OFFSITE_NAMESPACE})     # where the lab's offsite copies are
 
 
 def snapshot_count(client: PbsClient) -> int:
