@@ -16,24 +16,30 @@ mistake, not a finding about the backups.
 
 from __future__ import annotations
 
+import bisect
+import math
+import zoneinfo
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import date, datetime, timedelta, timezone
 
-from .borg import BORG_RULES, check_borg_policy, plan_borg
+from .borg import BORG_RULES, check_borg_policy
 from .model import (
+    EPOCH_ORDINAL,
     LOCAL_EPOCH,
     PERIOD_KEYS,
     SECONDS_PER_DAY,
     Point,
     Policy,
+    Prepared,
     RetentionError,
     Zone,
     gc_paused,
     label_period,
 )
-from .pbs import PBS_RULES, plan_pbs
+from .pbs import PBS_RULES
+from .runs import EngineRun, FinishedPoints, IdealDayPoints, IdealPoints, newest, newest_indices, prepare_ideal
 
 __all__ = ["Audit", "RuleCoverage", "audit"]
 
@@ -166,11 +172,12 @@ def audit(
     points = list(points)
     check_audit_inputs(engine, now, rpo, schedule, prune_grace)
     zone = Zone(tz)
-    run_engine = EngineRun(engine, policy, tz, oldest_rule)
-    kept = run_engine(points, now)
+    run_engine = EngineRun(engine, policy, zone, oldest_rule)
+    history = run_engine.prepare(points)
+    kept = run_engine(history, now)
     findings = Findings()
-    removed, stale = check_conformance(run_engine, points, now, prune_grace, kept, findings)
-    finished = finished_points(points, engine)
+    removed, stale = check_conformance(run_engine, history, now, prune_grace, kept, findings)
+    finished = FinishedPoints(history)
     coverage = check_coverage(run_engine, zone, now, schedule, rpo, finished, kept, findings)
     newest = check_freshness(points, finished, now, rpo, findings)
     return Audit(
@@ -197,23 +204,6 @@ def check_audit_inputs(engine: str, now: datetime, *durations: timedelta) -> Non
         )
 
 
-@dataclass(frozen=True)
-class EngineRun:
-    """The audited engine with its policy and zone, run on any points as of any time.
-
-    Returns the kept points as {index: (rule, rank)}, like the engines' plans."""
-
-    engine: str
-    policy: Policy
-    tz: object
-    oldest_rule: bool
-
-    def __call__(self, points: list[Point], now: datetime) -> dict[int, tuple[str, int | None]]:
-        if self.engine == "pbs":
-            return plan_pbs(points, self.policy, self.tz)
-        return plan_borg(points, self.policy, self.tz, now=now, oldest_rule=self.oldest_rule)
-
-
 def finished_points(points: list[Point], engine: str) -> list[Point]:
     """Complete backups: not unfinished PBS snapshots, not Borg checkpoints."""
     if engine == "borg":
@@ -233,7 +223,7 @@ def list_some(items: list[str], total: int | None = None) -> str:
 
 
 def check_conformance(
-    run_engine: EngineRun, points: list[Point], now: datetime, grace: timedelta, kept: dict, findings: Findings
+    run_engine: EngineRun, history: Prepared, now: datetime, grace: timedelta, kept: dict, findings: Findings
 ) -> tuple[list[str], int]:
     """Points a prune run `grace` ago would already have removed: the prune is not running.
 
@@ -242,31 +232,39 @@ def check_conformance(
     of every rule). Points that a prune now would remove but that one did not are
     noted: made, or shifted out of a rule, since the last prune.
     Returns the newest `MAX_EVIDENCE` overdue points (described) and their number.
+
+    The run as of the cutoff reuses the prepared history (a suffix of its order and
+    the local times already computed); the overdue points are counted, not listed,
+    and only the newest are picked out (see `newest_indices`).
     """
-    cutoff = now - grace
-    before = [index for index, point in enumerate(points) if point.time <= cutoff]
-    kept_then = run_engine([points[index] for index in before], cutoff)
-    stale_indices = {index for position, index in enumerate(before) if position not in kept_then}
-    stale = [points[index] for index in sorted(stale_indices)]
-    recent = [p for index, p in enumerate(points) if index not in kept and index not in stale_indices]
-    evidence = [describe_point(p) for p in newest(stale, MAX_EVIDENCE)]
-    if stale:
+    cutoff, points = now - grace, history.points
+    view = history.until(cutoff)
+    if view is None:  # the points made by the cutoff are not a suffix of the order
+        before = [index for index, point in enumerate(points) if point.time <= cutoff]
+        then = run_engine.prepare([points[index] for index in before])
+        kept_then = {before[position]: why for position, why in run_engine(then, cutoff).items()}
+        newer = [index for index, point in enumerate(points) if not point.time <= cutoff]
+        stale_order = [before[position] for position in then.order]
+    else:
+        kept_then = run_engine(view, cutoff)
+        newer = history.order[: len(history.order) - len(view.order)]
+        stale_order = view.order
+    stale_count = len(stale_order) - len(kept_then)
+    stale = newest_indices(history, (i for i in stale_order if i not in kept_then), MAX_EVIDENCE)
+    recent = sorted({index for index in (*newer, *kept_then) if index not in kept})
+    evidence = [describe_point(p) for p in stale]
+    if stale_count:
         findings.problems.append(
             f"prune is not running: a prune {format_duration(grace)} ago would already have removed "
-            f"{len(stale)} point(s): {list_some(evidence, len(stale))}"
+            f"{stale_count} point(s): {list_some(evidence, stale_count)}"
         )
     if recent:
-        shown = [describe_point(p) for p in newest(recent, MAX_LISTED)]
+        shown = [describe_point(p) for p in newest([points[index] for index in recent], MAX_LISTED)]
         findings.notes.append(
             f"the next prune will remove {len(recent)} point(s), made or shifted out of a rule within the "
             f"last {format_duration(grace)}: {list_some(shown, len(recent))}"
         )
-    return evidence, len(stale)
-
-
-def newest(points: list[Point], count: int) -> list[Point]:
-    """The `count` newest points (a sort, which is linear on the usual sorted input)."""
-    return sorted(points, key=lambda point: point.time, reverse=True)[:count]
+    return evidence, stale_count
 
 
 def check_coverage(run_engine, zone, now, schedule, rpo, finished, kept, findings) -> list[RuleCoverage]:
@@ -276,17 +274,17 @@ def check_coverage(run_engine, zone, now, schedule, rpo, finished, kept, finding
         if finished:
             findings.notes.append("PBS keeps every snapshot: no keep option is greater than 0")
         return []
-    ideal_points = make_ideal_history(finished, zone, now, schedule)
+    first = finished.extreme(oldest=True).time
+    ideal_points = make_ideal_history(first, zone, now, schedule)
     if ideal_points is None:
         findings.notes.append(
             f"coverage not checked: an ideal history at one point per {format_duration(schedule)} "
             f"would exceed {MAX_IDEAL_POINTS} points; give a coarser schedule"
         )
         return []
-    ideal = run_engine(ideal_points, now)
+    ideal = run_engine(prepare_ideal(run_engine, ideal_points), now)
     held = HeldPeriods(zone, finished)
     found = Counter(base_rule(rule) for rule, _ in kept.values())
-    first = min(point.time for point in finished)
     coverage = []
     for rule, wanted, period in rules:
         ideal_kept = [(ideal_points[index], why) for index, (why, _) in ideal.items() if base_rule(why) == rule]
@@ -309,9 +307,11 @@ def rules_of(engine: str, policy: Policy) -> list[tuple[str, int | str, str | No
     return rules + [(rule, options.counts[rule], kind) for rule, kind in BORG_RULES if options.counts.get(rule)]
 
 
-def make_ideal_history(finished: list[Point], zone: Zone, now: datetime, schedule: timedelta) -> list[Point] | None:
-    """One point per schedule from the first finished point to now (None if too many)."""
-    first = min(point.time for point in finished)
+def make_ideal_history(first: datetime, zone: Zone, now: datetime, schedule: timedelta):
+    """One point per schedule from the first finished point to now (None if too many).
+
+    A sequence of Points: a list, or for a fixed schedule from a fixed-offset time an
+    `IdealPoints` that makes only the points asked for."""
     if first > now:
         return []
     steps = int((now - first) / schedule)
@@ -319,8 +319,12 @@ def make_ideal_history(finished: list[Point], zone: Zone, now: datetime, schedul
         return None
     if schedule % timedelta(days=1) == timedelta(0):
         wall = zone.local_datetime(first.timestamp())
+        if type(zone.tzinfo) is zoneinfo.ZoneInfo:
+            return IdealDayPoints.make(wall, zone.tzinfo, schedule, steps + 1, now)
         times = [zone.from_wall_clock(wall + step * schedule) for step in range(steps + 1)]
         times = [when for when in times if when <= now]
+    elif isinstance(first.tzinfo, timezone):
+        return IdealPoints(first, schedule, steps + 1)
     else:
         times = [first + step * schedule for step in range(steps + 1)]
     with gc_paused():
@@ -337,31 +341,135 @@ def names_periods(period: str | None, schedule: timedelta) -> bool:
 
 
 class HeldPeriods:
-    """Which periods of each kind hold at least one finished real point."""
+    """Which periods of each kind hold at least one finished real point.
 
-    def __init__(self, zone: Zone, finished: list[Point]):
-        self.zone = zone
-        self.local = zone.local_seconds_many([point.time.timestamp() for point in finished])
-        self.days = {local // SECONDS_PER_DAY for local in self.local}
+    `missing` asks only about the few periods the ideal history keeps, so each is
+    answered by looking at the finished points whose timestamps lie within the
+    period's bounds widened by more than any UTC offset (Python keeps offsets within
+    a day): their local times are computed, and compared by period key, exactly as
+    for all points. Only when a period's bounds cannot be found (dates at the ends of
+    the calendar) are the periods of every finished point collected.
+    """
+
+    BAND = 2 * SECONDS_PER_DAY
+
+    def __init__(self, zone: Zone, finished: FinishedPoints):
+        self.zone, self.finished = zone, finished
+        self._epochs: list[float] | None = None
+        self._local: list[int] | None = None
         self.keys: dict[str, set[int]] = {}
 
+    @property
+    def epochs(self) -> list[float]:
+        """Timestamps of the finished points, oldest first."""
+        if self._epochs is None:
+            epochs = self.finished.history.epochs
+            self._epochs = [epochs[index] for index in reversed(self.finished.newest_first())]
+        return self._epochs
+
     def held(self, period: str) -> set[int]:
+        """The keys of every period holding a finished point (the fallback)."""
         if period not in self.keys:
+            if self._local is None:
+                self._local = self.finished.local_seconds()
             key = PERIOD_KEYS[period]
             if period in ("second", "minute", "hour"):
-                self.keys[period] = {key(local) for local in self.local}
+                self.keys[period] = {key(local) for local in self._local}
             else:  # a day or longer: the key depends on the day only
-                self.keys[period] = {key(day * SECONDS_PER_DAY) for day in self.days}
+                days = {local // SECONDS_PER_DAY for local in self._local}
+                self.keys[period] = {key(day * SECONDS_PER_DAY) for day in days}
         return self.keys[period]
+
+    def holds(self, period: str, local: int, offset: int = 0) -> bool:
+        """Whether a finished point lies in the period of the local time `local`.
+
+        `offset` (local minus UTC seconds where `local` was found) only guides which
+        points are tried first: those at the period's bounds shifted by it."""
+        key = PERIOD_KEYS[period]
+        target = key(local)
+        bounds = period_bounds(period, local)
+        if bounds is None:
+            return target in self.held(period)
+        start, end = bounds
+        epochs = self.epochs
+        low = bisect.bisect_left(epochs, start - self.BAND)
+        high = bisect.bisect_left(epochs, end + self.BAND, low)
+        inner = bisect.bisect_left(epochs, start + self.BAND, low, high)  # likely inside: try it first
+        if inner < high and key(self.zone.local_seconds(epochs[inner])) == target:
+            return True
+        near = bisect.bisect_left(epochs, start - offset, low, high)
+        for chunk in range(near, min(bisect.bisect_left(epochs, end - offset, near, high) + 1, high), 1024):
+            window = epochs[chunk:min(chunk + 1024, high)]
+            if any(key(second) == target for second in self.zone.local_seconds_many(window)):
+                return True
+        for chunk in range(low, high, 1024):
+            window = epochs[chunk:min(chunk + 1024, high)]
+            if any(key(second) == target for second in self.zone.local_seconds_many(window)):
+                return True
+        return False
 
     def missing(self, period: str, kept: list[Point]) -> list[str]:
         """Labels of the periods of `kept` (oldest first) that hold no real point."""
-        key, held, labels = PERIOD_KEYS[period], self.held(period), []
+        labels = []
         for point in sorted(kept, key=lambda p: p.time):
-            local = self.zone.local_seconds(point.time.timestamp())
-            if key(local) not in held:
+            epoch = point.time.timestamp()
+            local = self.zone.local_seconds(epoch)
+            if not self.holds(period, local, local - math.floor(epoch)):
                 labels.append(label_period(period, LOCAL_EPOCH + timedelta(seconds=local)))
         return labels
+
+
+FIXED_PERIODS = {"second": 1, "minute": 60, "hour": 3600, "day": SECONDS_PER_DAY}
+
+
+def period_bounds(period: str, local: int) -> tuple[int, int] | None:
+    """[start, end) in local seconds of the period holding `local`, None if not found.
+
+    The bounds are checked against the period key at both ends (keys never decrease
+    with time, so a key that holds at start and end - 1 and differs just outside
+    them has exactly these bounds)."""
+    key = PERIOD_KEYS[period]
+    try:
+        if period in FIXED_PERIODS:
+            size = FIXED_PERIODS[period]
+            start = local - local % size
+            end = start + size
+        else:
+            day = local // SECONDS_PER_DAY
+            when = date.fromordinal(day + EPOCH_ORDINAL)
+            if period == "week":
+                first = (day + 3) // 7 * 7 - 3
+                start_day, end_day = first, first + 7
+            else:
+                begin, after = calendar_span(period, when)
+                start_day, end_day = begin.toordinal() - EPOCH_ORDINAL, after.toordinal() - EPOCH_ORDINAL
+            start, end = start_day * SECONDS_PER_DAY, end_day * SECONDS_PER_DAY
+        target = key(local)
+        if key(start) == target == key(end - 1) and key(start - 1) != target != key(end):
+            return start, end
+    except (ValueError, OverflowError):
+        pass
+    return None
+
+
+def calendar_span(period: str, when: date) -> tuple[date, date]:
+    """First day of the period holding `when` and of the next one."""
+    year, month = when.year, when.month
+    if period == "month":
+        return date(year, month, 1), date(year + month // 12, month % 12 + 1, 1)
+    if period == "year":
+        return date(year, 1, 1), date(year + 1, 1, 1)
+    if period == "month-quarter":
+        first = (month - 1) // 3 * 3 + 1
+        return date(year, first, 1), date(year + (first + 3) // 13, (first + 2) % 12 + 1, 1)
+    if period == "iso-quarter":
+        iso_year, iso_week, _ = when.isocalendar()
+        quarter = min((iso_week - 1) // 13, 3)
+        begin = date.fromisocalendar(iso_year, quarter * 13 + 1, 1)
+        after = date.fromisocalendar(iso_year + 1, 1, 1) if quarter == 3 else date.fromisocalendar(
+            iso_year, quarter * 13 + 14, 1)
+        return begin, after
+    raise ValueError(period)
 
 
 def report_rule(result: RuleCoverage, counted_only: bool, full: int, first: datetime, findings: Findings) -> None:
@@ -395,7 +503,7 @@ def check_freshness(points, finished, now, rpo, findings: Findings) -> datetime 
         partial = f" ({len(points)} unfinished or checkpoint only)" if points else ""
         findings.problems.append(f"no finished backup at all{partial}: nothing to restore")
         return None
-    latest = max(finished, key=lambda point: point.time)
+    latest = finished.extreme(oldest=False)
     age = now - latest.time
     if age > rpo:
         findings.problems.append(

@@ -20,6 +20,7 @@ from .model import (
     Decision,
     NewestFirst,
     Point,
+    Prepared,
     Policy,
     RetentionError,
     Zone,
@@ -27,7 +28,8 @@ from .model import (
     decide_all,
 )
 
-__all__ = ["BORG_RULES", "BorgOptions", "check_borg_policy", "parse_within_hours", "plan_borg", "simulate_borg"]
+__all__ = ["BORG_RULES", "BorgOptions", "check_borg_policy", "parse_within_hours", "plan_borg", "plan_prepared_borg",
+           "simulate_borg"]
 
 # (rule name as borg prints it, period kind), in borg's order.
 BORG_RULES = (
@@ -89,27 +91,26 @@ def plan_borg(
     options = check_borg_policy(policy)
     check_points(points, "borg")
     now = check_now(now)
-    zone = Zone(tz)
-    epochs = [point.time.timestamp() for point in points]
-    order = sorted(range(len(points)), key=epochs.__getitem__, reverse=True)
-    checkpoints, archives = split_checkpoints(points, order)
+    history = Prepared(points, "borg", Zone(tz), check=False)
+    return plan_prepared_borg(history, options, now=now, oldest_rule=oldest_rule)
+
+
+def plan_prepared_borg(
+    history: Prepared, options: BorgOptions, *, now: datetime, oldest_rule: bool = True
+) -> dict[int, tuple[str, int | None]]:
+    """`plan_borg` on a history prepared once for several runs (options from `check_borg_policy`)."""
+    points, order, archives = history.points, history.order, history.rule_order
     kept: dict[int, tuple[str, int | None]] = {}
     if options.within_hours is not None:
         keep_within(points, archives, now - timedelta(hours=options.within_hours), kept)
-    newest_first = NewestFirst(zone, epochs, archives)
+    newest_first = NewestFirst(history.zone, history.epochs, archives, history)
     for rule, period in BORG_RULES:
         count = options.counts.get(rule)
         if count is not None:
             prune_split(newest_first.keyed(period), rule, count, kept, oldest_rule)
-    if order and order[0] in checkpoints:
+    if order and order[0] in history.checkpoints:
         kept[order[0]] = ("checkpoint", None)
     return kept
-
-
-def split_checkpoints(points: list[Point], order: list[int]) -> tuple[set[int], list[int]]:
-    """Checkpoint archives (left out of every rule) and the others, newest first."""
-    checkpoints = {i for i, p in enumerate(points) if p.checkpoint or ".checkpoint" in p.name and p.is_borg_checkpoint()}
-    return checkpoints, [index for index in order if index not in checkpoints] if checkpoints else order
 
 
 def check_borg_policy(policy: Policy) -> BorgOptions:

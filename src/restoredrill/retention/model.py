@@ -8,6 +8,7 @@ paragraph that says what was wrong and how to fix it.
 
 from __future__ import annotations
 
+import bisect
 import contextlib
 import functools
 import gc
@@ -297,9 +298,14 @@ class NewestFirst:
     computed in growing chunks of the order and shared by all rules.
     """
 
-    def __init__(self, zone: Zone, epochs: list[float], order: list[int]):
+    def __init__(self, zone: Zone, epochs: list[float], order: list[int], shared: Prepared | None = None):
         self.zone, self.epochs, self.order = zone, epochs, order
-        self.local: list[int] = []
+        # Local seconds along `base`, where order[j] == base[offset + j]; a Prepared
+        # history shares them between runs on a suffix of one order (the audit).
+        if shared is None:
+            self.base, self.offset, self.local = order, 0, []
+        else:
+            self.base, self.offset, self.local = shared.base, shared.offset, shared.local
 
     def keyed(self, period: str) -> Iterator[tuple[int, int]]:
         """(point index, period key) newest first; "point" keys each point by itself."""
@@ -309,16 +315,119 @@ class NewestFirst:
         key, start, size = PERIOD_KEYS[period], 0, 512
         while start < len(self.order):
             stop = min(start + size, len(self.order))
-            if stop > len(self.local):
-                todo = self.order[len(self.local):stop]
+            low, high = self.offset + start, self.offset + stop
+            if high > len(self.local):
+                todo = self.base[len(self.local):high]
                 self.local.extend(self.zone.local_seconds_many([self.epochs[i] for i in todo]))
-            yield from zip(self.order[start:stop], map(key, self.local[start:stop]))
+            yield from zip(self.order[start:stop], map(key, self.local[low:high]))
             start, size = stop, size * 2
 
     def key_of(self, period: str, index: int) -> int:
         if period == "point":
             return index
         return PERIOD_KEYS[period](self.zone.local_seconds(self.epochs[index]))
+
+
+class Prepared:
+    """A history checked, timed and sorted once, for several engine runs (the audit).
+
+    Indices are positions in `points`. `order` is the engines' newest-first order
+    (by timestamp; ties keep input order, as the engines' stable sort does);
+    `rule_order` is the order the period rules walk (Borg leaves checkpoints out).
+    `until(cutoff)` gives the points made by `cutoff` as a view on a suffix of both
+    orders, sharing the flags and the local times computed so far.
+    """
+
+    def __init__(
+        self,
+        points,
+        engine: str,
+        zone: Zone,
+        epochs: list[float] | None = None,
+        order: list[int] | None = None,
+        *,
+        check: bool = True,
+        plain: bool = False,
+    ):
+        if check:
+            check_points(points, engine)
+        self.points, self.engine, self.zone = points, engine, zone
+        self.epochs = [point.time.timestamp() for point in points] if epochs is None else epochs
+        if order is None:
+            order = sorted(range(len(points)), key=self.epochs.__getitem__, reverse=True)
+        self.order = order
+        self.cutoff: datetime | None = None  # a view holds the points with time <= cutoff
+        self.unfinished: list[int] = []  # PBS, newest first
+        self.protected: list[int] = []  # PBS, input order
+        self.checkpoints: set[int] = set()  # Borg
+        if plain:  # points known to carry no flag (the audit's ideal history)
+            pass
+        elif engine == "pbs":
+            flagged = [i for i, p in enumerate(points) if p.unfinished or p.protected]
+            self.protected = [i for i in flagged if points[i].protected]
+            self.unfinished = sorted(
+                (i for i in flagged if points[i].unfinished), key=lambda i: (-self.epochs[i], i)
+            )
+        else:
+            self.checkpoints = {
+                i for i, p in enumerate(points) if p.checkpoint or ".checkpoint" in p.name and p.is_borg_checkpoint()
+            }
+        self.rule_order = [i for i in self.order if i not in self.checkpoints] if self.checkpoints else self.order
+        self.base, self.offset, self.local = self.rule_order, 0, []
+        self._zones: set | None = None
+
+    def __len__(self) -> int:
+        return len(self.order)
+
+    def indices(self) -> list[int]:
+        """The indices of this history's points in input order."""
+        return list(range(len(self.points))) if self.cutoff is None else sorted(self.order)
+
+    def local_all(self) -> list[int]:
+        """Local seconds along `base` (the rule order of the whole history), all computed."""
+        if len(self.local) < len(self.base):
+            todo = self.base[len(self.local):]
+            self.local.extend(self.zone.local_seconds_many([self.epochs[i] for i in todo]))
+        return self.local
+
+    def instant_ordered(self) -> bool:
+        """True when comparing the times compares instants (every tzinfo a fixed offset).
+
+        Python compares two times of one non-fixed tzinfo by wall clock, so only then
+        does the timestamp order agree with sorting, min and max of the times."""
+        if self._zones is None:
+            self._zones = {point.time.tzinfo for point in self.points}
+        return all(isinstance(zone, timezone) for zone in self._zones)
+
+    def until(self, cutoff: datetime) -> Prepared | None:
+        """The points with `time <= cutoff`, or None when they are not a suffix of the order.
+
+        Only then can the view share this history's order; the caller falls back to
+        preparing those points afresh. Comparing by timestamp equals comparing the
+        times unless a time has the cutoff's own non-fixed tzinfo (then Python compares
+        wall clocks), so that case falls back too.
+        """
+        if not isinstance(cutoff.tzinfo, timezone) and not self.instant_ordered():
+            return None
+        limit, epochs, order, points = cutoff.timestamp(), self.epochs, self.order, self.points
+        start = bisect.bisect_left(order, -limit, key=lambda i: -epochs[i])
+        # Timestamps are rounded, so a time just after the cutoff can share its timestamp.
+        position = start
+        while position < len(order) and epochs[order[position]] == limit:
+            if points[order[position]].time > cutoff:
+                return None
+            position += 1
+        view = object.__new__(Prepared)
+        view.points, view.engine, view.zone, view.epochs = points, self.engine, self.zone, epochs
+        view.order, view.cutoff = order[start:], cutoff
+        view.unfinished = [i for i in self.unfinished if points[i].time <= cutoff]
+        view.protected = [i for i in self.protected if points[i].time <= cutoff]
+        view.checkpoints = {i for i in self.checkpoints if points[i].time <= cutoff}
+        skipped = start - (len(self.checkpoints) - len(view.checkpoints))  # archives before the suffix
+        view.rule_order = self.rule_order[skipped:] if self.checkpoints else view.order
+        view.base, view.offset, view.local = self.base, self.offset + skipped, self.local
+        view._zones = self._zones
+        return view
 
 
 LOCAL_EPOCH = datetime(1970, 1, 1)

@@ -16,6 +16,7 @@ from .model import (
     Decision,
     NewestFirst,
     Point,
+    Prepared,
     Policy,
     RetentionError,
     Zone,
@@ -23,7 +24,7 @@ from .model import (
     decide_all,
 )
 
-__all__ = ["PBS_RULES", "check_pbs_policy", "plan_pbs", "simulate_pbs"]
+__all__ = ["PBS_RULES", "check_pbs_policy", "plan_pbs", "plan_prepared_pbs", "simulate_pbs"]
 
 # (rule name, policy field, period kind); "point" means the snapshot itself.
 PBS_RULES = (
@@ -56,18 +57,33 @@ def plan_pbs(points: list[Point], policy: Policy, tz: object = None) -> dict[int
     zone = Zone(tz)
     if not keeps_something(policy):
         return dict.fromkeys(range(len(points)), ("all", None))
-    epochs = [point.time.timestamp() for point in points]
-    order = sorted(range(len(points)), key=epochs.__getitem__, reverse=True)
+    return plan_prepared_pbs(Prepared(points, "pbs", zone, check=False), policy)
+
+
+def plan_prepared_pbs(history: Prepared, policy: Policy) -> dict[int, tuple[str, int | None]]:
+    """`plan_pbs` on a history prepared once for several runs (the policy already checked).
+
+    Works in the time of the rules' walk: marks are set only on snapshots a rule
+    reaches, and the kept ones are collected from the marked indices, not every point.
+    """
+    if not keeps_something(policy):
+        return dict.fromkeys(history.indices(), ("all", None))
+    points, order = history.points, history.order
     marks: list[str | None] = [None] * len(points)
     ranks: list[int | None] = [None] * len(points)
-    mark_unfinished(points, order, marks)
+    for index in history.unfinished:  # KeepPartial: only if no finished snapshot is newer
+        marks[index] = "partial" if index == order[0] else REMOVE
     kept: list[int] = []
-    newest_first = NewestFirst(zone, epochs, order)
+    newest_first = NewestFirst(history.zone, history.epochs, order, history)
+    protected = set(history.protected)
     for rule, field, period in PBS_RULES:
         count = getattr(policy, field)
         if count is not None:
-            mark_selections(points, newest_first, period, marks, ranks, kept, rule, count)
-    return keep_reasons(points, marks, ranks)
+            mark_selections(protected, newest_first, period, marks, ranks, kept, rule, count)
+    marked = sorted({*kept, *history.unfinished, *history.protected})
+    reasons = {index: (marks[index], ranks[index]) for index in marked if marks[index] not in (None, REMOVE)}
+    reasons.update((index, ("protected", None)) for index in history.protected)
+    return reasons
 
 
 def check_pbs_policy(policy: Policy) -> None:
@@ -92,17 +108,8 @@ def keeps_something(policy: Policy) -> bool:
     return any((getattr(policy, field) or 0) > 0 for _, field, _ in PBS_RULES)
 
 
-def mark_unfinished(points: list[Point], order: list[int], marks: list[str | None]) -> None:
-    """Keep the newest unfinished snapshot only if no finished one is newer (KeepPartial)."""
-    keep_unfinished = True
-    for index in order:
-        if points[index].unfinished:
-            marks[index] = "partial" if keep_unfinished else REMOVE
-        keep_unfinished = False
-
-
 def mark_selections(
-    points: list[Point],
+    protected: set[int],
     newest_first: NewestFirst,
     period: str,
     marks: list[str | None],
@@ -121,7 +128,7 @@ def mark_selections(
     for index, key in newest_first.keyed(period):
         if marks[index] is not None:
             continue
-        if points[index].protected:
+        if index in protected:
             marks[index] = "protected"
             continue
         if key in already:
@@ -135,10 +142,3 @@ def mark_selections(
         marks[index] = rule
         ranks[index] = len(included)
         kept.append(index)
-
-
-def keep_reasons(points: list[Point], marks: list[str | None], ranks: list[int | None]) -> dict:
-    """Protected snapshots are kept whatever their mark; unmarked ones are removed."""
-    reasons = {index: (mark, ranks[index]) for index, mark in enumerate(marks) if mark is not None and mark != REMOVE}
-    reasons.update((index, ("protected", None)) for index, point in enumerate(points) if point.protected)
-    return reasons
