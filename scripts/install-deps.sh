@@ -18,6 +18,8 @@ APT_PACKAGES=(
   iproute2 e2fsprogs busybox-static util-linux procps make python3-venv python3
   # headless browser for the HTML report test (Debian's real package, not Ubuntu's snap wrapper)
   chromium
+  # the lab's Uptime Kuma: node-gyp builds its SQLite driver (with make and python3 above)
+  g++
 )
 
 missing=()
@@ -39,3 +41,68 @@ fi
 
 PYTHON="${PYTHON:-python3}"
 "$PYTHON" -m pip install -q --disable-pip-version-check -e "$here[test,lab]"
+
+# --- Uptime Kuma for the lab and the monitoring drill tests -----------------------------
+# The npm build of Kuma (one exists: 2.0.0-dev.0) into $RESTOREDRILL_KUMA_DIR (default .kuma/).
+KUMA_VERSION="2.0.0-dev.0"
+kuma_dir="${RESTOREDRILL_KUMA_DIR:-$here/.kuma}"
+kuma_app="$kuma_dir/node_modules/uptime-kuma"
+kuma_sqlite="$kuma_dir/node_modules/@louislam/sqlite3"
+kuma_sqlite_built() {   # node-pre-gyp installs the module under lib/binding/napi-vN-<platform>/
+  compgen -G "$kuma_sqlite/lib/binding/napi-v*/node_sqlite3.node" >/dev/null
+}
+# Keep any Node.js that is there (nodesource's ships npm itself: Debian's npm would conflict).
+if ! command -v node >/dev/null 2>&1; then
+  echo "kuma: installing nodejs and npm (apt)"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends nodejs npm
+elif ! command -v npm >/dev/null 2>&1; then
+  echo "kuma: installing npm (apt)"
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends npm
+fi
+if [ ! -f /usr/include/node/node.h ]; then   # node-gyp cannot download headers here: use the distro's
+  echo "kuma: installing Node.js headers (apt libnode-dev)"
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends libnode-dev
+fi
+kuma_app_installed() {
+  [ -f "$kuma_app/server/server.js" ] && grep -q "\"version\": \"$KUMA_VERSION\"" "$kuma_app/package.json"
+}
+kuma_patches_missing() {
+  local patch
+  for patch in "$kuma_app"/db/patch-*.sql; do
+    [ -e "$patch" ] || continue
+    [ -e "$kuma_app/db/old_migrations/$(basename "$patch")" ] || return 0
+  done
+  return 1
+}
+if kuma_app_installed && kuma_sqlite_built && ! kuma_patches_missing; then
+  echo "kuma: uptime-kuma@$KUMA_VERSION already installed in $kuma_dir"
+else
+  mkdir -p "$kuma_dir"
+  if ! kuma_app_installed; then
+    echo "kuma: npm install uptime-kuma@$KUMA_VERSION into $kuma_dir (a few minutes)"
+    # npm does not run @louislam/sqlite3's install script for this package: built below.
+    npm install --prefix "$kuma_dir" --no-audit --no-fund --no-progress --loglevel=error \
+      "uptime-kuma@$KUMA_VERSION" >/dev/null
+  fi
+  if ! kuma_sqlite_built; then
+    echo "kuma: building its SQLite driver (@louislam/sqlite3, about 90 s; log $kuma_dir/sqlite3-build.log)"
+    # --nodedir: the headers of the installed Node.js (node-gyp cannot download them offline).
+    if ! (cd "$kuma_sqlite" && ../../.bin/node-pre-gyp install --fallback-to-build --build-from-source \
+          --nodedir=/usr) >"$kuma_dir/sqlite3-build.log" 2>&1; then
+      tail -n 20 "$kuma_dir/sqlite3-build.log" >&2
+      echo "kuma: building @louislam/sqlite3 failed (full log: $kuma_dir/sqlite3-build.log)" >&2
+      exit 1
+    fi
+  fi
+  # Packaging defect of the npm build 2.0.0-dev.0: its SQL patches sit in db/, but
+  # server/database.js applies them with importSQLFile("./db/old_migrations/" + sqlFilename),
+  # so the first start dies "issue patching the database" without them there.
+  echo "kuma: copying db/patch-*.sql missing from db/old_migrations/ (packaging fix)"
+  mkdir -p "$kuma_app/db/old_migrations"
+  for patch in "$kuma_app"/db/patch-*.sql; do
+    [ -e "$patch" ] || continue
+    target="$kuma_app/db/old_migrations/$(basename "$patch")"
+    [ -e "$target" ] || cp "$patch" "$target"
+  done
+fi

@@ -5,8 +5,8 @@ import random
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-KINDS = ("borg", "pbs", "offsite", "lint")
-IMPLEMENTED_KINDS = ("borg", "pbs", "offsite", "lint")
+KINDS = ("borg", "pbs", "offsite", "lint", "monitoring")
+IMPLEMENTED_KINDS = ("borg", "pbs", "offsite", "lint", "monitoring")
 
 
 class PlanError(ValueError):

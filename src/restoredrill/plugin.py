@@ -18,7 +18,8 @@ INVENTORY_KEY = pytest.StashKey[object]()
 STATE_KEY = pytest.StashKey[StateStore]()
 ABSENT = "restoredrill_absent"
 FIXTURE_MODULES = ("restoredrill.fixtures.common", "restoredrill.fixtures.borg", "restoredrill.fixtures.offsite",
-                   "restoredrill.fixtures.pbs_restore", "restoredrill.fixtures.pbs", "restoredrill.fixtures.lint")
+                   "restoredrill.fixtures.pbs_restore", "restoredrill.fixtures.pbs", "restoredrill.fixtures.lint",
+                   "restoredrill.fixtures.monitoring")
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -32,7 +33,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    config.addinivalue_line("markers", "drill_kind(kind): the drill KIND (borg, pbs, offsite, lint)")
+    config.addinivalue_line("markers", "drill_kind(kind): the drill KIND (borg, pbs, offsite, lint, monitoring)")
     config.addinivalue_line("markers", f"{ABSENT}: the inventory has nothing for this drill")
     path = config.getoption("--inventory")
     if path:

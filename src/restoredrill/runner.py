@@ -12,7 +12,8 @@ import pytest
 from restoredrill import drills_dir
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
-KIND_FILES = {"borg": "test_borg*.py", "pbs": "test_pbs*.py", "offsite": "test_offsite*.py", "lint": "test_lint*.py"}
+KIND_FILES = {"borg": "test_borg*.py", "pbs": "test_pbs*.py", "offsite": "test_offsite*.py", "lint": "test_lint*.py",
+              "monitoring": "test_monitoring*.py"}
 
 
 @dataclass

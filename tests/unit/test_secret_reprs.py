@@ -20,6 +20,8 @@ from pathlib import Path
 import pytest
 
 import restoredrill
+from restoredrill.checks.monitoring import Monitor
+from restoredrill.clients.kuma import KumaClient, KumaView
 from restoredrill.clients.borg import BorgTarget
 from restoredrill.clients.pbs import PbsClient
 from restoredrill.clients.proxmox_api import ApiChokePoint, ApiError, Endpoint, connect
@@ -62,6 +64,10 @@ HOLDERS = {
     "BorgTarget": lambda: BorgTarget("app", "/srv/borg", Path("/tmp/borg-base"), passphrase=lambda: SECRET),
     "Result": lambda: Result(["borg", "list"], 2, f"out {SECRET}", "", 0.1, secrets=(SECRET,)),
     "ApiToken (lab)": lambda: ApiToken("drill@pve!t", SECRET, Path("/tmp/secret"), []),
+    "Monitor (kuma push)": lambda: Monitor(7, "heartbeat", "push", push_token=SECRET),
+    "KumaView": lambda: KumaView("http://127.0.0.1:3001", "2.0.0-dev.0",
+                                 [Monitor(7, "heartbeat", "push", push_token=SECRET)], {1: "mail"}),
+    "KumaClient": lambda: KumaClient("https://kuma.example:3001", "drill", SECRET),
 }
 
 # Dataclasses whose secret-sounding field holds no secret.
@@ -81,7 +87,8 @@ NO_SECRET = {
 CHECKED = {"restoredrill.clients.proxmox_api.Endpoint", "restoredrill.notify.heartbeat.Heartbeat",
            "restoredrill.clients.s3.S3Settings", "restoredrill.notify.email.MailSettings",
            "restoredrill.clients.borg.BorgTarget", "restoredrill.execute.Result",
-           "restoredrill.lab.proxmox.permissions.ApiToken"}
+           "restoredrill.lab.proxmox.permissions.ApiToken", "restoredrill.checks.monitoring.Monitor",
+           "restoredrill.clients.kuma.KumaView"}
 
 
 def shown(obj) -> list[str]:

@@ -11,10 +11,11 @@ from typing import Annotated, Literal
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
+from restoredrill.inventory.monitoring import Monitoring, check_endpoint
 from restoredrill.inventory.types import Duration, Secret, Size, TimeZone
 
 NAME = r"^[a-z0-9][a-z0-9_.-]{0,62}$"
-DrillKind = Literal["borg", "pbs", "offsite", "lint"]
+DrillKind = Literal["borg", "pbs", "offsite", "lint", "monitoring"]
 
 
 class Strict(BaseModel):
@@ -223,6 +224,11 @@ class Guest(Strict):
     pre_backup_borg: str | None = Field(None, description="Borg repository whose archive must end "
                                         "before this guest's PBS snapshot starts.")
     sequencing_window: Duration = Field("2h", description="Max gap between that archive and the snapshot.")
+    monitor_host: str | None = Field(None, description="Host name or address monitors reach the production "
+                                     "guest at (the monitoring drill matches Kuma's monitors to it).")
+    monitored: list[Annotated[str, AfterValidator(check_endpoint)]] | None = Field(
+        None, description="Endpoints (URL or host:port) that must each have a monitor; default: the guest's "
+        "http and port health checks, with monitor_host as their host.")
 
     @model_validator(mode="after")
     def _exception_reason(self) -> "Guest":
@@ -498,6 +504,7 @@ class Inventory(Strict):
     datasets: list[Dataset] = Field(default_factory=list, description="Datasets and their copies (3-2-1 lint).")
     notifications: Notifications = Field(default_factory=Notifications, description="Alerting.")
     reports: Reports = Field(default_factory=Reports, description="Report outputs.")
+    monitoring: Monitoring = Field(default_factory=Monitoring, description="The site's monitoring (Uptime Kuma).")
 
     def storage_box(self, name: str) -> StorageBox:
         return next(box for box in self.offsite.storage_boxes if box.name == name)

@@ -20,6 +20,7 @@ import yaml
 
 from restoredrill.lab.borg_history import LAB_POLICY, BorgBuilder, LabRepo, build_history
 from restoredrill.lab.dataset import build_dataset, data_checks
+from restoredrill.lab.kuma import LabKuma
 from restoredrill.lab.offsite import merge_fragment, setup_offsite
 from restoredrill.lab.proxmox import ProxmoxDouble
 from restoredrill.lab.proxmox_inventory import proxmox_inventory
@@ -29,7 +30,7 @@ from restoredrill.secrets import write_private
 MARKER = ".restoredrill-lab"
 LAB_ZONE = "Europe/Berlin"
 OWNED = ("source", "repos", "box", "box-data", "secrets", "state", "scratch", "builder", "offsite", "proxmox",
-         "inventory.yaml", "endpoints.json", MARKER)
+         "kuma", "inventory.yaml", "endpoints.json", MARKER)
 
 
 class LabError(RuntimeError):
@@ -62,6 +63,7 @@ class Lab:
         self.box: StorageBox | None = None
         self.offsite = None
         self.double = None
+        self.kuma: LabKuma | None = None
         self.repos: list[LabRepo] = []
         self.timings: dict[str, float] = {}
         self.facts: dict = {}
@@ -100,12 +102,19 @@ class Lab:
         mark = time.monotonic()      # the bucket holds the double's offsite datastore: double first
         self.offsite = setup_offsite(self.root / "offsite", self.box, self.double, zone=LAB_ZONE)
         self.timings["offsite"] = time.monotonic() - mark
+        mark = time.monotonic()
+        self.kuma = LabKuma(self.root / "kuma")     # set before start: stop() ends a half-started Kuma
+        self.kuma.start()
+        self.timings["kuma"] = time.monotonic() - mark
         self.write_inventory()
         self.write_endpoints()
         self.timings["total"] = time.monotonic() - started
         return self
 
     def stop(self) -> None:
+        if self.kuma is not None:
+            self.kuma.stop()
+            self.kuma = None
         if self.double is not None:
             self.double.stop()
             self.double = None
@@ -170,7 +179,8 @@ class Lab:
         if self.double is not None:
             data = merge_fragment(data, proxmox_inventory(
                 self.double, self.offsite.target_name if self.offsite else None))
-        return merge_fragment(data, self.offsite.inventory_fragment()) if self.offsite else data
+        data = merge_fragment(data, self.offsite.inventory_fragment()) if self.offsite else data
+        return with_kuma(data, self.kuma.inventory_fragment()) if self.kuma else data
 
     def write_inventory(self) -> None:
         header = ("# Inventory of a restoredrill lab (generated; deleted when the lab stops).\n"
@@ -190,8 +200,20 @@ class Lab:
         }
         if self.double is not None:
             data.update(self.double.endpoints())
-        return merge_fragment(data, self.offsite.endpoints_fragment()) if self.offsite else data
+        data = merge_fragment(data, self.offsite.endpoints_fragment()) if self.offsite else data
+        return merge_fragment(data, self.kuma.endpoints_fragment()) if self.kuma else data
 
     def write_endpoints(self) -> None:
         self.endpoints_path.write_text(json.dumps(self.endpoints(), indent=2) + "\n")
         os.chmod(self.endpoints_path, 0o600)
+
+
+def with_kuma(data: dict, fragment: dict) -> dict:
+    """The lab inventory with its Uptime Kuma: the monitoring section, the heartbeat push
+    URL, and each guest's monitor_host / monitored endpoints."""
+    fragment = dict(fragment)
+    per_guest = fragment.pop("guest_monitoring", {})
+    data = merge_fragment(data, fragment)
+    data["guests"] = [{**guest, **per_guest.get(guest["name"], {})} for guest in data.get("guests", [])]
+    return data
+

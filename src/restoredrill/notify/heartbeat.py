@@ -14,6 +14,7 @@ error says only ``scheme://host:port/***``.
 """
 from __future__ import annotations
 
+import hashlib
 import http.client
 import time
 import urllib.error
@@ -28,6 +29,14 @@ TIMEOUT_SECONDS = 10
 ATTEMPTS = 2
 MAX_KUMA_MESSAGE = 200          # it travels in the query string
 MAX_BODY = 10_000               # healthchecks keeps the first 100 kB; a short report is enough
+
+
+HEARTBEAT_SCOPE = "heartbeat"     # state.db rotations scope of the pushes recorded for the next run
+
+
+def heartbeat_key(url: str) -> str:
+    """Which push monitor a heartbeat went to, without keeping its token: a short hash."""
+    return hashlib.sha256(url.encode("utf-8")).hexdigest()[:12]
 
 
 class HeartbeatError(RuntimeError):

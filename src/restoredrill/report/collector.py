@@ -323,6 +323,7 @@ class ReportCollector(CaseNamer):
         if self.heartbeat is None:
             return
         what = "success" if self.run.verdict == "pass" else "failure"
+        sent_at, problem = datetime.now(timezone.utc), ""
         try:
             if what == "success":
                 self.heartbeat.success(body(self.run, self.findings))
@@ -331,8 +332,23 @@ class ReportCollector(CaseNamer):
                                        else body(self.run, self.findings))
             self.run.deliveries["heartbeat"] = self.run.deliveries.get("heartbeat", "") + f", {what}"
         except HeartbeatError as exc:
+            problem = str(exc)
             self.run.deliveries["heartbeat"] = self.run.deliveries.get("heartbeat", "") + f", {what} ping failed"
-            self.run.note("heartbeat", str(exc))
+            self.run.note("heartbeat", problem)
+        self.record_heartbeat(sent_at, problem)
+
+    def record_heartbeat(self, sent_at: datetime, problem: str) -> None:
+        """Keep when this run pushed, and whether it was taken, for the next run's monitoring
+        drill (test_harness_heartbeat). Keyed by a hash of the URL: its token is never stored."""
+        from restoredrill.notify.heartbeat import HEARTBEAT_SCOPE, heartbeat_key
+        if self.store is None:
+            return
+        try:
+            self.store.put_json(HEARTBEAT_SCOPE, heartbeat_key(self.heartbeat.url), {
+                "run_id": self.run.run_id, "sent_at": sent_at.isoformat(timespec="seconds"),
+                "delivered": not problem, "problem": problem})
+        except Exception as exc:  # noqa: BLE001 - the state database is a notice here, never a failure
+            self.run.note("heartbeat", f"this run's push could not be recorded for the next run ({exc})")
 
     def send_mail(self, folder: Path) -> None:
         from restoredrill.notify import email as mail

@@ -26,7 +26,7 @@ RTO_REGRESSION_SHARE = 0.5      # restore time more than 50 % over the median ..
 RTO_WINDOW = 5                  # ... of the last 5 passing runs ...
 RTO_MIN_POINTS = 3              # ... judged only with at least 3 earlier runs ...
 RTO_MIN_SECONDS = 5.0           # ... and only when it grew by 5 s or more (small restores are noisy)
-NO_COVERAGE_KINDS = ("lint",)   # drills that prove nothing about a backup
+NO_COVERAGE_KINDS = ("lint", "monitoring")   # drills that prove nothing about a backup
 RESTORING_KINDS = ("borg", "guest")   # their coverage is a passing restore, not just a pass
 
 

@@ -14,7 +14,8 @@ from datetime import datetime
 PASSED, FAILED, ERROR, SKIPPED = "passed", "failed", "error", "skipped"
 # drill-id prefix -> what the drill is about, for headings
 KIND_LABELS = {"borg": "Borg repository", "pbs": "PBS datastore", "pve": "Proxmox VE cluster", "guest": "guest",
-               "offsite": "offsite target", "s3": "offsite target", "lint": "configuration"}
+               "offsite": "offsite target", "s3": "offsite target", "lint": "configuration",
+               "monitoring": "monitoring"}
 # check names of restore cases (a passing one makes its point restore-tested), and their main phase
 RTO_PHASES = {"extract": "restore", "restore": "restore", "boot": "boot"}
 # where each restore case records its RTO: (evidence key, phase), first key found wins per phase.

@@ -1,0 +1,146 @@
+"""The lab's Uptime Kuma is the real server: its monitors, stand-ins, push URL and secrets,
+read back through Kuma's own API. One Kuma for the module; the stop test runs last."""
+from __future__ import annotations
+
+import json
+import socket
+import stat
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from restoredrill.clients.kuma import beats_of
+from restoredrill.lab.kuma import PUSH_MONITOR, LabKuma
+from restoredrill.secrets import SecretRef
+
+pytestmark = pytest.mark.integration
+
+NET = "127.0.99"      # outside the labs' automatic choice (127.0.10 to 127.0.89): a session lab may run
+NOTIFIED = "notified"
+EXPECTED = {   # name: (type, target, notification)
+    "opnsense web": ("http", "http://127.0.99.100:8080/", NOTIFIED),
+    "app-vm web port": ("port", ("127.0.99.110", 8080), NOTIFIED),
+    "app-vm health": ("http", "http://127.0.99.110:8080/health", NOTIFIED),
+    "app-ct web port": ("port", ("127.0.99.120", 8080), NOTIFIED),
+    "app-ct health": ("http", "http://127.0.99.120:8080/health", NOTIFIED),
+    "old printer": ("http", "http://127.0.99.200:8080/", None),
+    PUSH_MONITOR: ("push", None, NOTIFIED),
+}
+
+
+@pytest.fixture(scope="module")
+def kuma(tmp_path_factory):
+    with LabKuma(tmp_path_factory.mktemp("lab-kuma") / "kuma", net=NET) as server:
+        yield server
+
+
+def test_the_real_server_answers_with_its_version(kuma):
+    assert kuma.version == "2.0.0-dev.0"
+    with kuma.api() as api:
+        assert api.info()["version"] == "2.0.0-dev.0"
+
+
+def test_monitors_have_the_declared_targets_and_settings(kuma):
+    with kuma.api() as api:
+        monitors = {m["name"]: m for m in api.get_monitors()}
+    assert set(monitors) == set(EXPECTED)
+    assert {name: monitors[name]["id"] for name in EXPECTED} == kuma.monitor_ids
+    for name, (kind, target, notification) in EXPECTED.items():
+        monitor = monitors[name]
+        assert str(monitor["type"].value) == kind, name
+        if kind == "http":
+            assert monitor["url"] == target, name
+        elif kind == "port":
+            assert (monitor["hostname"], monitor["port"]) == target, name
+        push = kind == "push"
+        assert monitor["active"] is True, name
+        assert monitor["interval"] == (90000 if push else 60), name
+        assert monitor["retryInterval"] == 30, name
+        assert monitor["maxretries"] == (0 if push else 3), name
+        assert monitor["timeout"] == 10, name
+        expected_ids = [kuma.notification_id] if notification == NOTIFIED else []
+        assert monitor["notificationIDList"] == expected_ids, name
+
+
+def test_the_notification_is_the_lab_mail(kuma):
+    with kuma.api() as api:
+        notifications = api.get_notifications()
+    assert [(n["id"], n["name"]) for n in notifications] == [(kuma.notification_id, "lab mail")]
+    config = notifications[0]
+    assert (config["smtpHost"], config["smtpPort"]) == ("127.0.0.1", 2525)
+    assert (config["smtpFrom"], config["smtpTo"]) == ("kuma@lab.invalid", "operator@lab.invalid")
+
+
+def test_every_watched_service_is_up(kuma):
+    with kuma.api() as api:
+        beats = api.get_heartbeats()
+    for name, monitor_id in kuma.monitor_ids.items():
+        if name != PUSH_MONITOR:
+            assert any(int(b["status"]) == 1 for b in beats_of(beats, monitor_id)), name
+
+
+def test_a_push_to_the_push_url_makes_the_heartbeat_monitor_up(kuma):
+    assert stat.S_IMODE(kuma.push_url_file.stat().st_mode) == 0o600
+    reference = kuma.inventory_fragment()["notifications"]["heartbeat_url"]
+    push_url = SecretRef.parse(reference).resolve()        # as the harness reads it
+    assert push_url.startswith(f"{kuma.url}/api/push/"), "push URL file does not hold the push URL"
+    with urllib.request.urlopen(f"{push_url}?status=up&msg=OK", timeout=10) as response:
+        assert json.loads(response.read()) == {"ok": True}
+    monitor_id = kuma.monitor_ids[PUSH_MONITOR]
+    with kuma.api() as api:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if any(int(b["status"]) == 1 for b in beats_of(api.get_heartbeats(), monitor_id)):
+                break
+            time.sleep(0.5)
+        else:
+            pytest.fail(f"no UP beat on the push monitor after the push; log tail:\n{kuma.log_tail()}")
+
+
+def test_fragments_reference_the_secret_files(kuma):
+    fragment = kuma.inventory_fragment()
+    assert fragment["monitoring"]["uptime_kuma"]["password"] == f"file:{kuma.password_file}"
+    assert fragment["notifications"]["heartbeat_url"] == f"file:{kuma.push_url_file}"
+    assert kuma.endpoints_fragment()["uptime_kuma"]["version"] == "2.0.0-dev.0"
+
+
+def test_the_password_stays_secret(kuma):
+    assert stat.S_IMODE(kuma.password_file.stat().st_mode) == 0o600
+    assert stat.S_IMODE(kuma.password_file.parent.stat().st_mode) == 0o700
+    password = kuma.password_file.read_text().strip()
+    assert len(password) >= 24
+    assert password not in kuma.log_file.read_text(errors="replace"), "password in kuma.log"
+    assert password not in repr(kuma), "password in repr"
+    token = kuma.push_url_file.read_text().strip().rsplit("/", 1)[1]
+    assert token not in repr(kuma) and token not in json.dumps(kuma.inventory_fragment()), "push token leaked"
+    assert token not in kuma.log_file.read_text(errors="replace"), "push token in kuma.log"
+
+
+def _node_processes_with_data_dir(data_dir: Path) -> list[int]:
+    wanted = f"DATA_DIR={data_dir}/".encode()
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if wanted in (entry / "environ").read_bytes().split(b"\0"):
+                    found.append(int(entry.name))
+            except OSError:
+                continue
+    return found
+
+
+def test_stop_ends_kuma_and_frees_its_port(kuma):   # last: the module's Kuma is gone after it
+    data_dir = kuma.root / "data"
+    assert _node_processes_with_data_dir(data_dir), "the running Kuma should be found by its DATA_DIR"
+    port = kuma.port
+    kuma.stop()
+    assert _node_processes_with_data_dir(data_dir) == []
+    with pytest.raises(ConnectionRefusedError):
+        socket.create_connection(("127.0.0.1", port), timeout=2).close()
+    with socket.socket() as sock:      # SO_REUSEADDR as servers (node too) set it: TIME_WAIT is no owner
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(("127.0.0.1", port))
+    with pytest.raises(ConnectionRefusedError):      # the stand-ins are gone too
+        socket.create_connection(("127.0.99.100", 8080), timeout=2).close()
