@@ -40,6 +40,18 @@ def guest_monitors(kuma, guest):
     return view, watch, mon.monitors_of(watch, view.monitors)
 
 
+def checked_monitors(kuma, guest, evidence, check: str):
+    """The guest's monitors, their count recorded; none at all fails (nothing would be checked)."""
+    evidence(drill=f"monitoring:{guest.name}", check=check)
+    view, _, mine = guest_monitors(kuma, guest)
+    evidence(**coverage_facts(len(mine), "monitors"))
+    failure = nothing_checked(len(mine), "monitors", f"monitoring of guest {guest.name}",
+                              cause="no monitor targets this guest (see test_coverage)")
+    if failure is not None:
+        fail(str(failure))
+    return view, mine
+
+
 def test_coverage(monitored_guest, kuma, evidence):
     """Every declared endpoint of the guest, and the guest's host, has a monitor that targets it."""
     guest = monitored_guest
@@ -56,13 +68,7 @@ def test_coverage(monitored_guest, kuma, evidence):
 def test_active_and_up(monitored_guest, kuma, evidence):
     """Each monitor of the guest is active (not paused) and up now."""
     guest = monitored_guest
-    evidence(drill=f"monitoring:{guest.name}", check="active-and-up")
-    _, _, mine = guest_monitors(kuma, guest)
-    evidence(**coverage_facts(len(mine), "monitors"))
-    failure = nothing_checked(len(mine), "monitors", f"monitoring of guest {guest.name}",
-                              cause="no monitor targets this guest (see test_coverage)")
-    if failure is not None:
-        fail(str(failure))
+    _, mine = checked_monitors(kuma, guest, evidence, "active-and-up")
     problems = [p for m in mine for p in mon.health_problems(m)]
     evidence(up=sum(1 for m in mine if m.active and m.status == 1))
     require(problems, f"monitoring of guest {guest.name}", "every monitor active and up")
@@ -71,13 +77,7 @@ def test_active_and_up(monitored_guest, kuma, evidence):
 def test_alerting(monitored_guest, kuma, evidence):
     """Each monitor of the guest notifies someone, inside the alert window."""
     guest = monitored_guest
-    evidence(drill=f"monitoring:{guest.name}", check="alerting")
-    view, _, mine = guest_monitors(kuma, guest)
-    evidence(**coverage_facts(len(mine), "monitors"))
-    failure = nothing_checked(len(mine), "monitors", f"monitoring of guest {guest.name}",
-                              cause="no monitor targets this guest (see test_coverage)")
-    if failure is not None:
-        fail(str(failure))
+    view, mine = checked_monitors(kuma, guest, evidence, "alerting")
     window = kuma.settings.alert_window
     timings = {m.name: mon.alert_seconds(m) for m in mine}
     evidence(alert_window=f"{mon.seconds_text(window.min.total_seconds())} to "

@@ -33,6 +33,7 @@ import weakref
 from pathlib import Path
 from typing import Iterator
 
+from restoredrill.lab.lifecycle import StartStop
 from restoredrill.clients.kuma import beats_of
 from restoredrill.lab.guests.image import WEB_PORT
 from restoredrill.lab.storagebox import free_port
@@ -131,7 +132,7 @@ def start_stand_in(host: str, port: int = WEB_PORT) -> http.server.ThreadingHTTP
     return server
 
 
-class LabKuma:
+class LabKuma(StartStop):
     """One real Uptime Kuma on 127.0.0.1 with the lab's monitors; ``start()`` returns self."""
 
     def __init__(self, root: Path, net: str | None = None):
@@ -153,16 +154,6 @@ class LabKuma:
 
     def __repr__(self) -> str:
         return f"LabKuma({self.url or 'not started'})"
-
-    def __enter__(self) -> "LabKuma":
-        try:
-            return self.start()
-        except BaseException:
-            self.stop()
-            raise
-
-    def __exit__(self, *exc) -> None:
-        self.stop()
 
     # --- lifecycle ---------------------------------------------------------------------
     def start(self) -> "LabKuma":

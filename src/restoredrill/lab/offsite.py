@@ -33,6 +33,7 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
+from restoredrill.lab.lifecycle import StartStop
 from restoredrill import retention
 from restoredrill.checks.opnsense import encrypt_export
 from restoredrill.lab.seaweed import SeaweedServer, write_secret_file
@@ -260,7 +261,7 @@ def _write_with_mtime(path: Path, data: bytes, when: datetime) -> None:
 
 # --- the offsite lab ---------------------------------------------------------------------------
 
-class OffsiteLab:
+class OffsiteLab(StartStop):
     """SeaweedFS holding the double's offsite datastore + exports on the storage box."""
 
     def __init__(self, root: Path, box, double, *, https: bool = True, zone: str = LAB_ZONE,
@@ -305,16 +306,6 @@ class OffsiteLab:
     def upload(self, client, bucket: str) -> tuple[int, int]:
         """Put the double's offsite store into ``bucket`` (S3 layout); (objects, bytes)."""
         return upload_store(client, bucket, self.store_root, self.store)
-
-    def __enter__(self) -> "OffsiteLab":
-        try:
-            return self.start()
-        except BaseException:
-            self.stop()
-            raise
-
-    def __exit__(self, *exc) -> None:
-        self.stop()
 
     def start(self, newest: datetime | None = None) -> "OffsiteLab":
         started = time.monotonic()

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import yaml
 
+from restoredrill.lab.lifecycle import StartStop
 from restoredrill.lab.borg_history import LAB_POLICY, BorgBuilder, LabRepo, build_history
 from restoredrill.lab.dataset import build_dataset, data_checks
 from restoredrill.lab.kuma import LabKuma
@@ -55,7 +56,7 @@ def prepare_dir(path: Path) -> Path:
     return path
 
 
-class Lab:
+class Lab(StartStop):
     def __init__(self, root: Path, versions: dict[str, str] | None = None):
         """``versions``: ``pve_version`` / ``pbs_version`` the double answers as."""
         self.root = prepare_dir(root)
@@ -69,17 +70,6 @@ class Lab:
         self.facts: dict = {}
 
     # --- lifecycle ---------------------------------------------------------------------
-    def __enter__(self) -> "Lab":
-        try:
-            self.start()
-        except BaseException:
-            self.stop()
-            raise
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.stop()
-
     def start(self) -> "Lab":
         started = time.monotonic()
         for sub in ("source", "repos", "box", "box-data/borg", "secrets", "state", "scratch", "builder"):

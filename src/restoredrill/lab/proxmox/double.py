@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from restoredrill.lab.lifecycle import StartStop
 from restoredrill.lab.proxmox import homelab, seed
 from restoredrill.lab.proxmox.certs import make_identity
 from restoredrill.lab.proxmox.cluster import PveState
@@ -86,7 +87,7 @@ class TokenInfo:
         return self.secret_file.read_text(encoding="utf-8").strip()
 
 
-class ProxmoxDouble:
+class ProxmoxDouble(StartStop):
     """Both servers and their datastores; a context manager (``start``/``stop`` too)."""
 
     def __init__(self, base_dir: Path, *, strict_schema: bool | None = None,
@@ -124,17 +125,6 @@ class ProxmoxDouble:
                               "RESTOREDRILL_API_SCHEMAS or provide ../shared/api-schemas)")
 
     # --- lifecycle ---------------------------------------------------------------------
-    def __enter__(self) -> ProxmoxDouble:
-        try:
-            self.start()
-        except BaseException:
-            self.stop()
-            raise
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.stop()
-
     def start(self) -> ProxmoxDouble:
         started = time.monotonic()
         self._prepare_dirs()
