@@ -44,6 +44,11 @@ def test_three_two_one(lint_findings, evidence):
     fail_on_findings(lint_findings, "3-2-1", evidence)
 
 
+def test_monitoring_restorable(lint_findings, evidence):
+    """Uptime Kuma's own data is backed up, and a drill proves it comes back."""
+    fail_on_findings(lint_findings, "monitoring-restorable", evidence)
+
+
 def test_escrowed_key(escrowed_copy, inventory, tmp_path, evidence):
     """The escrowed key is the copy's key: Borg opens the repository with it (read-only), a PBS
     key file has the declared fingerprint."""

@@ -33,7 +33,17 @@ class DrillRun:
     cases: dict[str, dict]          # test name -> {"outcome", "message", "properties"}
 
     def failed(self) -> dict[str, str]:
-        return {name: case["message"] for name, case in self.cases.items() if case["outcome"] != "passed"}
+        return {name: case["message"] for name, case in self.cases.items() if not green(name, case)}
+
+
+# The one skip a green run may hold: the monitoring drill's heartbeat case in a fresh state
+# dir (every `drill` run has one) has no earlier push to check yet, and says so.
+FIRST_RUN_SKIP = ("test_harness_heartbeat[kuma]", "no earlier run on record")
+
+
+def green(name: str, case: dict) -> bool:
+    return case["outcome"] == "passed" or (
+        case["outcome"] == "skipped" and name == FIRST_RUN_SKIP[0] and FIRST_RUN_SKIP[1] in case["message"])
 
 
 def parse_junit(path: Path) -> dict[str, dict]:
@@ -80,7 +90,7 @@ def only_these_failed(run: "DrillRun", *names: str) -> None:
     for name in names:
         assert name in run.cases, f"no case {name}: {sorted(run.cases)}\n{run.stdout[-3000:]}"
         assert run.cases[name]["outcome"] == "failure", f"{name}: {run.cases[name]}"
-    others = {n: c["outcome"] for n, c in run.cases.items() if n not in names and c["outcome"] != "passed"}
+    others = {n: c["outcome"] for n, c in run.cases.items() if n not in names and not green(n, c)}
     assert others == {}, f"other cases not green: {others}"
 
 

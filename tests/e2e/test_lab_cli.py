@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import parse_junit
+from tests.conftest import green, parse_junit
 
 pytestmark = pytest.mark.e2e
 
@@ -103,7 +103,7 @@ def test_restoredrill_lab_runs_every_drill_and_tears_down(tmp_path):
                           capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
     cases = parse_junit(out / "junit.xml")
-    assert len(cases) >= 2 * 12 and all(c["outcome"] == "passed" for c in cases.values())
+    assert len(cases) >= 2 * 12 and all(green(n, c) for n, c in cases.items())
     assert "PASS  borg:app-local" in proc.stdout
     built_in = proc.stdout.split("building the lab in ", 1)[1].split(" ", 1)[0]
     assert not Path(built_in).exists()

@@ -118,7 +118,7 @@ def test_sound_inventory_lints_clean_and_every_escrowed_key_proves(site, capsys)
     before = {name: tree_digest(site / name) for name in ("photos", "cloud")}
     code, results = run_lint_drills(site, inventory, "sound")
     assert results == {name: "passed" for name in (
-        "test_strategies", "test_key_escrow", "test_circular_dependency", "test_three_two_one",
+        "test_strategies", "test_key_escrow", "test_circular_dependency", "test_three_two_one", "test_monitoring_restorable",
         "test_escrowed_key[borg:photos]", "test_escrowed_key[borg:cloud]", "test_escrowed_key[pbs:local]")}
     assert code == 0
     assert {name: tree_digest(site / name) for name in ("photos", "cloud")} == before   # nothing written

@@ -21,7 +21,7 @@ from tests.integration.test_lint_drills import PASSPHRASE, borg, inventory_text,
 pytestmark = pytest.mark.integration
 
 NEW_PASSPHRASE = "a new passphrase after the export 7"
-ALL_CASES = ("test_strategies", "test_key_escrow", "test_circular_dependency", "test_three_two_one",
+ALL_CASES = ("test_strategies", "test_key_escrow", "test_circular_dependency", "test_three_two_one", "test_monitoring_restorable",
              "test_escrowed_key[borg:photos]", "test_escrowed_key[borg:cloud]", "test_escrowed_key[pbs:local]")
 
 

@@ -182,3 +182,44 @@ def test_snapshot_fingerprints_against_the_escrowed_key():
              {"backup-type": "vm", "backup-id": "120", "backup-time": 2, "fingerprint": "cc:dd"},
              {"backup-type": "vm", "backup-id": "121", "backup-time": 3}]
     assert fingerprint_mismatches("aa:bb", snaps) == (2, ["vm/120/2: cc:dd"])
+
+
+# --- monitoring-restorable ---------------------------------------------------------------
+
+KUMA = {"url": "https://kuma.lan:3001", "username": "drill", "password": "env:K"}
+
+
+def kuma_findings(kuma: dict, **sections) -> list[str]:
+    return [f.message for f in lint(inventory(monitoring={"uptime_kuma": {**KUMA, **kuma}}, **sections))
+            if f.rule == "monitoring-restorable"]
+
+
+def test_no_kuma_no_finding_and_kuma_without_a_known_home_is_one():
+    assert [f for f in lint(inventory()) if f.rule == "monitoring-restorable"] == []
+    (message,) = kuma_findings({})
+    assert "runs_in" in message and "found neither" in message
+
+
+def test_kumas_guest_must_be_snapshotted_and_its_restore_drill_must_reach_kuma():
+    (missing,) = kuma_findings({"runs_in": "nowhere"})
+    assert "guest nowhere" in missing and "not in guests[]" in missing
+    (unbacked,) = kuma_findings({"runs_in": "fw"})
+    assert "strategy is config-export" in unbacked
+    (unchecked,) = kuma_findings({"runs_in": "dns"})
+    assert "does not check that Uptime Kuma answers" in unchecked and ":3001/api/entry-page" in unchecked
+    guests = [{"name": "dns", "vmid": 101, "type": "lxc", "strategy": "pbs", "depends_on": ["fw"],
+               "health": [{"name": "kuma", "kind": "http", "target": "http://127.0.0.1:3001/api/entry-page"}]},
+              {"name": "fw", "vmid": 100, "type": "qemu", "strategy": "config-export",
+               "exception": "freezes the network", "config_export": "fw-config"}]
+    assert kuma_findings({"runs_in": "dns"}, guests=guests) == []
+
+
+def test_kumas_data_in_borg_must_be_checked_by_that_repositorys_drill():
+    data = {"data": {"borg": "photos", "path": "srv/kuma/kuma.db"}}
+    (unchecked,) = kuma_findings(data)
+    assert "srv/kuma/kuma.db" in unchecked and "borg.repositories[photos].checks.sqlite" in unchecked
+    (unknown,) = kuma_findings({"data": {"borg": "nope", "path": "x"}})
+    assert "Borg repository nope" in unknown
+    repos = {"repositories": [{"name": "photos", "location": "/r", "passphrase": "env:P", "key_escrow": ESCROW,
+                               "checks": {"sqlite": ["srv/kuma/kuma.db"]}}]}
+    assert kuma_findings(data, borg=repos) == []

@@ -1,21 +1,23 @@
 """The recovery-path lint: failures found without restoring anything. Pure, no I/O.
 
-Four rules, each finding naming what falls short:
+Five rules, each finding naming what falls short:
 - ``strategy``: every guest is backed up or excused, and nothing others need is left out;
 - ``key-escrow``: the key of each encrypted copy is held outside the site it protects;
 - ``circular-dependency``: what is needed to reach an offsite copy is recoverable
   without that copy (the site is gone when the offsite copy is needed);
-- ``3-2-1``: per dataset three copies, two kinds of media, one offsite.
+- ``3-2-1``: per dataset three copies, two kinds of media, one offsite;
+- ``monitoring-restorable``: Uptime Kuma's own data is backed up and a drill proves it returns.
 Plus the pure halves of the key-proof drill (Borg key export parsing, fingerprints).
 """
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from urllib.parse import urlsplit
 
 from restoredrill.inventory.model import Guest, Inventory
 
-RULES = ("strategy", "key-escrow", "circular-dependency", "3-2-1")
+RULES = ("strategy", "key-escrow", "circular-dependency", "3-2-1", "monitoring-restorable")
 
 
 @dataclass(frozen=True)
@@ -30,7 +32,7 @@ class Finding:
 
 def lint(inv: Inventory) -> list[Finding]:
     return [*check_strategies(inv), *check_key_escrow(inv), *check_circular_dependencies(inv),
-            *check_three_two_one(inv)]
+            *check_three_two_one(inv), *check_monitoring_restorable(inv)]
 
 
 # --- strategies ----------------------------------------------------------------------
@@ -271,3 +273,46 @@ def fingerprint_mismatches(expected: str, snapshots: list[dict]) -> tuple[int, l
         if normalize_fingerprint(found) != normalize_fingerprint(expected):
             wrong.append(f"{snap.get('backup-type')}/{snap.get('backup-id')}/{snap.get('backup-time')}: {found}")
     return seen, wrong
+
+
+# --- monitoring is restorable --------------------------------------------------------------
+
+def check_monitoring_restorable(inv: Inventory) -> list[Finding]:
+    """Uptime Kuma's own data has a backup, and a drill proves it comes back: its guest is
+    backed up and its restore drill checks that Kuma answers, or the Borg repository that
+    holds its data folder checks its database. After a loss, monitoring is what tells."""
+    kuma = inv.monitoring.uptime_kuma
+    if kuma is None:
+        return []
+    rule, label = "monitoring-restorable", "uptime-kuma"
+    if kuma.runs_in is None and kuma.data is None:
+        return [Finding(rule, label, (
+            "Uptime Kuma's own data: expected monitoring.uptime_kuma.runs_in (its guest) or .data (the Borg "
+            "repository and path of its data folder); found neither, so nothing shows that monitoring comes "
+            "back after a loss"))]
+    out = []
+    if kuma.runs_in is not None:
+        guest = next((g for g in inv.guests if g.name == kuma.runs_in), None)
+        port = urlsplit(kuma.url).port or (443 if kuma.url.startswith("https") else 80)
+        if guest is None:
+            out.append(Finding(rule, label, f"monitoring.uptime_kuma.runs_in names guest {kuma.runs_in}, which is "
+                               "not in guests[]: add it or correct the name"))
+        elif guest.strategy != "pbs":
+            out.append(Finding(rule, guest.name, (
+                f"Uptime Kuma runs in guest {guest.name}, whose strategy is {guest.strategy}: its monitors, "
+                "history and notifications are not backed up; snapshot it with PBS")))
+        elif not any(c.kind == "http" and (urlsplit(c.target).port or 80) == port for c in guest.health):
+            out.append(Finding(rule, guest.name, (
+                f"the restore drill of guest {guest.name} does not check that Uptime Kuma answers: add an http "
+                f"health check of http://127.0.0.1:{port}/api/entry-page to guests[{guest.name}].health")))
+    if kuma.data is not None:
+        repo = next((r for r in inv.borg.repositories if r.name == kuma.data.borg), None)
+        if repo is None:
+            out.append(Finding(rule, label, f"monitoring.uptime_kuma.data names Borg repository {kuma.data.borg}, "
+                               "which is not in borg.repositories: add it or correct the name"))
+        elif kuma.data.path not in [*repo.checks.paths, *map(str, repo.checks.sqlite)]:
+            out.append(Finding(rule, repo.name, (
+                f"Uptime Kuma's database {kuma.data.path} is in Borg repository {repo.name}, but that "
+                f"repository's restore drill does not check it: add it to borg.repositories[{repo.name}]"
+                ".checks.sqlite (integrity check) or .checks.paths")))
+    return out

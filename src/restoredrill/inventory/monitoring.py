@@ -49,6 +49,12 @@ def loopback(url: str) -> bool:
         return False
 
 
+class KumaData(_Strict):
+    borg: str = Field(description="borg.repositories entry whose archives hold Kuma's data folder.")
+    path: str = Field(description="Kuma's database inside the archive, as `borg list` shows it "
+                      "(e.g. srv/uptime-kuma/data/kuma.db); the repository's checks must name it.")
+
+
 class UptimeKuma(_Strict):
     url: str = Field(description="Base URL of Uptime Kuma, e.g. https://kuma.lan:3001 (no credentials in it).")
     username: str = Field(description="A Kuma user; the drill only reads (monitors, notifications, beats).")
@@ -65,6 +71,11 @@ class UptimeKuma(_Strict):
     heartbeat: bool = Field(True, description="Check restoredrill's own push monitor (the one "
                             "notifications.heartbeat_url pushes to) exists, is active and got the last run's push.")
     timeout: Duration = Field("30s", description="Time allowed for login and each API read.")
+    runs_in: str | None = Field(None, description="The guest Uptime Kuma runs in: the lint requires it to be "
+                                "backed up and its restore drill to check that Kuma answers.")
+    data: KumaData | None = Field(None, description="Where Kuma's data folder is backed up by Borg (when it "
+                                  "is not a guest of its own): the lint requires the repository's checks to "
+                                  "name its database.")
 
     @model_validator(mode="after")
     def _transport(self) -> "UptimeKuma":

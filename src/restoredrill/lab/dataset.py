@@ -12,6 +12,7 @@ CANARY_FILE = f"{APP}/.restoredrill-canary"
 CANARY_PATTERN = r"^canary \d{4}-\d{2}-\d{2}T\d{2}:\d{2}"
 SQLITE_FILE = f"{APP}/db/app.sqlite"
 PG_DUMP_FILE = f"{APP}/db/app.sql"
+KUMA_DB_FILE = f"{APP}/uptime-kuma/kuma.db"   # a copy of the lab Kuma's database (LabKuma.backup_database)
 PG_CANARY = "lab-canary-v1"
 PHOTOS = 40
 
@@ -85,7 +86,7 @@ def data_checks() -> dict:
     return {
         "paths": [f"{APP}/photos", f"{APP}/docs", SQLITE_FILE, PG_DUMP_FILE],
         "min_files": PHOTOS + 15,
-        "sqlite": [SQLITE_FILE],
+        "sqlite": [SQLITE_FILE, KUMA_DB_FILE],
         "postgres_dumps": [{"path": PG_DUMP_FILE, "database": "app", "queries": [
             {"sql": "SELECT value FROM restoredrill_canary", "expect": PG_CANARY},
             {"sql": "SELECT count(*) FROM users", "expect": "100"}]}],

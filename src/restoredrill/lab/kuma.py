@@ -24,6 +24,7 @@ import logging
 import os
 import secrets
 import signal
+import sqlite3
 import subprocess
 import threading
 import time
@@ -35,6 +36,7 @@ from typing import Iterator
 
 from restoredrill.lab.lifecycle import StartStop
 from restoredrill.clients.kuma import beats_of
+from restoredrill.lab.dataset import KUMA_DB_FILE
 from restoredrill.lab.guests.image import WEB_PORT
 from restoredrill.lab.storagebox import free_port
 from restoredrill.secrets import write_private
@@ -316,12 +318,26 @@ class LabKuma(StartStop):
             raise KumaLabError(f"Uptime Kuma monitors not up within {READY_SECONDS:.0f} s: "
                                f"{', '.join(sorted(waiting))}; log {self.log_file}:\n{self.log_tail()}")
 
+    def backup_database(self, target: Path) -> None:
+        """A consistent copy of Kuma's SQLite database (the SQLite online backup API, safe while
+        Kuma writes), as a file-level backup of its data folder would hold it."""
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.unlink(missing_ok=True)
+        source = sqlite3.connect(f"file:{self.root / 'data' / 'kuma.db'}?mode=ro", uri=True)
+        copy = sqlite3.connect(target)
+        try:
+            source.backup(copy)
+        finally:
+            copy.close()
+            source.close()
+
     # --- descriptions --------------------------------------------------------------------
     def inventory_fragment(self) -> dict:
         return {
             "monitoring": {"uptime_kuma": {
                 "url": self.url, "username": self.username, "password": f"file:{self.password_file}",
-                "alert_window": {"min": "1m", "max": "10m"}, "drift": "notice"}},
+                "alert_window": {"min": "1m", "max": "10m"}, "drift": "notice",
+                "data": {"borg": "app-local", "path": KUMA_DB_FILE}}},
             "notifications": {"heartbeat_url": f"file:{self.push_url_file}"},
             "guest_monitoring": {
                 "opnsense": {"monitor_host": f"{self.net}.100", "monitored": [f"http://{self.net}.100:{WEB_PORT}/"]},
