@@ -24,6 +24,7 @@ from restoredrill import retention
 from restoredrill.lab.borg_history import LAB_POLICY, BorgBuilder, LabRepo
 from restoredrill.report.calendar import build_calendar
 from restoredrill.report.metrics import format_value
+from tests.conftest import FIRST_RUN_SKIP, parse_junit
 from tests.integration.test_notify_heartbeat import TOKEN, Receiver
 from tests.unit.test_report_metrics import check_exposition
 
@@ -146,7 +147,7 @@ def test_metrics_file_is_valid_and_complete(runs):
 def test_heartbeat_was_pinged_start_and_success_and_the_token_never_shown(runs, receiver):
     pings = [(p.method, p.path) for p in receiver.pings[:4]]
     assert pings == [("POST", f"/ping/{TOKEN}/start"), ("POST", f"/ping/{TOKEN}")] * 2
-    assert receiver.pings[1].body.startswith("PASS restoredrill-lab: 24 checks of 2 drills passed")
+    assert receiver.pings[1].body.startswith("PASS restoredrill-lab: 26 checks of 2 drills passed")
     for run in runs:
         assert TOKEN not in run.stdout + run.stderr
         assert all(TOKEN not in (run.out / name).read_text() for name in OUTPUTS)
@@ -270,8 +271,12 @@ def test_a_green_full_run_shows_a_row_per_recorded_target_and_none_not_run(full_
     rows = glance_rows((full_run.out / "report.html").read_text())
     assert sorted(rows) == sorted(recorded)
     assert {"pve:cluster", "guest:app-vm", "guest:app-ct", "pbs:local", "pbs:offsite"} <= set(rows)
+    cases = parse_junit(full_run.out / "junit.xml")
+    skipped = {name for name, case in cases.items() if case["outcome"] == "skipped"}
+    assert skipped <= {FIRST_RUN_SKIP[0]}     # a fresh state dir: the heartbeat has no earlier push to check
     for drill, row in rows.items():
-        assert "NOT RUN" not in row and f"{len(recorded[drill])} / {len(recorded[drill])}" in row, (drill, row)
+        passed = len(recorded[drill]) - (1 if drill == "monitoring:kuma" and skipped else 0)
+        assert "NOT RUN" not in row and f"{passed} / {len(recorded[drill])}" in row, (drill, row)
     report_suites = set(suites(full_run.out / "drill-report.xml")) - {"history", "restoredrill"}
     assert report_suites == set(recorded)
 
