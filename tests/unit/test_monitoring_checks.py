@@ -175,3 +175,18 @@ def test_beats_of_flattens_the_list_the_library_appends_whole():
     live, stored = {"status": 1, "time": "b"}, {"status": 1, "time": "a"}
     assert beats_of({7: [live, [stored]]}, 7) == [live, stored]
     assert beats_of({}, 7) == []
+
+
+def test_a_hostile_or_broken_kuma_answer_gives_bounded_defaults_never_a_crash():
+    raw = {"id": "x", "name": "evil\x1b[2J" + "A" * 5000, "type": None, "url": ["not", "a", "url"],
+           "hostname": "h\nforged line", "port": "9" * 5000, "interval": "soon", "retryInterval": None,
+           "maxretries": -3, "timeout": "10", "active": "yes", "notificationIDList": "12",
+           "pushToken": {"t": 1}}
+    m = to_monitor(raw, {"status": "bad", "msg": "m" * 10_000, "time": 12})
+    assert m.id == 0 and len(m.name) == 80 and m.name.startswith("evil?[2J") and "\x1b" not in m.name
+    assert "\n" not in (m.hostname or "") and m.port is None and m.interval == 60
+    assert m.timeout is None and m.active is False and m.notifications == () and m.push_token is None
+    assert m.status == 0 and len(m.message) == 200 and m.last_beat is None
+    assert mon.alert_seconds(m)[0] == 0                     # negative retries count as none
+    assert to_monitor({}, "not a beat").status is None       # missing every field
+    assert to_monitor({"notificationIDList": {"3": True}}, None).notifications == (3,)   # Kuma 1.x shape

@@ -33,7 +33,6 @@ from restoredrill.retention.audit import (
     base_rule,
     check_audit_inputs,
     describe_point,
-    finished_points,
     format_duration,
     list_some,
     names_periods,
@@ -59,6 +58,15 @@ NEW_YORK = zoneinfo.ZoneInfo("America/New_York")
 
 
 # --- the reference: the engines' plans and the audit as they were ------------------
+
+
+def finished_points(points: list[Point], engine: str) -> list[Point]:
+    """Complete backups: not unfinished PBS snapshots, not Borg checkpoints."""
+    if engine == "borg":
+        return [p for p in points if not (p.checkpoint or ".checkpoint" in p.name and p.is_borg_checkpoint())]
+    return [p for p in points if not p.unfinished]
+
+
 
 
 def reference_plan_pbs(points, policy, tz):

@@ -53,20 +53,33 @@ def as_int(value, default: int = 0) -> int:
         return default
 
 
+MAX_TEXT = 200        # Kuma's answers are bounded before they reach a message
+
+
+def text_of(value, limit: int = MAX_TEXT) -> str:
+    """A field of Kuma's answer as one printable line of at most ``limit`` characters."""
+    text = "" if value is None else str(value)
+    return "".join(c if c.isprintable() else "?" for c in text[:limit])
+
+
 def to_monitor(raw: dict, beat: dict | None) -> Monitor:
+    """A monitor from Kuma's answer: missing or mistyped fields give defaults, never a crash."""
+    if not isinstance(beat, dict):
+        beat = None
+    ids = raw.get("notificationIDList")
+    ids = ids if isinstance(ids, (list, tuple, dict)) else []       # Kuma 1.x sends {id: true}
     status = beat.get("status") if beat else None
     return Monitor(
-        id=as_int(raw.get("id")), name=str(raw.get("name") or ""), type=str(getattr(raw.get("type"), "value",
-                                                                                   raw.get("type")) or ""),
-        url=raw.get("url") or None, hostname=raw.get("hostname") or None,
+        id=as_int(raw.get("id")), name=text_of(raw.get("name"), 80),
+        type=text_of(getattr(raw.get("type"), "value", raw.get("type")), 40),
+        url=text_of(raw.get("url"), 300) or None, hostname=text_of(raw.get("hostname"), 255) or None,
         port=as_int(raw.get("port"), 0) or None, interval=as_int(raw.get("interval"), 60),
         retry_interval=as_int(raw.get("retryInterval"), 0), maxretries=as_int(raw.get("maxretries"), 0),
-        timeout=float(raw["timeout"]) if isinstance(raw.get("timeout"), (int, float)) else None,
-        active=bool(raw.get("active")), notifications=tuple(sorted(as_int(i) for i in raw.get("notificationIDList")
-                                                                  or [])),
-        push_token=raw.get("pushToken") or None,
+        timeout=float(raw["timeout"]) if type(raw.get("timeout")) in (int, float) else None,
+        active=raw.get("active") is True or raw.get("active") == 1, notifications=tuple(sorted(as_int(i) for i in ids)),
+        push_token=raw.get("pushToken") if isinstance(raw.get("pushToken"), str) else None,
         status=None if status is None else as_int(getattr(status, "value", status)),
-        message=str((beat or {}).get("msg") or "")[:200], last_beat=parse_time((beat or {}).get("time")))
+        message=text_of((beat or {}).get("msg")), last_beat=parse_time((beat or {}).get("time")))
 
 
 class KumaClient:

@@ -204,13 +204,6 @@ def check_audit_inputs(engine: str, now: datetime, *durations: timedelta) -> Non
         )
 
 
-def finished_points(points: list[Point], engine: str) -> list[Point]:
-    """Complete backups: not unfinished PBS snapshots, not Borg checkpoints."""
-    if engine == "borg":
-        return [p for p in points if not (p.checkpoint or ".checkpoint" in p.name and p.is_borg_checkpoint())]
-    return [p for p in points if not p.unfinished]
-
-
 def describe_point(point: Point) -> str:
     when = point.time.isoformat(timespec="seconds")
     return f"{point.name} ({when})" if point.name else when

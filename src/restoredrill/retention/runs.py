@@ -52,7 +52,7 @@ class EngineRun:
 
 
 class FinishedPoints:
-    """The finished points of a prepared history (see `finished_points`), found from its
+    """The finished points of a prepared history (not unfinished PBS snapshots, not Borg checkpoints), found from its
     flags without a pass over every point; iterating gives them in input order."""
 
     def __init__(self, history: Prepared):
