@@ -261,7 +261,7 @@ def junit_properties(path: Path) -> dict[str, list[dict]]:
 
 
 def glance_rows(page: str) -> dict[str, str]:
-    table = page.split("<h2>At a glance</h2>")[1].split("</table>")[0]
+    table = page.split("<h2>Drills at a glance</h2>")[1].split("</table>")[0]
     rows = table.split("<tr>")[2:]
     return {row.split("<b>", 1)[1].split("</b>", 1)[0]: row for row in rows}
 

@@ -72,3 +72,19 @@ def test_day_grid_rows_start_on_monday_and_cover_35_days():
 def test_period_lists():
     assert last_weeks(NOW.date(), 3) == ["2026-W12", "2026-W13", "2026-W14"]
     assert last_months(NOW.date(), 4) == ["2025-12", "2026-01", "2026-02", "2026-03"]
+
+
+def test_points_that_carry_a_group_give_one_calendar_per_group():
+    """The S3 copy's retention case records every backup group's points in one list."""
+    import json
+    from datetime import datetime, timezone
+
+    from restoredrill.report.calendar import build_calendar, split_by_group
+    points = [{"group": group, "time": f"2026-12-0{day}T01:00:00+00:00", "name": f"{group}/{day}", "keep": True,
+               "rule": "daily", "rank": 8 - day} for group in ("ns/homelab/vm/110", "ns/homelab/ct/120")
+              for day in range(1, 8)]
+    parts = split_by_group("offsite:lab-s3", {"points": json.dumps(points), "timezone": "Europe/Berlin"})
+    assert [title for title, _ in parts] == ["offsite:lab-s3 ns/homelab/vm/110", "offsite:lab-s3 ns/homelab/ct/120"]
+    cal = build_calendar(parts[0][0], parts[0][1], datetime(2026, 12, 7, 12, tzinfo=timezone.utc), "UTC")
+    assert cal.problem is None and (cal.points, cal.kept) == (7, 7)
+    assert split_by_group("borg:x", {"retention": "ok"}) == [("borg:x", {"retention": "ok"})]

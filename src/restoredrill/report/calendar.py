@@ -183,3 +183,18 @@ def last_weeks(today: date, count: int) -> list[str]:
 def last_months(today: date, count: int) -> list[str]:
     index = today.year * 12 + today.month - 1
     return [f"{i // 12:04d}-{i % 12 + 1:02d}" for i in range(index - count + 1, index + 1)]
+
+
+def split_by_group(title: str, evidence: dict) -> list[tuple[str, dict]]:
+    """``(title, evidence)`` per backup group when the points carry one (an S3 copy's retention case
+    records every group's points in one list), else the case as it is."""
+    try:
+        items = load_points(evidence[POINTS_KEY]) if POINTS_KEY in evidence else None
+    except (ValueError, TypeError):
+        items = None
+    if not items or not all("group" in item for item in items):
+        return [(title, evidence)]
+    groups: dict[str, list[dict]] = {}
+    for item in items:
+        groups.setdefault(str(item["group"]), []).append(item)
+    return [(f"{title} {group}", {**evidence, POINTS_KEY: points}) for group, points in groups.items()]
