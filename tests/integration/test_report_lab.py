@@ -456,5 +456,6 @@ def test_one_damaged_chunk_in_the_offsite_copy_turns_exactly_that_cell_red(lab, 
     assert "1 problem" in reason and "chunk-sample" in reason and victim.rsplit("/", 1)[1] in reason
     assert "vm/110" in reason
     assert dom.cells[("guest:app-ct", "pbs:offsite")]["state"] == "ok"
+    assert "read back offsite" in dom.cells[("guest:app-ct", "pbs:offsite")]["text"]
     assert dom.cells[("data:app-data", "borg:app-offsite")]["state"] == "none"
     screenshot(tmp_path / "out" / "report.html", tmp_path / "failing.png", tmp_path / "profile-shot")

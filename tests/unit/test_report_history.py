@@ -120,8 +120,6 @@ def test_an_auditing_drill_is_covered_by_a_fully_passing_run():
 def test_a_pbs_datastore_has_a_newest_and_verified_point_from_its_per_guest_cases():
     """pbs:local records fresh:GUEST and verified:GUEST: the newest of its guests' points is the
     datastore's (it said "none proven" before)."""
-    from datetime import datetime, timezone
-    from collections import OrderedDict
     started = datetime(2026, 12, 7, 19, 20, tzinfo=timezone.utc)
     rows = [hist.Row("r1", started, "pbs:local", f"fresh:{guest}", "passed", 0.1,
                      {"snapshot": snap, "snapshot_time": when})

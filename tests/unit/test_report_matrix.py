@@ -178,6 +178,7 @@ def test_a_lost_chunk_of_one_guest_turns_exactly_that_cell_red():
     red = [key for key, state in states.items() if state == "fail"]
     assert red == [("guest:app-vm", "pbs:offsite")]
     assert "vm/110" in cell(matrix, "guest:app-vm", "pbs:offsite").problems[0]
+    assert cell(matrix, "guest:app-ct", "pbs:offsite").proof == C.READ_OFFSITE    # its own group read fine
     assert "failing: pbs:offsite" in matrix.groups[1].verdict
 
 

@@ -130,14 +130,16 @@ def group_of(guest) -> str:
 
 def read_back(ctx: Context, cell: Cell, guest, target: str) -> None:
     """The S3 drill's read-back cases that concern this guest's group."""
-    mine, passed = group_of(guest), 0
-    relevant = [c for c in ctx.of(f"offsite:{target}") if c.check in S3_READ_CHECKS]
-    for case in relevant:
+    mine, passed, relevant = group_of(guest), 0, 0
+    for case in ctx.of(f"offsite:{target}"):
+        if case.check not in S3_READ_CHECKS:
+            continue
         named = {f"{kind}/{vmid}" for kind, vmid in GROUP.findall(case.message or "")}
         if case.outcome not in (PASSED, SKIPPED) and named and mine not in named:
             continue                       # another guest's group failed, not this one
+        relevant += 1
         passed += cell.take(case)
-    if relevant and passed == len(relevant):
+    if relevant and passed == relevant:
         cell.reach(READ_OFFSITE, ctx.started, f"read back from S3 target {target} (manifests, chunks)")
 
 

@@ -9,7 +9,7 @@ from restoredrill.report import cells as C
 from restoredrill.report.matrix import Matrix, MatrixFinding
 
 MATRIX_CSS = """
-table.matrix td.cell{min-width:150px;font-size:12.5px}
+table.matrix td.cell{min-width:120px;font-size:12.5px}
 td.cell.ok,.key.ok{background:#dafbe1}
 td.cell.late,.key.late{background:#fff1c2}
 td.cell.fail,.key.fail{background:#ffd7d5;border:2px solid #cf222e}
@@ -73,7 +73,7 @@ def cell_html(row: str, ref: str, cell: C.Cell | None, now: datetime, e, age, st
     if cell.rto:
         rto = ", ".join(f"{phase} {seconds:.1f} s" for phase, seconds in cell.rto.items())
         parts.append(f"RTO {e(rto)} <span class='meta'>({e(stamp(cell.rto_when))})</span>")
-    elif cell.restorable:
+    elif cell.restorable and cell.checks:
         parts.append("<span class='meta'>RTO not measured from this copy yet</span>")
     if cell.last_restore is not None and cell.proof < C.EXTRACTED:
         parts.append(f"<span class='meta'>last restore test {e(stamp(cell.last_restore))}</span>")
