@@ -224,8 +224,8 @@ def test_metrics_export_timestamps_per_target_and_copy():
     assert f'restoredrill_newest_point_timestamp_seconds{{{base},copy="pbs:offsite",proof="read_offsite"}}' in joined
     assert f'restoredrill_last_rto_seconds{{{base},copy="pbs:local",phase="boot"}} 0.899' in joined
     assert f'restoredrill_copy_rpo_seconds{{{base},copy="pbs:offsite"}} 100800' in joined
-    assert 'restoredrill_pbs_snapshot_verify_ok{site="restoredrill-lab",datastore="offsite",guest="app-ct"} 1' \
-        in joined
+    assert 'restoredrill_pbs_snapshot_verify_ok{site="restoredrill-lab",datastore="offsite",vm_id="120",' \
+        'vm_name="app-ct"} 1' in joined
     for target, copy in (("data:app-data", "borg:app-offsite"), ("guest:app-ct", "pbs:offsite"),
                          ("config:opnsense", "config:fw-encrypted")):
         assert f'target="{target}",copy="{copy}"' in joined

@@ -147,7 +147,10 @@ def pbs_guest_samples(families: dict, site: dict, run: RunReport) -> None:
         facts = case.properties
         if not case.drill.startswith("pbs:") or ":" not in case.check or "guest" not in facts:
             continue
-        labels = {**site, "datastore": str(facts.get("datastore") or case.drill[4:]), "guest": str(facts["guest"])}
+        # labels as pbs-exporter's (natrontech/pbs-exporter README.md: datastore, vm_id, vm_name)
+        found = C.GROUP.search(str(facts.get("snapshot") or facts.get("last_verified") or ""))
+        labels = {**site, "datastore": str(facts.get("datastore") or case.drill[4:]),
+                  "vm_id": found.group(2) if found else "", "vm_name": str(facts["guest"])}
         if case.check.startswith("fresh:"):
             when = parse_time(facts.get("snapshot_time"))
             if when is not None:
