@@ -83,8 +83,11 @@ def test_points_that_carry_a_group_give_one_calendar_per_group():
     points = [{"group": group, "time": f"2026-12-0{day}T01:00:00+00:00", "name": f"{group}/{day}", "keep": True,
                "rule": "daily", "rank": 8 - day} for group in ("ns/homelab/vm/110", "ns/homelab/ct/120")
               for day in range(1, 8)]
-    parts = split_by_group("offsite:lab-s3", {"points": json.dumps(points), "timezone": "Europe/Berlin"})
+    parts = split_by_group("offsite:lab-s3", {"points": json.dumps(points), "timezone": "Europe/Berlin",
+                                              "retention": "ns/homelab/vm/110: OK | ns/homelab/ct/120: no daily "
+                                                           "for 2026-12-03"})
     assert [title for title, _ in parts] == ["offsite:lab-s3 ns/homelab/vm/110", "offsite:lab-s3 ns/homelab/ct/120"]
+    assert parts[1][1]["retention"] == "ns/homelab/ct/120: no daily for 2026-12-03"
     cal = build_calendar(parts[0][0], parts[0][1], datetime(2026, 12, 7, 12, tzinfo=timezone.utc), "UTC")
     assert cal.problem is None and (cal.points, cal.kept) == (7, 7)
     assert split_by_group("borg:x", {"retention": "ok"}) == [("borg:x", {"retention": "ok"})]

@@ -71,6 +71,7 @@ class Calendar:
     points: int = 0
     kept: int = 0
     problem: str | None = None       # why there is no calendar
+    summary: str = ""                # the retention audit's verdict: missing periods, extra points
 
 
 def load_points(raw) -> list[dict]:
@@ -197,4 +198,6 @@ def split_by_group(title: str, evidence: dict) -> list[tuple[str, dict]]:
     groups: dict[str, list[dict]] = {}
     for item in items:
         groups.setdefault(str(item["group"]), []).append(item)
-    return [(f"{title} {group}", {**evidence, POINTS_KEY: points}) for group, points in groups.items()]
+    verdicts = {part.split(": ", 1)[0]: part for part in str(evidence.get("retention") or "").split(" | ")}
+    return [(f"{title} {group}", {**evidence, POINTS_KEY: points, "retention": verdicts.get(group, "")})
+            for group, points in groups.items()]

@@ -251,8 +251,11 @@ class ReportCollector(CaseNamer):
             engine, policy = self.retention_policy(case.drill)
             title = case.drill + (f" {case.check.split(':', 1)[1]}" if ":" in case.check else "")
             for name, evidence in split_by_group(title, case.properties):
-                out.append(build_calendar(name, evidence, self.run.finished, self.loaded.model.site.timezone,
-                                          engine, policy))
+                calendar = build_calendar(name, evidence, self.run.finished, self.loaded.model.site.timezone,
+                                          engine, policy)
+                calendar.summary = (case.message if not case.ok and case.message
+                                    else str(evidence.get("retention") or ""))
+                out.append(calendar)
         return out
 
     def matrix(self, history):

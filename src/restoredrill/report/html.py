@@ -197,6 +197,8 @@ def calendar_sections(calendars: list[Calendar]) -> list[str]:
             continue
         out.append(f"<p class='meta'>{cal.points} points, {cal.kept} kept; times in {e(cal.zone)}; "
                    f"{e(cal.source)}</p>")
+        if cal.summary:
+            out.append(f"<p>Retention audit: {e(cal.summary)}</p>")
         out.append('<p class="legend">' + "".join(f'<span style="background:{c};color:{t}">{k}</span>'
                                                   for k, c, t in LEGEND) + "</p>")
         out.append("<table class='cal'><tr><th></th>" + "".join(f"<th>{d}</th>" for d in DAYS) + "</tr>")
