@@ -84,8 +84,17 @@ class Context:
     max_untested: timedelta
     started: datetime
 
+    def __post_init__(self) -> None:    # indexed once: every cell reads its drill's cases
+        self._cases: dict[str, list[Case]] = {}
+        for case in self.cases:
+            self._cases.setdefault(case.drill, []).append(case)
+
     def of(self, drill: str) -> list[Case]:
-        return [case for case in self.cases if case.drill == drill]
+        return self._cases.get(drill, [])
+
+    def past(self, drill: str) -> list:
+        """The history's rows of the drill (this run's too), oldest first."""
+        return self.history.of_drill(drill)
 
 
 # --- PBS: a guest in one datastore ------------------------------------------------------------
@@ -173,11 +182,33 @@ def restores(ctx: Context, cell: Cell, guest, store) -> None:
             cell.reach(RESTORED, ctx.started, f"restored into scratch guest {restore.properties.get('scratch_vmid', '?')}"
                        f", booted, {len(health)} health check(s) passed")
             cell.restored_point = when
-    for row in ctx.history.of_drill(drill):
-        if row.check == "restore" and row.outcome == PASSED and store_of_restore(ctx.inv, row.evidence) is store:
-            cell.restorable = True
-            remember_restore(cell, row.run_started, rto_of(row.check, row.evidence),
-                             parse_time(row.evidence.get("snapshot_time")))
+    stores: dict[tuple[str, str], object] = {}
+
+    def from_this_copy(evidence: dict) -> bool:
+        key = (str(evidence.get("copy") or ""), str(evidence.get("snapshot") or "").split(":", 1)[0])
+        if key not in stores:
+            stores[key] = store_of_restore(ctx.inv, evidence)
+        return stores[key] is store
+
+    if past_restores(ctx, cell, drill, "restore", "snapshot_time", from_this_copy):
+        cell.restorable = True
+
+
+def past_restores(ctx: Context, cell: Cell, drill: str, check: str, point_key: str, belongs=None) -> bool:
+    """The history's passing restore-level cases of this copy: the newest run gives the last restore
+    test and its RTO, the newest point any of them restored is the restore-tested point."""
+    newest, points = None, set()
+    for row in ctx.past(drill):
+        if row.check == check and row.outcome == PASSED and (belongs is None or belongs(row.evidence)):
+            if newest is None or row.run_started >= newest.run_started:
+                newest = row
+            points.add(str(row.evidence.get(point_key) or ""))
+    if newest is None:
+        return False
+    remember_restore(cell, newest.run_started, rto_of(check, newest.evidence), None)
+    for text in points:
+        remember_restore(cell, newest.run_started, {}, parse_time(text))
+    return True
 
 
 def remember_restore(cell: Cell, when: datetime, rto: dict, point: datetime | None) -> None:
@@ -224,10 +255,7 @@ def borg_cell(ctx: Context, repo: str, only: str | None = None) -> Cell:
         cell.reach(EXTRACTED, ctx.started, f"extracted {extract.properties.get('archive', '')}, "
                    f"{len(data)} data check(s) passed")
         cell.restored_point = parse_time(extract.properties.get("archive_time"))
-    for row in ctx.history.of_drill(drill):
-        if row.check == "extract" and row.outcome == PASSED:
-            remember_restore(cell, row.run_started, rto_of(row.check, row.evidence),
-                             parse_time(row.evidence.get("archive_time")))
+    past_restores(ctx, cell, drill, "extract", "archive_time")
     return judge(ctx, cell)
 
 
@@ -244,9 +272,7 @@ def config_cell(ctx: Context, export: str) -> Cell:
         elif case.check == "parses" and ok:
             cell.reach(EXTRACTED, ctx.started, "decrypted and parsed as a complete OPNsense configuration")
             cell.restored_point = parse_time(facts.get("revision_time"))
-    for row in ctx.history.of_drill(drill):
-        if row.check == "parses" and row.outcome == PASSED:
-            remember_restore(cell, row.run_started, {}, parse_time(row.evidence.get("revision_time")))
+    past_restores(ctx, cell, drill, "parses", "revision_time")
     return judge(ctx, cell)
 
 

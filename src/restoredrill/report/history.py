@@ -84,7 +84,14 @@ class History:
         return sorted({row.drill for row in self.rows})
 
     def of_drill(self, drill: str) -> list[Row]:
-        return [row for row in self.rows if row.drill == drill]
+        """The drill's rows, oldest first (indexed once: the report asks for every drill several times)."""
+        index = self.__dict__.get("_by_drill")
+        if index is None or index[0] != len(self.rows):
+            by_drill: dict[str, list[Row]] = {}
+            for row in self.rows:
+                by_drill.setdefault(row.drill, []).append(row)
+            index = self.__dict__["_by_drill"] = (len(self.rows), by_drill)
+        return list(index[1].get(drill, ()))
 
 
 # --- the state database (I/O) ---------------------------------------------------------
