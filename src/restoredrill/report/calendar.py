@@ -201,3 +201,20 @@ def split_by_group(title: str, evidence: dict) -> list[tuple[str, dict]]:
     verdicts = {part.split(": ", 1)[0]: part for part in str(evidence.get("retention") or "").split(" | ")}
     return [(f"{title} {group}", {**evidence, POINTS_KEY: points, "retention": verdicts.get(group, "")})
             for group, points in groups.items()]
+
+
+def calendars_of(cases, now: datetime, zone: str, policy_of) -> list[Calendar]:
+    """One calendar per retention case: a Borg repository, each guest in each PBS datastore
+    (``retention:GUEST``), each backup group of an S3 copy (its points carry the group), with the
+    audit's verdict under it. ``policy_of(drill)``: (engine, Policy) for points without decisions."""
+    out = []
+    for case in cases:
+        if case.check != "retention" and not case.check.startswith("retention:"):
+            continue
+        engine, policy = policy_of(case.drill)
+        title = case.drill + (f" {case.check.split(':', 1)[1]}" if ":" in case.check else "")
+        for name, evidence in split_by_group(title, case.properties):
+            calendar = build_calendar(name, evidence, now, zone, engine, policy)
+            calendar.summary = case.message if not case.ok and case.message else str(evidence.get("retention") or "")
+            out.append(calendar)
+    return out

@@ -241,22 +241,9 @@ class ReportCollector(CaseNamer):
         return self.loaded.resolve_path(self.loaded.model.reports.out_dir)
 
     def calendars(self) -> list:
-        """One calendar per retention case: Borg repositories, each guest in each PBS datastore
-        (``retention:GUEST``), each backup group of an S3 copy (its points carry the group)."""
-        from restoredrill.report.calendar import build_calendar, split_by_group
-        out = []
-        for case in self.run.cases:
-            if case.check != "retention" and not case.check.startswith("retention:"):
-                continue
-            engine, policy = self.retention_policy(case.drill)
-            title = case.drill + (f" {case.check.split(':', 1)[1]}" if ":" in case.check else "")
-            for name, evidence in split_by_group(title, case.properties):
-                calendar = build_calendar(name, evidence, self.run.finished, self.loaded.model.site.timezone,
-                                          engine, policy)
-                calendar.summary = (case.message if not case.ok and case.message
-                                    else str(evidence.get("retention") or ""))
-                out.append(calendar)
-        return out
+        from restoredrill.report.calendar import calendars_of
+        return calendars_of(self.run.cases, self.run.finished, self.loaded.model.site.timezone,
+                            self.retention_policy)
 
     def matrix(self, history):
         from restoredrill.report.matrix import build_matrix

@@ -139,7 +139,7 @@ def dataset_rows(ctx: "C.Context", dataset, placed: dict, findings: list) -> lis
         placed["repos"].update(repos)
         kuma = kuma_data(inv)
         if kuma is not None and kuma.borg in repos:
-            rows.append(kuma_row(ctx, kuma, [r for r in repos]))
+            rows.append(kuma_row(ctx, kuma, repos))
             placed["kuma"] = True
     if "production" in wheres:
         for row in rows:
@@ -177,9 +177,9 @@ def guest_row(ctx: "C.Context", guest, stores: list[str]) -> Row:
     kind = "VM" if guest.type == "qemu" else "container"
     what = f"{kind} {guest.vmid}" + (" (Uptime Kuma)" if kuma_guest(ctx.inv) == guest.name else "")
     row = Row(f"guest:{guest.name}", guest.name, what)
+    known = {f"pbs:{s.name}": s for s in (ctx.inv.proxmox.pbs.datastores if ctx.inv.proxmox.pbs else [])}
     for ref in stores:
-        store = next(s for s in ctx.inv.proxmox.pbs.datastores if f"pbs:{s.name}" == ref) \
-            if ctx.inv.proxmox.pbs and any(f"pbs:{s.name}" == ref for s in ctx.inv.proxmox.pbs.datastores) else None
+        store = known.get(ref)
         row.cells[ref] = C.guest_cell(ctx, guest, store) if store else C.Cell(ref, state="none",
                                                                               notes=["no such PBS datastore"])
     return row
