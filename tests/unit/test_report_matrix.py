@@ -229,3 +229,11 @@ def test_metrics_export_timestamps_per_target_and_copy():
     for target, copy in (("data:app-data", "borg:app-offsite"), ("guest:app-ct", "pbs:offsite"),
                          ("config:opnsense", "config:fw-encrypted")):
         assert f'target="{target}",copy="{copy}"' in joined
+
+
+def test_kuma_data_needs_its_database_check_only_in_the_repository_the_inventory_names():
+    cases = [c for c in green_cases() if c.check != "sqlite:app/uptime-kuma/kuma.db"]
+    matrix, _ = matrix_of(cases)
+    named, other = cell(matrix, "kuma-data", "borg:app-local"), cell(matrix, "kuma-data", "borg:app-offsite")
+    assert named.state == "fail" and "no sqlite:app/uptime-kuma/kuma.db check" in named.problems[0]
+    assert (other.state, other.proof) == ("ok", C.VERIFIED)     # a copy, not proven extracted, not failed

@@ -227,8 +227,9 @@ def snapshot_time(name) -> datetime | None:
 
 # --- Borg: a repository (or one database in it) --------------------------------------------------
 
-def borg_cell(ctx: Context, repo: str, only: str | None = None) -> Cell:
-    """``only``: the data check that matters for this row (Kuma's database); else every data check."""
+def borg_cell(ctx: Context, repo: str, only: str | None = None, required: bool = False) -> Cell:
+    """``only``: the data check that matters for this row (Kuma's database); else every data check.
+    ``required``: its absence is a problem (the repository monitoring.uptime_kuma.data names)."""
     drill = f"borg:{repo}"
     cell = Cell(drill, restorable=True)
     cases = ctx.of(drill)
@@ -248,7 +249,7 @@ def borg_cell(ctx: Context, repo: str, only: str | None = None) -> Cell:
             cell.see(str(facts.get("archive") or ""), parse_time(facts.get("archive_time")))
             extract_ok = ok
     data = [c for name, c in checked.items() if name not in BORG_AUDITS and (not only or name == only)]
-    if only and only not in checked and "extract" in checked:
+    if required and only not in checked and "extract" in checked:
         cell.problems.append(f"{drill}: no {only} check in this run (monitoring.uptime_kuma.data names it)")
     if extract_ok and data and all(c.ok for c in data):
         extract = checked["extract"]

@@ -201,7 +201,7 @@ def borg_row(ctx: "C.Context", key: str, title: str, what: str, repos: list[str]
 def kuma_row(ctx: "C.Context", kuma, repos: list[str]) -> Row:
     row = Row(KUMA_ROW, "Uptime Kuma data", f"{kuma.path} in Borg")
     for repo in repos:
-        row.cells[f"borg:{repo}"] = C.borg_cell(ctx, repo, only=f"sqlite:{kuma.path}")
+        row.cells[f"borg:{repo}"] = C.borg_cell(ctx, repo, only=f"sqlite:{kuma.path}", required=repo == kuma.borg)
     return row
 
 
