@@ -125,7 +125,7 @@ def matrix_of(cases: list[Case], inv: Inventory | None = None):
 
 
 def cell(matrix, row: str, copy: str) -> C.Cell:
-    return next(r for r in matrix.rows() if r.key == row).cells[copy]
+    return next(r for r in matrix.rows() if r.target == row).cells[copy]
 
 
 def test_rows_columns_and_groups_of_the_lab():
@@ -133,7 +133,7 @@ def test_rows_columns_and_groups_of_the_lab():
     assert [c.ref for c in matrix.columns] == ["production", "pbs:local", "pbs:offsite", "borg:app-local",
                                                "borg:app-offsite", "config:fw-encrypted"]
     assert [c.title for c in matrix.columns][1:5] == ["PBS local", "PBS offsite", "Borg local", "Borg offsite"]
-    assert [(g.name, [r.key for r in g.rows]) for g in matrix.groups] == [
+    assert [(g.name, [r.target for r in g.rows]) for g in matrix.groups] == [
         ("app-data", ["data:app-data", "kuma-data"]), ("app-vm", ["guest:app-vm"]), ("app-ct", ["guest:app-ct"]),
         (None, ["config:opnsense"])]
     assert all(g.meets for g in matrix.groups[:3])
@@ -174,7 +174,7 @@ def test_a_lost_chunk_of_one_guest_turns_exactly_that_cell_red():
                 "missing from the bucket listing; referenced by offsite/ns/homelab/vm/110/2026-12-07T01:00:03Z/"
                 "drive-scsi0.img.fidx")
     matrix, _ = matrix_of(green_cases()[:-4] + s3_cases(lost) + green_cases()[-4:])
-    states = {(r.key, ref): c.state for r in matrix.rows() for ref, c in r.cells.items()}
+    states = {(r.target, ref): c.state for r in matrix.rows() for ref, c in r.cells.items()}
     red = [key for key, state in states.items() if state == "fail"]
     assert red == [("guest:app-vm", "pbs:offsite")]
     assert "vm/110" in cell(matrix, "guest:app-vm", "pbs:offsite").problems[0]
@@ -186,7 +186,7 @@ def test_an_s3_failure_naming_no_group_fails_every_guest_in_that_copy():
     broken = case("offsite:lab-s3", "manifests", FAILED, "S3 target lab-s3: the bucket listing failed")
     cases = [c for c in green_cases() if not (c.drill == "offsite:lab-s3" and c.check == "manifests")] + [broken]
     matrix, _ = matrix_of(cases)
-    assert {r.key for r in matrix.rows() if r.cells.get("pbs:offsite") and r.cells["pbs:offsite"].state == "fail"} \
+    assert {r.target for r in matrix.rows() if r.cells.get("pbs:offsite") and r.cells["pbs:offsite"].state == "fail"} \
         == {"guest:app-vm", "guest:app-ct"}
 
 

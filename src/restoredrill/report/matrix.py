@@ -33,7 +33,7 @@ class Column:
 
 @dataclass
 class Row:
-    key: str            # the target label in metrics: guest:app-vm, data:app-data, config:opnsense, kuma-data
+    target: str         # the target label in metrics: guest:app-vm, data:app-data, config:opnsense, kuma-data
     title: str
     what: str
     cells: dict[str, C.Cell] = field(default_factory=dict)
@@ -191,8 +191,8 @@ def config_row(ctx: "C.Context", guest) -> Row:
     return row
 
 
-def borg_row(ctx: "C.Context", key: str, title: str, what: str, repos: list[str]) -> Row:
-    row = Row(key, title, what)
+def borg_row(ctx: "C.Context", target: str, title: str, what: str, repos: list[str]) -> Row:
+    row = Row(target, title, what)
     for repo in repos:
         row.cells[f"borg:{repo}"] = C.borg_cell(ctx, repo)
     return row

@@ -42,9 +42,9 @@ def matrix_section(m: Matrix, now: datetime, e, age, stamp) -> list[str]:
         name = f"dataset {group.name}" if group.name else "not in a dataset"
         out.append(f'<tr class="group"><th colspan="{len(cols) + 1}">{e(name)}</th></tr>')
         for row in group.rows:
-            out.append(f'<tr data-row="{e(row.key)}"><td><b>{e(row.title)}</b><br>'
+            out.append(f'<tr data-row="{e(row.target)}"><td><b>{e(row.title)}</b><br>'
                        f'<span class="meta">{e(row.what)}</span></td>'
-                       + "".join(cell_html(row.key, c.ref, row.cells.get(c.ref), now, e, age, stamp) for c in cols)
+                       + "".join(cell_html(row.target, c.ref, row.cells.get(c.ref), now, e, age, stamp) for c in cols)
                        + "</tr>")
         verdict_class = "" if group.meets is None else (' data-meets="yes"' if group.meets else ' data-meets="no"')
         out.append(f'<tr class="verdict"{verdict_class}><td colspan="{len(cols) + 1}"><b>3-2-1:</b> '

@@ -125,7 +125,7 @@ def matrix_samples(families: dict, site: dict, matrix) -> None:
         for ref, cell in row.cells.items():
             if cell.state in ("live", "none") and cell.point_time is None:
                 continue
-            labels = {**site, "target": row.key, "copy": ref}
+            labels = {**site, "target": row.target, "copy": ref}
             if cell.point_time is not None:
                 families["restoredrill_newest_point_timestamp_seconds"].append(
                     ({**labels, "proof": C.PROOF_LABELS[cell.proof]}, cell.point_time.timestamp()))
