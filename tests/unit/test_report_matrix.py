@@ -237,3 +237,16 @@ def test_kuma_data_needs_its_database_check_only_in_the_repository_the_inventory
     named, other = cell(matrix, "kuma-data", "borg:app-local"), cell(matrix, "kuma-data", "borg:app-offsite")
     assert named.state == "fail" and "no sqlite:app/uptime-kuma/kuma.db check" in named.problems[0]
     assert (other.state, other.proof) == ("ok", C.VERIFIED)     # a copy, not proven extracted, not failed
+
+
+def test_a_hostile_message_and_point_name_are_escaped_in_the_cell():
+    """Server text (an S3 key, a snapshot name from PBS) reaches the cell only escaped."""
+    hostile = "<img src=x onerror=alert(1)>"
+    lost = case("offsite:lab-s3", "chunks-present", FAILED, f"vm/110/{hostile} missing")
+    cases = [c for c in green_cases() if not (c.drill == "offsite:lab-s3" and c.check == "chunks-present")] + [lost]
+    fresh = next(c for c in cases if c.drill == "pbs:offsite" and c.check == "fresh:app-vm")
+    fresh.properties["snapshot"] = f'vm/110/"{hostile}'
+    matrix, run = matrix_of(cases)
+    page = render_html(run, drill_statuses(run, hist.History.from_run(run)), [], [], NOW, "", matrix)
+    assert "<img" not in page and "&lt;img src=x onerror=alert(1)&gt;" in page
+    assert 'data-row="guest:app-vm" data-copy="pbs:offsite" data-state="fail"' in page
