@@ -51,7 +51,13 @@ class RepoDraft:
 
 
 class _Loader(yaml.SafeLoader):
-    """safe_load plus borgmatic's ``!include`` / ``!retain`` / ``!omit`` tags, kept as markers."""
+    """safe_load plus borgmatic's ``!include`` / ``!retain`` / ``!omit`` tags, kept as markers;
+    a ``<<: !include FILE`` merge is dropped (not followed: init reads only the files given)."""
+
+    def flatten_mapping(self, node: yaml.MappingNode) -> None:
+        node.value = [(key, value) for key, value in node.value
+                      if not (key.tag == "tag:yaml.org,2002:merge" and value.tag.startswith("!"))]
+        super().flatten_mapping(node)
 
 
 def _tagged(loader: _Loader, suffix: str, node: yaml.Node) -> dict[str, str]:
@@ -105,12 +111,16 @@ def repository_drafts(path: Path) -> list[RepoDraft]:
         raise BorgmaticError(f"{path}: names no repositories (borgmatic's `repositories:` list); pass the "
                              f"configuration that holds them with --borgmatic")
     drafts = []
+    included = "!include" in path.read_text(encoding="utf-8", errors="replace")
     for item in repos:
         location = item.get("path") if isinstance(item, dict) else item
         label = item.get("label") if isinstance(item, dict) else None
         if not isinstance(location, str) or not location.strip():
             raise BorgmaticError(f"{path}: a repository entry has no path; borgmatic needs `- path: ...`")
         drafts.append(_draft(path, config, location.strip(), label))
+        if included:
+            drafts[-1].notes.append(f"{path}: its !include files are not followed: pass them with --borgmatic "
+                                    f"too or declare what they set by hand")
     return drafts
 
 

@@ -14,7 +14,9 @@ fingerprint), ``/nodes`` and ``/nodes/{node}/network?type=any_bridge`` (PVE/API2
 ``/cluster/notifications/targets``.
 PBS: ``/admin/datastore``, ``/config/datastore`` (``backend`` on PBS 4: ``type=s3,...``),
 ``/admin/prune``, ``/admin/sync``, ``/admin/verify``, ``/admin/gc``, ``/config/remote``,
-``/config/notifications/targets``.
+``/config/notifications/targets``, and ``/admin/datastore/{store}/snapshots`` per namespace
+(pbs-api-types ``SnapshotListItem``: ``fingerprint`` is the key fingerprint of an encrypted
+snapshot, absent for a plain one; PVE's storage.cfg never shows whether it holds a key).
 """
 from __future__ import annotations
 
@@ -42,6 +44,7 @@ class Site:
     jobs: dict[str, list[dict[str, Any]]] = field(default_factory=dict)          # prune/sync/verify/gc
     remotes: list[dict[str, Any]] = field(default_factory=list)
     pbs_targets: list[dict[str, Any]] = field(default_factory=list)
+    snapshots: dict[tuple[str, str | None], list[dict[str, Any]]] = field(default_factory=dict)   # (store, ns)
     notes: list[str] = field(default_factory=list)
 
 
@@ -98,4 +101,11 @@ def read_pbs(endpoint: Endpoint, site: Site) -> None:
     for kind in ("prune", "sync", "verify", "gc"):
         site.jobs[kind] = _objects(reader.read(f"/admin/{kind}"))
     site.remotes = _objects(reader.read("/config/remote"))
+    # where backups are: the namespaces PVE storages and sync jobs name, and the root namespace
+    for store in (str(d.get("store")) for d in site.datastores if d.get("store")):
+        spaces = {s.get("namespace") for s in site.storages if s.get("type") == "pbs" and s.get("datastore") == store}
+        spaces |= {j.get("ns") for j in site.jobs.get("sync", []) if j.get("store") == store}
+        for ns in sorted({n or None for n in spaces} | {None}, key=lambda n: n or ""):
+            params = {"ns": ns} if ns else {}
+            site.snapshots[(store, ns)] = _objects(reader.read(f"/admin/datastore/{store}/snapshots", **params))
     site.pbs_targets = _objects(reader.read("/config/notifications/targets"))

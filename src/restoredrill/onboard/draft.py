@@ -70,7 +70,9 @@ def build(site: Site, pve: ApiSource | None, pbs: ApiSource | None, repos: list[
     draft = Draft()
     host = urlsplit(pve.url).hostname if pve else (urlsplit(pbs.url).hostname if pbs else None)
     draft.data["version"] = 1
-    draft.data["site"] = {"name": (host or "my-site").split(".")[0], "timezone": "UTC"}
+    named = host and not re.fullmatch(r"[\d.]+|\[?[0-9a-fA-F:]+\]?", host)
+    draft.data["site"] = {"name": host.split(".")[0] if named else "my-site", "timezone": "UTC"}
+    draft.todo(("site", "name"), "the site's name in reports")
     draft.todo(("site", "timezone"), "the site's IANA zone (PBS prunes in the server's zone, Borg in the "
                                      "client's), e.g. Europe/Berlin")
     draft.data["policies"] = {"retention": {}, "rpo": {"daily": {"max_age": "25h", "grace": "1h"}}}
@@ -170,12 +172,16 @@ def _datastores(draft: Draft, site: Site) -> list[dict[str, Any]]:
         entry["rpo"] = "daily"
         if sync:
             entry["sync_job"] = sync.get("id")
-        encrypted = bool(pve_storage and pve_storage.get("encryption-key"))
+        snapshots = site.snapshots.get((store, namespace or None), [])
+        keys = {str(s.get("fingerprint")) for s in snapshots if s.get("fingerprint")}
+        encrypted = bool(snapshots) and all(s.get("fingerprint") for s in snapshots)
         entry["encryption_required"] = encrypted
+        if len(keys) == 1:
+            entry["key_fingerprint"] = keys.pop()
         draft.todo((*loc, "encryption_required"), (
-            "PVE holds an encryption key for this storage: add key_escrow (where the key is kept outside "
-            "the site) and key_fingerprint" if encrypted else "PVE holds no encryption key for this storage: "
-            "backups are not client-side encrypted"))
+            f"every one of its {len(snapshots)} snapshots is encrypted: add key_escrow (where the key is kept "
+            f"outside the site)" if encrypted else f"{sum(1 for s in snapshots if not s.get('fingerprint'))} of "
+            f"its {len(snapshots)} snapshots are not client-side encrypted: true once every backup is"))
         if s3:
             draft.facts.append(f"datastore {store}: S3 backend ({config.get('backend')}); to read it without PBS "
                                f"declare it under offsite.s3 (read-only keys) and set backend: s3, s3_target")

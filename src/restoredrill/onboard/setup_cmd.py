@@ -164,7 +164,8 @@ def build_plan(loaded: LoadedInventory, pve_admin: Endpoint | None) -> Plan:
     return plan
 
 
-def print_plan(plan: Plan, out=sys.stdout) -> None:
+def print_plan(plan: Plan, out=None) -> None:
+    out = out or sys.stdout
     for api, where in (("pve", "on a PVE node, as root"), ("pbs", "on the PBS, as root")):
         steps = [s for s in plan.steps if s.api == api]
         if not steps:

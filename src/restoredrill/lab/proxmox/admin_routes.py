@@ -44,7 +44,8 @@ PBS_ROLES = {   # pbs-api-types src/acl.rs (PBS 4)
     "RemoteAudit": frozenset({"Remote.Audit"}),
 }
 USERID = re.compile(r"[^\s:/@!]+@[A-Za-z0-9_][A-Za-z0-9._\-]*")
-TOKEN_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._\-]*")
+TOKEN_NAME = {"pve": re.compile(r"[A-Za-z][A-Za-z0-9.\-_]+"),        # pve-access-control pve-tokenid
+              "pbs": re.compile(r"[A-Za-z0-9_][A-Za-z0-9._\-]*")}     # pbs-api-types Tokenname
 ROLEID = re.compile(r"[A-Za-z0-9.\-_]+")
 
 
@@ -102,7 +103,7 @@ class AccessAdmin:
     def add_token(self, userid: str, name: str, privsep: bool) -> str:
         if userid not in self.users:
             raise ApiError(500, f"no such user ('{userid}')" if self.api == "pve" else f"user '{userid}' not found")
-        if not TOKEN_NAME.fullmatch(name or ""):
+        if not TOKEN_NAME[self.api].fullmatch(name or ""):
             raise param_error("tokenid" if self.api == "pve" else "token-name", "invalid format")
         authid = f"{userid}!{name}"
         if authid in self.tokens.tokens:
