@@ -10,13 +10,13 @@ secret of the configuration may reach the draft or the output.
 from __future__ import annotations
 
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import yaml
 
 from restoredrill import cli
+from tests.integration.onboard_site import borgmatic_writes, install_borgmatic
 
 pytestmark = pytest.mark.integration
 RELEASES = ("1.7.15", "1.8.14", "2.0.13", "2.1.10")
@@ -45,21 +45,7 @@ def sectioned(flat: dict) -> dict:
 
 @pytest.fixture(scope="module", params=RELEASES)
 def borgmatic(request, tmp_path_factory) -> tuple[str, Path]:
-    venv = tmp_path_factory.mktemp(f"borgmatic-{request.param}")
-    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
-    installed = subprocess.run([str(venv / "bin" / "pip"), "install", "-q", "--disable-pip-version-check",
-                                f"borgmatic=={request.param}"], capture_output=True, text=True, timeout=600)
-    assert installed.returncode == 0, (f"pip could not install borgmatic {request.param} from PyPI (this test "
-                                       f"needs PyPI): {installed.stderr[-1500:]}")
-    return request.param, venv / "bin" / "borgmatic"
-
-
-def generate(program: Path, destination: Path, source: Path | None = None) -> None:
-    args = [str(program), "config", "generate", "-d", str(destination)]
-    if source is not None:
-        args += ["-s", str(source)]
-    done = subprocess.run(args, capture_output=True, text=True, timeout=120)
-    assert done.returncode == 0 and destination.is_file(), done.stdout + done.stderr
+    return request.param, install_borgmatic(tmp_path_factory.mktemp(f"borgmatic-{request.param}"), request.param)
 
 
 def init(config: Path, out: Path, capsys) -> tuple[dict, str]:
@@ -73,7 +59,7 @@ def init(config: Path, out: Path, capsys) -> tuple[dict, str]:
 def test_the_generated_default_configuration(borgmatic, tmp_path, capsys):
     release, program = borgmatic
     generated = tmp_path / "config.yaml"
-    generate(program, generated)
+    borgmatic_writes(program, generated)
     data, printed = init(generated, tmp_path / "inventory.yaml", capsys)
     repos = data["borg"]["repositories"]
     assert repos[0]["location"] == "ssh://user@backupserver/./sourcehostname.borg"
@@ -90,10 +76,7 @@ def test_our_values_merged_by_the_release(borgmatic, tmp_path, capsys):
     layout = sectioned(FLAT) if release.startswith("1.7") else FLAT | KUMA
     source.write_text(yaml.safe_dump(layout, sort_keys=False))
     merged = tmp_path / "config.yaml"
-    generate(program, merged, source)
-    valid = subprocess.run([str(program), "config", "validate", "-c", str(merged)], capture_output=True,
-                           text=True, timeout=120)
-    assert valid.returncode == 0, valid.stdout + valid.stderr
+    borgmatic_writes(program, merged, source)
     out = tmp_path / "inventory.yaml"
     data, printed = init(merged, out, capsys)
     text = out.read_text()

@@ -115,3 +115,22 @@ def test_init_usage_errors_exit_2(tmp_path, capsys):
     assert "cannot read this borgmatic configuration" in capsys.readouterr().err
     assert cli.main(["init", "--out", str(tmp_path / "no" / "dir.yaml"), "--borgmatic", str(out)]) == 2
     assert not out.exists()
+
+
+def test_hostile_answers_add_no_yaml_and_no_terminal_control(tmp_path):
+    """Names, pools and tags from a broken or hostile server: the draft still validates, holds
+    no key the server invented, and no control character reaches the file or the list."""
+    site = Site(guests=[{"vmid": 101, "type": "qemu", "name": "web\x1b[2J\nscratch: {pool: evil}",
+                         "pool": "p\nproxmox: {}\r\u2028site: x", "tags": "a;\x07b", "node": "n1"},
+                        {"vmid": "102", "type": "lxc"}, {"vmid": 103, "type": "openvz"}],
+                storages=[{"storage": "s\n- x", "type": "zfspool", "content": "images"}],
+                datastores=[{"store": "../../etc"}], notes=["GET /x could not be read (\x1b]0;title\x07)"])
+    draft = build(site, None, None, [])
+    text = draft.text()
+    loaded = parse_inventory(text, tmp_path / "inventory.yaml").model
+    assert [g.vmid for g in loaded.guests] == [101] and loaded.guests[0].name == "web-2j-scratch-pool-evil"
+    assert loaded.scratch.pool == "restoredrill" and set(yaml.safe_load(text)) == {
+        "version", "site", "policies", "scratch", "proxmox", "guests", "borg", "offsite", "notifications"}
+    listed = "\n".join(draft.undecided())
+    for control in ("\x1b", "\x07", "\r", "\u2028"):
+        assert control not in text and control not in listed

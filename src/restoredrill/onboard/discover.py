@@ -20,11 +20,16 @@ snapshot, absent for a plain one; PVE's storage.cfg never shows whether it holds
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
 from restoredrill.clients.proxmox_api import ApiChokePoint, ApiError, Endpoint, clip
 from restoredrill.waiting import RetryPolicy
+
+
+NODE = re.compile(r"[a-zA-Z0-9]([a-zA-Z0-9\-]{0,61}[a-zA-Z0-9])?")
+STORE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._\-]{2,31}")
 
 
 @dataclass
@@ -84,7 +89,8 @@ def read_pve(endpoint: Endpoint, site: Site) -> None:
     site.guests = _objects(reader.read("/cluster/resources", type="vm"))
     site.backup_jobs = _objects(reader.read("/cluster/backup"))
     site.storages = _objects(reader.read("/storage"))
-    site.nodes = sorted(str(n["node"]) for n in _objects(reader.read("/nodes")) if isinstance(n.get("node"), str))
+    site.nodes = sorted(n["node"] for n in _objects(reader.read("/nodes")) if isinstance(n.get("node"), str)
+                        and NODE.fullmatch(n["node"]))       # pve-node: a name, never a path
     for node in site.nodes:
         found = _objects(reader.read(f"/nodes/{node}/network", type="any_bridge"))
         site.bridges[node] = {str(i["iface"]): i for i in found if isinstance(i.get("iface"), str)}
@@ -102,7 +108,8 @@ def read_pbs(endpoint: Endpoint, site: Site) -> None:
         site.jobs[kind] = _objects(reader.read(f"/admin/{kind}"))
     site.remotes = _objects(reader.read("/config/remote"))
     # where backups are: the namespaces PVE storages and sync jobs name, and the root namespace
-    for store in (str(d.get("store")) for d in site.datastores if d.get("store")):
+    site.datastores = [d for d in site.datastores if isinstance(d.get("store"), str) and STORE.fullmatch(d["store"])]
+    for store in (d["store"] for d in site.datastores):
         spaces = {s.get("namespace") for s in site.storages if s.get("type") == "pbs" and s.get("datastore") == store}
         spaces |= {j.get("ns") for j in site.jobs.get("sync", []) if j.get("store") == store}
         for ns in sorted({n or None for n in spaces} | {None}, key=lambda n: n or ""):

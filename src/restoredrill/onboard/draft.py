@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from restoredrill.clients.proxmox_api import clip
 from restoredrill.onboard.borgmatic import RepoDraft
 from restoredrill.onboard.discover import Site
 from restoredrill.onboard.yamltext import emit
@@ -37,13 +38,15 @@ class Draft:
     facts: list[str] = field(default_factory=list)        # notes that are not at one key
 
     def todo(self, path: tuple, text: str) -> None:
-        self.comments[path] = f"{TODO}: {text}"
+        """A comment above ``path``; server text in it is bounded and shown escaped (clip), so
+        an answer can neither add YAML lines nor repaint a terminal."""
+        self.comments[path] = f"{TODO}: {clip(text, 600)}"
 
     def undecided(self) -> list[str]:
         """One line per decision left to a person, and per fact init could not settle."""
         lines = [f"{_dotted(path)}: {text.split(': ', 1)[1]}" for path, text in self.comments.items()
                  if text.startswith(TODO)]
-        return lines + self.facts
+        return lines + [clip(fact, 600) for fact in self.facts]
 
     def text(self) -> str:
         return emit(self.data, self.comments, HEADER)
@@ -269,8 +272,9 @@ def _borg(draft: Draft, repos: list[RepoDraft]) -> None:
         entries.append(entry)
     draft.data["borg"] = {"repositories": entries}
     draft.data["offsite"] = {"s3": [], "storage_boxes": list(boxes.values())}
-    draft.todo(("offsite", "s3"), "offsite copies in S3 (a PBS 4 datastore in a bucket): endpoint, bucket, "
-                                  "store_prefix and read-only keys")
+    draft.todo(("offsite", "s3"), "offsite copies in S3 (a PBS 4 datastore in a bucket): name, endpoint, bucket, "
+                                  "store_prefix, read-only access_key/secret_key, rpo; on the datastore it holds "
+                                  "set backend: s3 and s3_target: NAME")
     if not repos:
         draft.todo(("borg",), "no borgmatic configuration was read (--borgmatic FILE)")
 
