@@ -44,9 +44,6 @@ class Step:
     secret_to: Path | None = None       # a token: where its secret goes
     fatal_exists: bool = False          # a token that exists cannot be reused
 
-    def line(self) -> str:
-        return self.command
-
 
 @dataclass
 class Plan:
@@ -58,7 +55,7 @@ def q(*words: str) -> str:
     return " ".join(shlex.quote(str(w)) for w in words)
 
 
-def _secret_path(loaded: LoadedInventory, ref, what: str) -> Path | None:
+def _secret_path(loaded: LoadedInventory, ref) -> Path | None:
     if ref is None or ref.scheme != "file":
         return None
     return loaded.resolve_path(ref.target)
@@ -72,7 +69,7 @@ def pve_steps(loaded: LoadedInventory, major: int, mappings: tuple[str, ...], pl
                            q("pveum", "user", "add", user, "--comment", COMMENT)))
     plan.steps.append(Step("pve", "post", f"/access/users/{user}/token/{name}", {"privsep": 1, "comment": COMMENT},
                            q("pveum", "user", "token", "add", user, name, "--privsep", "1", "--comment", COMMENT),
-                           secret_to=_secret_path(loaded, pve.token_secret, "pve"), fatal_exists=True))
+                           secret_to=_secret_path(loaded, pve.token_secret), fatal_exists=True))
     plan.steps.append(Step("pve", "post", "/pools", {"poolid": pool, "comment": "restoredrill scratch guests only"},
                            q("pveum", "pool", "add", pool, "--comment", "restoredrill scratch guests only")))
     for role in privs.pve_roles(loaded.model, major, mappings):
@@ -95,7 +92,7 @@ def pbs_steps(loaded: LoadedInventory, plan: Plan) -> None:
                            q("proxmox-backup-manager", "user", "create", user, "--comment", COMMENT)))
     plan.steps.append(Step("pbs", "post", f"/access/users/{user}/token/{name}", {"comment": COMMENT},
                            q("proxmox-backup-manager", "user", "generate-token", user, name),
-                           secret_to=_secret_path(loaded, pbs.token_secret, "pbs"), fatal_exists=True))
+                           secret_to=_secret_path(loaded, pbs.token_secret), fatal_exists=True))
     for role in privs.pbs_roles():
         for path in role.paths:
             for auth_id in (user, pbs.token_id):      # a token holds what both it and its user hold
@@ -172,14 +169,14 @@ def print_plan(plan: Plan, out=None) -> None:
             continue
         print(f"# {api.upper()}: run {where}", file=out)
         for step in steps:
-            print(step.line(), file=out)
+            print(step.command, file=out)
             if step.secret_to is not None:
                 print(f"#   ^ prints the token's secret once: store it in {step.secret_to} (chmod 600)", file=out)
             elif step.secret_to is None and step.fatal_exists:
                 print("#   ^ prints the token's secret once: store it where the inventory's token_secret points",
                       file=out)
             if step.exists is not None:
-                print(f"#   (if the role exists: {step.exists.line()})", file=out)
+                print(f"#   (if the role exists: {step.exists.command})", file=out)
     for note in plan.notes:
         print(f"# note: {note}", file=out)
 
@@ -208,13 +205,13 @@ def apply_plan(plan: Plan, admins: dict[str, Endpoint]) -> int:
         except ApiError as exc:
             if _exists(exc) and not step.fatal_exists:
                 if step.exists is None:
-                    done.append(f"{step.line()}  (exists: reused)")
+                    done.append(f"{step.command}  (exists: reused)")
                     continue
                 try:
                     apis[step.api].call(step.exists.method, step.exists.path, **step.exists.params)
                 except ApiError as again:
                     return _failed(done, step.exists, again)
-                done.append(f"{step.exists.line()}  (it existed)")
+                done.append(f"{step.exists.command}  (it existed)")
                 continue
             return _failed(done, step, exc)
         if step.secret_to is not None:
@@ -222,7 +219,7 @@ def apply_plan(plan: Plan, admins: dict[str, Endpoint]) -> int:
             if not isinstance(value, str) or not value:
                 return _failed(done, step, ApiError("the answer holds no token secret ('value')"))
             _write_secret(step.secret_to, value)
-        done.append(step.line())
+        done.append(step.command)
     print(f"applied {len(done)} step(s):")
     for line in done:
         print(f"  {line}")
@@ -238,7 +235,7 @@ def _write_secret(path: Path, value: str) -> None:
 
 
 def _failed(done: list[str], step: Step, exc: ApiError) -> int:
-    print(f"restoredrill setup: {step.line()} failed: {exc}", file=sys.stderr)
+    print(f"restoredrill setup: {step.command} failed: {exc}", file=sys.stderr)
     print(f"applied before it ({len(done)}): " + ("; ".join(done) or "nothing"), file=sys.stderr)
     print("fix the cause and run setup --apply again (users, roles and the pool are reused; a token that "
           "exists must be removed first: pveum user token remove / proxmox-backup-manager user delete-token)",
