@@ -75,6 +75,15 @@ WIRE_DEVIATIONS = (
               r"exists|bridge_ports|address|netmask|cidr|gateway): not in schema",
               "the whole parsed interface (the schema lists only type and method)",
               "pve-manager PVE/API2/Network.pm (network_config returns $ifaces->{$iface})"),
+    Deviation("pve", "GET", "/nodes/{node}/network",
+              r"\.(bridge_fd|bridge_stp): not in schema",
+              "each parsed interface whole (the schema's list lacks a Linux bridge's stp/fd keys)",
+              "pve-manager PVE/API2/Network.pm (index pushes each interface of read_etc_network_interfaces)"),
+    Deviation("pve", "GET", "/storage",
+              r"\.(type|content|digest|nodes|datastore|server|username|fingerprint|namespace): not in schema",
+              "each storage.cfg entry whole (the schema names only storage)",
+              "pve-storage src/PVE/API2/Storage/Config.pm (index pushes $api_storage_config: the "
+              "entry plus storage and digest)"),
     Deviation("pve", "GET", "/nodes/{node}/qemu/{vmid}/status/current", r"\.disk: not in schema",
               "qemu status carries disk (always 0)",
               "qemu-server src/PVE/QemuServer.pm (vmstatus: $d->{disk} = 0)"),
@@ -145,6 +154,12 @@ def walk_pve(double: ProxmoxDouble) -> None:
     admin.pools.post(poolid="drill-extra", comment="walk")
     admin.pools.put(poolid="drill-extra", comment="walked")
     pve.pools.get(), pve.pools.get(poolid="restoredrill"), pve.pools("restoredrill").get()
+    pve.storage.get(), node.network.get(type="any_bridge")                 # restoredrill init
+    admin.access.users.post(userid="walk@pve", comment="walk")              # restoredrill setup --apply
+    admin.access.users("walk@pve").token("walk").post(privsep=1, comment="walk")
+    admin.access.roles.post(roleid="Walk", privs="VM.Audit")
+    admin.access.roles("Walk").put(privs="VM.Audit,Sys.Audit")
+    admin.access.acl.put(path="/vms", roles="Walk", users="walk@pve", tokens="walk@pve!walk", propagate=1)
 
     def wait(upid: str) -> dict:
         return Tasks.blocking_status(pve, upid, timeout=60, polling_interval=0.05)
@@ -176,6 +191,10 @@ def walk_pve(double: ProxmoxDouble) -> None:
 def walk_pbs(double: ProxmoxDouble) -> None:
     pbs, admin = pbs_api(double), pbs_api(double, double.pbs_admin_token)
     pbs.version.get(), pbs.admin.datastore.get()
+    pbs.config.datastore.get(), pbs.config.remote.get()                     # restoredrill init
+    admin.access.users.post(userid="walk@pbs", comment="walk")              # restoredrill setup --apply
+    admin.access.users("walk@pbs").token("walk").post(comment="walk")
+    admin.access.acl.put(path="/datastore", role="DatastoreAudit", propagate=1, **{"auth-id": "walk@pbs!walk"})
     pbs.config.notifications.targets.get()
     store = pbs.admin.datastore("local")
     store.status.get(verbose=1), store.groups.get(), store.snapshots.get()
