@@ -180,7 +180,7 @@ class ProxmoxDouble(StartStop):
                                                 secrets)
         self.pbs_audit = self.pbs_tokens.create(homelab.PBS_AUDIT_TOKEN, homelab.pbs_audit_acl(), secrets)
         service = PbsService(self.pbs_node, self.stores, tasks, self.pbs_jobs, self.zone,
-                             version=self.pbs_version)
+                             version=self.pbs_version, fingerprint=self.pbs_fingerprint)
         self.servers["pbs"] = ApiServer(
             "pbs", build_pbs_router(service), self.pbs_tokens, self.pbs_identity, self.schemas,
             strict=self.strict, faults=self.faults,
@@ -202,7 +202,9 @@ class ProxmoxDouble(StartStop):
         self.pve_drill = self.pve_tokens.create(
             homelab.PVE_DRILL_TOKEN, homelab.pve_drill_acl(version_tuple(self.pve_version)), secrets)
         service = PveService(self.pve_state, registries, self.stores, self.restorer, self.faults,
-                             version=self.pve_version)
+                             version=self.pve_version, tokens=self.pve_tokens)
+        homelab.record_nightly_backups(self.pve_state, registries)
+        self.faults.pve_state = self.pve_state
         self.servers["pve"] = ApiServer(
             "pve", build_pve_router(service), self.pve_tokens, self.pve_identity, self.schemas,
             strict=self.strict, faults=self.faults,

@@ -15,6 +15,7 @@ from typing import Any
 from restoredrill.lab.proxmox import homelab, store_ops
 from restoredrill.lab.proxmox.http import RawDownload
 from restoredrill.lab.proxmox.names import check_backup_id, check_datastore
+from restoredrill.lab.proxmox.pbs_node_routes import add_pbs_node_routes
 from restoredrill.lab.proxmox.pbs_jobs import PbsJobs, gc_counters
 from restoredrill.lab.proxmox.permissions import has_privs, require
 from restoredrill.lab.proxmox.routing import (BOOLEAN, INTEGER, PBS_BACKUP_ID, PBS_BACKUP_TYPE,
@@ -48,6 +49,7 @@ class PbsService:
     notification_targets: list[dict[str, Any]] = field(
         default_factory=homelab.notification_targets)
     version: dict[str, str] = field(default_factory=lambda: dict(PBS_VERSION))
+    fingerprint: str = ""       # the server certificate's (node status ``info``)
 
     def release(self) -> tuple[int, int]:
         major, minor = self.version["version"].split(".")[:2]
@@ -85,6 +87,7 @@ def build_pbs_router(service: PbsService) -> Router:
     _datastore_routes(router, service)
     _job_routes(router, service)
     _task_routes(router, service)
+    add_pbs_node_routes(router, service)
 
     @router.route("GET", "/version")
     def version(call: Call) -> dict[str, Any]:

@@ -65,6 +65,7 @@ def check_allocate(service: PveService, call: Call, vmid: int, pool: str | None,
 def restore_vm(service: PveService, call: Call) -> str:
     """``qm create VMID --archive VOLID`` / ``qmrestore``."""
     service.check_node(call)
+    service.check_quorum()
     vmid, pool, storage = check_vmid(call.get("vmid")), call.get("pool"), call.get("storage")
     if call.get("archive") is None:
         raise param_error("archive", "the test double creates VMs only from a backup "
@@ -103,6 +104,7 @@ def restore_vm(service: PveService, call: Call) -> str:
 def restore_ct(service: PveService, call: Call) -> str:
     """``pct restore VMID VOLID`` / ``pct create --restore 1``."""
     service.check_node(call)
+    service.check_quorum()
     vmid, pool = check_vmid(call.get("vmid")), call.get("pool")
     if not call.get("restore"):
         raise param_error("restore", "the test double creates containers only from a backup "
