@@ -25,7 +25,8 @@ BUILTIN_ROLES = {"Administrator": PVE_PRIVILEGES, "NoAccess": ()}
 
 
 def add_access_read_routes(router: Router, service: PveService) -> None:
-    groups = service.state.user_groups     # group -> its members (user.cfg ``group:`` lines)
+    def groups() -> dict[str, tuple[str, ...]]:
+        return service.state.user_groups     # group -> its members (user.cfg ``group:`` lines)
 
     def tokens() -> list[ApiToken]:
         registry = service.tokens
@@ -64,7 +65,7 @@ def add_access_read_routes(router: Router, service: PveService) -> None:
         ``full`` adds ``groups`` (comma-joined) and ``tokens``."""
         privs = ["User.Modify", "Sys.Audit"]
         everyone = perms.has_privs(call.token, "/access/groups", privs, any_of=True)
-        allowed = {user for group, members in groups.items() for user in members
+        allowed = {user for group, members in groups().items() for user in members
                    if perms.has_privs(call.token, f"/access/groups/{group}", privs, any_of=True)}
         owners = {"root@pam"} | {token.user for token in tokens()}
         answer = []
@@ -76,7 +77,7 @@ def add_access_read_routes(router: Router, service: PveService) -> None:
             entry: dict[str, Any] = {"userid": user, "enable": 1, "expire": 0,
                                      "realm-type": user.rsplit("@", 1)[1]}
             if call.get("full"):
-                member_of = sorted(g for g, members in groups.items() if user in members)
+                member_of = sorted(g for g, members in groups().items() if user in members)
                 if member_of:
                     entry["groups"] = ",".join(member_of)
                 entry["tokens"] = [{"tokenid": t.token_name, "expire": 0, "privsep": 1}
@@ -89,7 +90,7 @@ def add_access_read_routes(router: Router, service: PveService) -> None:
         """pve-access-control src/PVE/API2/Group.pm ``index``: groups the caller holds
         User.Modify, Sys.Audit or Group.Allocate on (/access/groups/<group>)."""
         return [{"groupid": group, "users": ",".join(sorted(members))}
-                for group, members in sorted(groups.items())
+                for group, members in sorted(groups().items())
                 if perms.has_privs(call.token, f"/access/groups/{group}",
                                    ["User.Modify", "Sys.Audit", "Group.Allocate"], any_of=True)]
 

@@ -118,7 +118,7 @@ def configure_pve(state: PveState, crypt: CryptConfig | None, pbs_fingerprint: s
         config, _hints = parse_config(text)
         guest = state.add_guest(Guest(vmid, kind, config), GUEST_NODES.get(vmid, state.node))
         # production guests are modelled as running; the lab runs only restored guests
-        guest.status, guest.started_at = "running", time.time()
+        guest.status, guest.started_at = "running", time.time() - 3 * 86400   # up 3 days
     state.backup_jobs = [{"id": "backup-9d0c6a1f-5e2b", "schedule": "01:00",
                           "storage": "pbs", "vmid": "110,120", "mode": "snapshot",
                           "enabled": 1, "notes-template": "{{guestname}}",

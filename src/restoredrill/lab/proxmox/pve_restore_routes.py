@@ -93,6 +93,16 @@ def restore_vm(service: PveService, call: Call) -> str:
             perms.require(call.token, path, ["SDN.Use"])
     overrides = rc.add_random_macs(overrides, "qemu")
     create_and_lock(service, vmid, "qemu", bool(call.get("force")))
+    if exists:
+        # qemu-server src/PVE/API2/Qemu.pm create_vm: $emsg is "unable to restore VM $vmid -"
+        # and $restorefn (run before the worker forks) calls check_protection($conf, $emsg),
+        # which appends " - protection mode enabled" (pve-guest-common AbstractConfig.pm):
+        # upstream's double dash; then "$emsg vm is running". The lock stays set, as there.
+        guest = service.state.guests[vmid]
+        if guest.protected:
+            raise ApiError(500, f"unable to restore VM {vmid} - - protection mode enabled")
+        if service.state.runtime.status(guest) == "running":
+            raise ApiError(500, f"unable to restore VM {vmid} - vm is running")
     request = RestoreRequest("qemu", vmid, volume, call.token, storage=storage, pool=pool,
                              unique=bool(call.get("unique")), start=bool(call.get("start")),
                              options=overrides, existed=exists,

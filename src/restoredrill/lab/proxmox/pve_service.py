@@ -54,11 +54,10 @@ class PveService:
             raise ApiError(500, f"hostname lookup '{node}' failed - failed to get address info "
                                 f"for: {node}: Name or service not known")
         if not self.state.online(node):
-            # pveproxy forwards the call (``proxyto``) to the node's address; AnyEvent::HTTP
-            # reports a connection that cannot be made as status 595 (its documentation:
-            # "595 - errors during connection establishment, proxy handshake")
-            raise ApiError(595, f"Errors during connection establishment, proxy handshake: "
-                                f"No route to host (node '{node}' is offline)")
+            # pveproxy forwards the call (``proxyto``) to the node's address and passes on
+            # AnyEvent::HTTP's status and reason (pve-http-server APIServer/AnyEvent.pm
+            # ``proxy_request``): 595 for a connection that cannot be made, the errno text
+            raise ApiError(595, "No route to host")
         self.state.serve_on(node)
         return node
 
