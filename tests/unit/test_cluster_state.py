@@ -35,3 +35,12 @@ def test_ha_resources_name_vmids_of_both_kinds_and_nothing_else():
     answer = [{"sid": "vm:9901", "type": "vm"}, {"sid": "ct:120", "type": "ct"}, {"sid": "vm:x"},
               {"sid": "vm:1 "}, "junk", {"type": "vm"}]
     assert ha_vmids(answer) == {9901, 120}
+
+
+def test_hostile_names_never_reach_the_message():
+    hostile = [{"type": "cluster", "name": "x\n\x1b[2Jrm -rf /", "quorate": 0},
+               {"type": "node", "name": "pve2\nTASK OK", "online": 0},
+               {"type": "node", "name": "a" * 500, "online": "0"}]
+    refusal = quorum_refusal(hostile)
+    assert refusal is not None and "\n" not in refusal and "\x1b" not in refusal
+    assert "cluster ? has no quorum" in refusal and "offline: ?, ?" in refusal

@@ -20,11 +20,18 @@ import re
 from collections.abc import Iterable
 
 HA_SID = re.compile(r"(?:vm|ct):(\d+)")
+NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9.\-]{0,62}")     # pve-node / cluster names; others shown as "?"
+
+
+def _name(value: object) -> str:
+    """A server-given name fit for a message (a hostile answer cannot inject text)."""
+    text = str(value)
+    return text if NAME.fullmatch(text) else "?"
 
 
 def offline_nodes(status: Iterable[dict]) -> list[str]:
     """Members whose ``online`` is false, sorted."""
-    return sorted(str(item.get("name")) for item in status
+    return sorted(_name(item.get("name")) for item in status
                   if isinstance(item, dict) and item.get("type") == "node" and
                   not _true(item.get("online", 1)))
 
@@ -37,7 +44,7 @@ def quorum_refusal(status: list[dict]) -> str | None:
         return None
     offline = offline_nodes(status)
     where = f"; offline: {', '.join(offline)}" if offline else ""
-    return (f"cluster {cluster.get('name', '?')} has no quorum (/cluster/status quorate 0{where}): "
+    return (f"cluster {_name(cluster.get('name', '?'))} has no quorum (/cluster/status quorate 0{where}): "
             "PVE refuses to create guests until quorum is back ('cluster not ready - no quorum?'). "
             "Bring the offline node(s) back or restore quorum (pvecm expected) and run the drill again")
 
