@@ -105,6 +105,11 @@ def test_resources_keep_nodes_without_stats_and_sum_pools(double):
     assert prod["maxcpu"] == sum(m["maxcpu"] for m in members if m["uptime"]) and prod["uptime"] > 0
     for entry in admin.nodes.get():
         assert entry["id"] == f"node/{entry['node']}" and entry["type"] == "node"
+    # storages: Datastore.Audit only; the drill token's AllocateSpace on pbs lists it per node
+    # (/nodes/{node}/storage, Status.pm) but not in /cluster/resources (Cluster.pm)
+    drill = pve_api(double)
+    assert [r for r in drill.cluster.resources.get(type="storage")] == []
+    assert "pbs" in {s["storage"] for s in drill.nodes("pve1").storage.get()}
 
 
 def test_content_filtering_and_subvol_size(double):

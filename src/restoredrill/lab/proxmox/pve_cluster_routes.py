@@ -49,7 +49,8 @@ def add_cluster_routes(router: Router, service: PveService) -> None:
         maxcpu summed over their running guests, whether or not the caller may see them),
         guests with VM.Audit (``pool`` dropped without Pool.Audit; ``hastate`` from the HA
         config), every node (PVE/API2Tools.pm ``extract_node_stats``: without Sys.Audit on
-        /nodes/<node> the entry has no stats; an offline member is ``offline``), storages."""
+        /nodes/<node> the entry has no stats; an offline member is ``offline``), storages the
+        caller holds Datastore.Audit on (AllocateSpace alone is not enough here)."""
         kind, found = call.get("type"), []
         pools: dict[str, dict[str, Any]] = {}
         if kind is None:
@@ -79,11 +80,10 @@ def add_cluster_routes(router: Router, service: PveService) -> None:
             found += [node_entry(service, node, audit=perms.has_privs(
                 call.token, f"/nodes/{node}", ["Sys.Audit"])) for node in state.nodes]
         if kind in (None, "storage"):     # one entry per node the storage is available on
-            for node in state.nodes:
+            for node in state.nodes:      # Cluster.pm: Datastore.Audit only (not AllocateSpace)
                 for storage in sorted(state.storages.values(), key=lambda s: s.storage):
                     if storage.available_on(node) and perms.has_privs(
-                            call.token, f"/storage/{storage.storage}",
-                            ["Datastore.Audit", "Datastore.AllocateSpace"], any_of=True):
+                            call.token, f"/storage/{storage.storage}", ["Datastore.Audit"]):
                         usage = storage_status(service, storage)
                         found.append({"id": f"storage/{node}/{storage.storage}",
                                       "type": "storage", "storage": storage.storage,
