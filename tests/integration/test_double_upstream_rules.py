@@ -121,6 +121,14 @@ def test_content_filtering_and_subvol_size(double):
     assert admin.get() == [rootfs]
 
 
+def test_localhost_is_the_answering_node(double):
+    admin = pve_api(double, double.admin_token)
+    assert admin.nodes("localhost").version.get()["version"] == double.pve_version["version"]
+    assert admin.nodes("localhost").qemu.get()[0]["vmid"] == 100           # pve1's guest
+    [local] = [n for n in admin.cluster.status.get() if n.get("local")]
+    assert local["name"] == double.node == "pve1"
+
+
 # --- PVE privilege rules ------------------------------------------------------------------
 def test_affinity_is_root_only_and_cloud_init_takes_either_privilege(double):
     admin = pve_api(double, double.admin_token)

@@ -50,6 +50,10 @@ class PveService:
         name through the cluster's node list, then DNS: an unknown name fails the
         address lookup); the request then runs on it (``proxyto => 'node'``)."""
         node = check_node(call.get("node"))
+        if node == "localhost":
+            # pve-http-server src/PVE/APIServer/AnyEvent.pm: 'localhost' is never proxied, the
+            # answering node (the first one here, ``local`` in /cluster/status) serves it
+            node = self.state.node
         if node not in self.state.nodes:
             raise ApiError(500, f"hostname lookup '{node}' failed - failed to get address info "
                                 f"for: {node}: Name or service not known")
