@@ -185,7 +185,7 @@ class ProxmoxDouble(StartStop):
                                                     secrets)
             self.pbs_audit = self.pbs_tokens.create(homelab.PBS_AUDIT_TOKEN, homelab.pbs_audit_acl(), secrets)
         service = PbsService(self.pbs_node, self.stores, tasks, self.pbs_jobs, self.zone,
-                             version=self.pbs_version)
+                             version=self.pbs_version, fingerprint=self.pbs_fingerprint)
         router = build_pbs_router(service)
         self.pbs_access = AccessAdmin("pbs", self.pbs_tokens, secrets)
         add_pbs_admin_routes(router, service, self.pbs_access)
@@ -211,7 +211,9 @@ class ProxmoxDouble(StartStop):
             self.pve_drill = self.pve_tokens.create(
                 homelab.PVE_DRILL_TOKEN, homelab.pve_drill_acl(version_tuple(self.pve_version)), secrets)
         service = PveService(self.pve_state, registries, self.stores, self.restorer, self.faults,
-                             version=self.pve_version)
+                             version=self.pve_version, tokens=self.pve_tokens)
+        homelab.record_nightly_backups(self.pve_state, registries)
+        self.faults.pve_state = self.pve_state
         router = build_pve_router(service)
         self.pve_access = AccessAdmin("pve", self.pve_tokens, secrets)
         add_pve_admin_routes(router, service, self.pve_access)

@@ -122,6 +122,17 @@ for _template in ("/version", "/cluster/resources", "/cluster/nextid", "/nodes",
     IN_CODE[("pve", "GET", _template)] = ANYBODY
 IN_CODE[("pve", "POST", "/nodes/{node}/qemu")] = IN_CODE[("pve", "POST", "/nodes/{node}/lxc")] \
     = ANYBODY
+# what monitoring clients read (issue 25)
+for _template in ("/cluster/status", "/cluster/config/qdevice", "/cluster/ha/resources",
+                  "/cluster/ha/groups", "/cluster/ha/rules", "/cluster/ha/status/manager_status"):
+    IN_CODE[("pve", "GET", _template)] = _perm("/", "Sys.Audit")
+for _template in ("/cluster/tasks", "/nodes/{node}/version", "/nodes/{node}/subscription",
+                  "/nodes/{node}/replication", "/nodes/{node}/network", "/storage",
+                  "/access/acl", "/access/users", "/access/groups", "/access/roles"):
+    IN_CODE[("pve", "GET", _template)] = ANYBODY
+IN_CODE[("pve", "GET", "/nodes/{node}/status")] = _perm("/nodes/{node}", "Sys.Audit")
+IN_CODE[("pve", "GET", "/storage/{storage}")] = _perm("/storage/{storage}", "Datastore.Allocate")
+IN_CODE[("pbs", "GET", "/nodes/{node}/status")] = _pbs("/system/status", "Sys.Audit")
 for _method, _template in (
         ("GET", "/version"), ("GET", "/admin/datastore"), ("GET", "/nodes/{node}/tasks"),
         ("GET", "/config/datastore"), ("GET", "/config/remote"), ("PUT", "/access/acl"),
