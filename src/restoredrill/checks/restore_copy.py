@@ -9,8 +9,9 @@ counts as oldest; a tie goes to the local copy, which costs no egress), so that 
 
 A copy is reached through the PVE storage that points at its datastore (and namespace):
 PVE's restore reads from the PBS datastore the storage names (pve-storage
-``PVE/Storage/PBSPlugin.pm``: ``datastore`` and ``namespace`` of the storage.cfg entry are
-passed to ``pbs-restore`` as ``--repository``/``--ns``).
+``src/PVE/Storage/PBSPlugin.pm``: ``do_raw_client_cmd`` passes the storage.cfg entry's
+``datastore`` as ``--repository`` and its ``namespace`` as ``--ns``, and the storage's own
+key ``/etc/pve/priv/storage/<id>.enc`` as ``--keyfd``).
 
 An offsite restore downloads the whole backup from the object store; the offsite S3
 target's ``egress_budget`` caps what the offsite restores of one run may read. A restore
