@@ -115,3 +115,21 @@ def test_an_auditing_drill_is_covered_by_a_fully_passing_run():
     history = history_of(audit(0, True), audit(20, True), audit(40, False))
     [fine] = hist.coverage_gaps(history, ["offsite:s3"], T0 + timedelta(days=40), Thresholds())
     assert fine.ok and "last run with every check passing 2026-03-21" in fine.message
+
+
+def test_offsite_restores_are_judged_against_offsite_restores_only():
+    """Issue 23: rotate alternates a guest's copies; the offsite (disaster) RTO has its own series,
+    so a slower offsite restore is no regression of the local one, and vice versa."""
+    def guest_run(day: int, copy: str, restore: float, boot: float) -> list[Row]:
+        started = T0 + timedelta(days=day)
+        return [Row(f"run-{day:03d}", started, "guest:app-vm", "restore", "passed", restore + boot,
+                    {"copy": copy, "restore_seconds": restore, "boot_to_reachable_seconds": boot})]
+    runs = [guest_run(d, "local" if d % 2 == 0 else "offsite", 10 if d % 2 == 0 else 60, 5) for d in range(8)]
+    history = history_of(*runs)
+    series = hist.rto_series(history, "guest:app-vm")
+    assert sorted(series) == ["boot", "boot@offsite", "restore", "restore@offsite"]
+    assert {s for _, _, s in series["restore@offsite"]} == {60} and {s for _, _, s in series["restore"]} == {10}
+    limits = Thresholds(rto_share=0.5, rto_window=5, rto_min_points=3, rto_min_seconds=5)
+    findings = hist.regressions(history, "run-007", limits)
+    assert findings and all(f.ok for f in findings), [f.message for f in findings if not f.ok]
+    assert {f.name for f in findings} == {"rto:guest:app-vm:restore@offsite", "rto:guest:app-vm:boot@offsite"}
