@@ -130,6 +130,15 @@ class S3CachedSource:
                 self._used -= size
                 self._path(old).unlink(missing_ok=True)
 
+    def clear(self) -> None:
+        """Empty the chunk cache (as at lab start: a fresh PBS reads every chunk from S3)."""
+        import shutil
+        with self._lock:
+            self._cached.clear()
+            self._used = 0
+            shutil.rmtree(self.cache_dir, ignore_errors=True)
+            self.cache_dir.mkdir(parents=True, mode=0o700, exist_ok=True)
+
     @property
     def cached_bytes(self) -> int:
         return self._used
