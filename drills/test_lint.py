@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from restoredrill.fixtures.common import drill_step
-from restoredrill.fixtures.lint import prove_borg_key, prove_pbs_key_file, prove_pbs_snapshots
+from restoredrill.fixtures.lint import prove_borg_key, prove_pbs_chunk, prove_pbs_key_file, prove_pbs_snapshots
 
 pytestmark = pytest.mark.drill_kind("lint")
 
@@ -70,4 +70,15 @@ def test_escrowed_key_matches_snapshots(escrowed_pbs_copy, inventory, evidence):
     evidence(drill=f"lint:{copy.label}", check="escrowed-key-snapshots", key_file=str(key_file))
     with drill_step(f"{copy.label}: snapshots against the escrowed key"):
         facts = prove_pbs_snapshots(inventory, copy.copy, Path(key_file))
+    evidence(**facts)
+
+
+def test_escrowed_key_decrypts_offsite_chunk(escrowed_s3_copy, inventory, run_id, evidence):
+    """The escrowed key itself (not PVE's copy) opens the offsite copy in S3: the newest snapshot's
+    manifest is its key's and verifies, a sampled chunk decrypts with it and matches its digest."""
+    copy = escrowed_s3_copy
+    key_file = inventory.resolve_path(copy.key_file)
+    evidence(drill=f"lint:{copy.label}", check="escrowed-key-decrypts", key_file=str(key_file))
+    with drill_step(f"{copy.label}: a chunk of the offsite copy decrypted with the escrowed key"):
+        facts = prove_pbs_chunk(inventory, copy.copy, Path(key_file), run_id)
     evidence(**facts)

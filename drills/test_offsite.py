@@ -168,9 +168,10 @@ def test_s3_encrypted(s3_drill, evidence):
     problems += [f"{key}: unencrypted chunk" for key in sample.unencrypted]
     if policy.key_fingerprint:
         other = sorted(fp for fp in meta.fingerprints if fp.lower() != policy.key_fingerprint.lower())
-        if other:
-            problems.append(f"snapshots encrypted with key(s) {', '.join(other)}, not the key kept outside "
-                            f"the site ({policy.key_fingerprint})")
+        for fingerprint in other:
+            named = sorted(meta.snapshots_by_key.get(fingerprint, []))
+            problems.append(f"{len(named)} snapshot(s) signed and encrypted with key {fingerprint}, not the key "
+                            f"kept outside the site ({policy.key_fingerprint}): {list_some(named)}")
     if problems:
         fail(f"S3 target {t.name}: expected only client-side encrypted data (encryption required); found "
              f"{len(problems)} problem(s): {list_some(problems)}")

@@ -14,7 +14,11 @@ pytestmark = pytest.mark.drill_kind("pbs")
 
 
 def test_restore(pbs_guest, scratch_guest, evidence):
-    """Restore, isolate, start, reach: the evidence is the snapshot, the UPIDs and the RTO."""
+    """Restore, isolate, start, reach: the evidence is the copy (local/offsite, its PVE storage,
+    datastore and namespace), the snapshot, the UPIDs and the RTO of that copy."""
+    if scratch_guest.not_run:
+        evidence(drill=f"guest:{pbs_guest.name}", check="restore", guest=pbs_guest.name, **scratch_guest.evidence)
+        pytest.skip(scratch_guest.not_run)
     if scratch_guest.failure:
         evidence(drill=f"guest:{pbs_guest.name}", check="restore", guest=pbs_guest.name,
                  **{k: v for k, v in scratch_guest.evidence.items() if k != "config_diff"})
@@ -27,7 +31,10 @@ def test_restore(pbs_guest, scratch_guest, evidence):
 
 def test_health(pbs_guest, health_check, scratch_guest, inventory, evidence):
     evidence(drill=f"guest:{pbs_guest.name}", check=health_check.name, guest=pbs_guest.name,
-             snapshot=scratch_guest.evidence.get("snapshot"), scratch_vmid=scratch_guest.vmid)
+             snapshot=scratch_guest.evidence.get("snapshot"), scratch_vmid=scratch_guest.vmid,
+             copy=scratch_guest.copy.copy)
+    if scratch_guest.not_run:
+        pytest.skip(f"not checked: {scratch_guest.not_run}")
     if scratch_guest.failure:
         pytest.fail(f"not checked, the restore failed (see test_restore[{pbs_guest.name}]): "
                     f"{scratch_guest.failure}", pytrace=False)

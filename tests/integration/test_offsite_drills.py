@@ -123,8 +123,7 @@ def test_faults_fail_the_right_cases_naming_what_is_wrong(offsite, tmp_path):
                     **{"bad-secret": {"secret_key": f"file:{tmp_path / 'wrong.secret'}"},
                        "bad-ca": {"ca_file": str(tmp_path / "other-ca" / "ca.pem")},
                        "no-bucket": {"bucket": "no-such-bucket"},
-                       "unlocked": {"bucket": "offsite-unlocked"},
-                       "must-encrypt": {"encryption_required": True}})
+                       "unlocked": {"bucket": "offsite-unlocked"}})
     layout = Layout.s3(LAB_STORE)
     victim = referenced_chunk_key(offsite.double, layout)   # a chunk an index really uses (GC keeps others)
     original = admin.get_object(Bucket=LAB_BUCKET, Key=victim)["Body"].read()
@@ -150,11 +149,6 @@ def test_faults_fail_the_right_cases_naming_what_is_wrong(offsite, tmp_path):
     unlocked_failures = {case for case in S3_CASES if outcome(case, "unlocked")["outcome"] != "passed"}
     assert unlocked_failures == {"test_s3_hardening"}
     assert "object lock is off" in outcome("test_s3_hardening", "unlocked")["message"]
-    # the double backs the CT up without a key: a target that demands encryption says so
-    assert {case for case in S3_CASES if outcome(case, "must-encrypt")["outcome"] != "passed"} == {
-        "test_s3_encrypted", "test_s3_chunk_sample", "test_s3_chunks_present"}
-    message = outcome("test_s3_encrypted", "must-encrypt")["message"]
-    assert "crypt-mode none" in message and "/ct/120/" in message and "/vm/110/" not in message
     assert outcome(CROSS, "lab-s3")["outcome"] == "passed"          # the missing chunk is not an archive
     assert f"{CROSS}[bad-secret]" not in cases          # no datastore syncs to that target: not collected
     for export in ("fw-plain", "fw-encrypted"):
@@ -204,3 +198,74 @@ def test_the_bucket_holds_the_doubles_offsite_store(offsite):
     assert offsite.facts["objects_uploaded"] == len(listed)
     print(f"upload: {offsite.facts['objects_uploaded']} objects, {offsite.facts['bytes_uploaded']:,} bytes "
           f"in {offsite.timings['upload']:.2f} s")
+
+
+def newest_ct_chunk(offsite):
+    """(bucket key, digest) of a chunk of the newest offsite ct/120 snapshot."""
+    store = offsite.double.stores["offsite"]
+    newest = max(store.snapshot_infos("ct", "120", homelab.OFFSITE_NAMESPACE), key=lambda i: i.epoch)
+    _archive, digest = store.archive_digests(newest.ref)[-1]
+    return Layout.s3(LAB_STORE).chunk_key(digest), digest
+
+
+def test_the_lab_is_encrypted_end_to_end_and_a_plain_chunk_or_a_foreign_key_fails(offsite, tmp_path):
+    """Issue 23 section 3: every lab backup is encrypted with the key the PVE storages hold, the
+    target and datastores require it, the escrowed copy (a separate file) decrypts a sampled
+    chunk; a chunk stored unencrypted fails the encryption cases naming it, and a newer snapshot
+    signed by another key fails the encryption case and the key proof naming both fingerprints."""
+    from datetime import datetime, timezone
+
+    from restoredrill.lab.offsite import tree_objects
+    from restoredrill.pbsformat import CryptConfig, DatastoreWriter, decode_chunk, encode_blob
+    inventory = write_inventory(tmp_path / "inventory.yaml", offsite)
+    assert inventory["offsite"]["s3"][0]["encryption_required"] is True
+    inventory["offsite"]["s3"][0]["read_data_runs"] = 1        # the sample reads every chunk this run
+    (tmp_path / "inventory.yaml").write_text(yaml.safe_dump(inventory, sort_keys=False))
+    assert all(s["encryption_required"] for s in inventory["proxmox"]["pbs"]["datastores"])
+    escrow = inventory["proxmox"]["pbs"]["datastores"][1]["key_escrow"]["key_file"]
+    assert escrow != str(offsite.double.key_file) and open(escrow).read() == offsite.double.key_file.read_text()
+    code, cases, _ = run_kinds(tmp_path, "clean")
+    proof = cases["test_escrowed_key_decrypts_offsite_chunk[pbs:offsite]"]
+    assert proof["outcome"] == "passed", proof["message"]
+    assert proof["properties"]["proof"] == "decrypted with the escrowed key; digest matches"
+    assert proof["properties"]["snapshot"].startswith("ns/homelab/")
+    encrypted = cases["test_s3_encrypted[lab-s3]"]
+    assert encrypted["outcome"] == "passed" and encrypted["properties"]["encryption_required"] == "True"
+    assert encrypted["properties"]["key_fingerprints"] == offsite.double.key_fingerprint
+
+    admin = offsite.seaweed.client("admin")
+    victim, digest = newest_ct_chunk(offsite)
+    original = admin.get_object(Bucket=LAB_BUCKET, Key=victim)["Body"].read()
+    plain = decode_chunk(original, digest, offsite.double.crypt)
+    admin.put_object(Bucket=LAB_BUCKET, Key=victim, Body=encode_blob(plain, compress=True))
+    other = CryptConfig.generate()
+    when = datetime.now(timezone.utc).replace(microsecond=0)
+    foreign = tmp_path / "foreign"
+    ref = DatastoreWriter(foreign, layout="s3", store=LAB_STORE, precreate_chunk_dirs=False).write_snapshot(
+        homelab.OFFSITE_NAMESPACE, "ct", "120", when, {"pct.conf.blob": b"hostname: app-ct\n",
+                                                       "root.pxar.didx": os.urandom(4096)}, crypt=other)
+    objects = [(key, path) for key, path in tree_objects(foreign)     # not the group's owner file
+               if ref.time_string in key or "/.chunks/" in key]
+    keys = [key for key, _path in objects]
+    for key, path in objects:
+        admin.put_object(Bucket=LAB_BUCKET, Key=key, Body=path.read_bytes())
+    try:
+        code, cases, _ = run_kinds(tmp_path, "faults")
+    finally:
+        admin.put_object(Bucket=LAB_BUCKET, Key=victim, Body=original)
+        for key in keys:
+            admin.delete_object(Bucket=LAB_BUCKET, Key=key)
+    assert code == 1
+    message = cases["test_s3_encrypted[lab-s3]"]["message"]
+    assert f"{victim}: unencrypted chunk" in message, message
+    assert other.fingerprint() in message and offsite.double.key_fingerprint in message
+    assert f"ct/120/{ref.time_string}" in message      # the snapshot carrying the other key is named
+    proof = cases["test_escrowed_key_decrypts_offsite_chunk[pbs:offsite]"]
+    assert proof["outcome"] == "failure"
+    assert other.fingerprint() in proof["message"] and offsite.double.key_fingerprint in proof["message"]
+
+
+def run_kinds(tmp_path, name: str):
+    code = run_drills(RunRequest(inventory=tmp_path / "inventory.yaml", kinds=["offsite", "lint"],
+                                 junit=tmp_path / f"{name}.xml", state_dir=tmp_path / f"state-{name}"))
+    return code, parse_junit(tmp_path / f"{name}.xml"), 0.0

@@ -186,3 +186,35 @@ def test_a_token_that_cannot_see_every_guest_cannot_prove_isolation(double, inve
                                              True, "PVE")), ScratchGuard(9900, 9999, "restoredrill", "restoredrill"))
     with pytest.raises(PlanError, match="cannot be proven isolated.*VM.Audit on /vms"):
         check_drill_bridge(blind, "pve2", inventory.scratch)
+
+
+# --- the copy restored from (issue 23) ------------------------------------------------------
+def test_an_offsite_restore_over_the_egress_budget_is_never_started(double, inventory, pve, tmp_path):
+    """restore_from offsite: NotRun before any VMID is claimed; rotate: the local copy instead,
+    saying why. The ledger is the real state.db table."""
+    from restoredrill.checks.restore_copy import copies_of
+    from restoredrill.fixtures.pbs_copy import EgressLedger, NotRun
+    copies = copies_of(inventory, lambda _target: 1024)
+    offsite = copies["offsite"].__class__(**{**copies["offsite"].__dict__, "s3_target": "lab-s3",
+                                             "egress_budget": 1024})
+    copies["offsite"] = offsite
+    ledger = EgressLedger(tmp_path / "state.db")
+    vm = app_guest(inventory, "app-vm")
+    explicit = ScratchGuest(vm.model_copy(update={"restore_from": "offsite"}), inventory, pve, "E1",
+                            lambda _t: None, copy=offsite, ledger=ledger, copies=copies)
+    with pytest.raises(NotRun, match=r"would pass the egress budget of S3 target lab-s3 \(1,024 bytes"):
+        explicit.preflight()
+    assert explicit.vmid is None and explicit.evidence["copy"] == "offsite"
+    said = []
+    rotating = ScratchGuest(vm, inventory, pve, "E2", said.append, copy=offsite, ledger=ledger, copies=copies)
+    facts = rotating.preflight()
+    assert rotating.copy.copy == "local" and rotating.evidence["copy"] == "local"
+    assert facts["snapshot"]["volid"].startswith(f"{copies['local'].pve_storage}:backup/vm/110/")
+    assert "egress budget" in rotating.evidence["offsite_not_restored"] and "local copy instead" in said[0]
+    assert "offsite" not in rotating.evidence["pve_storage"]
+    generous = offsite.__class__(**{**offsite.__dict__, "egress_budget": 1 << 30})
+    taken = ScratchGuest(vm, inventory, pve, "E3", said.append, copy=generous, ledger=ledger,
+                         copies={**copies, "offsite": generous})
+    facts = taken.preflight()
+    assert taken.evidence["pve_storage"] == "pbs-offsite" and taken.evidence["namespace"] == "homelab"
+    assert taken.evidence["egress_taken_bytes"] == int(facts["snapshot"]["size"]) > 0

@@ -128,3 +128,21 @@ def test_a_pbs_datastore_has_a_newest_and_verified_point_from_its_per_guest_case
     rows += [hist.Row("r1", started, "pbs:local", f"verified:{g}", "passed", 0.1, {}) for g in ("app-vm", "app-ct")]
     points = hist.proven_points(hist.History(rows, OrderedDict(r1=started)), "pbs:local")
     assert points["newest"].name == "ct/120/2026-12-07T01:01:03Z" and points["verified"] == points["newest"]
+
+
+def test_offsite_restores_are_judged_against_offsite_restores_only():
+    """Issue 23: rotate alternates a guest's copies; the offsite (disaster) RTO has its own series,
+    so a slower offsite restore is no regression of the local one, and vice versa."""
+    def guest_run(day: int, copy: str, restore: float, boot: float) -> list[Row]:
+        started = T0 + timedelta(days=day)
+        return [Row(f"run-{day:03d}", started, "guest:app-vm", "restore", "passed", restore + boot,
+                    {"copy": copy, "restore_seconds": restore, "boot_to_reachable_seconds": boot})]
+    runs = [guest_run(d, "local" if d % 2 == 0 else "offsite", 10 if d % 2 == 0 else 60, 5) for d in range(8)]
+    history = history_of(*runs)
+    series = hist.rto_series(history, "guest:app-vm")
+    assert sorted(series) == ["boot", "boot@offsite", "restore", "restore@offsite"]
+    assert {s for _, _, s in series["restore@offsite"]} == {60} and {s for _, _, s in series["restore"]} == {10}
+    limits = Thresholds(rto_share=0.5, rto_window=5, rto_min_points=3, rto_min_seconds=5)
+    findings = hist.regressions(history, "run-007", limits)
+    assert findings and all(f.ok for f in findings), [f.message for f in findings if not f.ok]
+    assert {f.name for f in findings} == {"rto:guest:app-vm:restore@offsite", "rto:guest:app-vm:boot@offsite"}

@@ -72,3 +72,20 @@ def test_value_and_label_formatting():
     assert [format_value(v) for v in (1.0, 0.25, float("nan"), float("inf"), -float("inf"))] == \
         ["1", "0.25", "NaN", "+Inf", "-Inf"]
     assert escape_label('x"\\\n') == 'x\\"\\\\\\n'
+
+
+def test_a_guest_restore_time_names_the_copy_it_came_from():
+    """Issue 23: rotate restores from the local or the offsite copy; the RTO sample says which."""
+    from restoredrill.report.model import Case
+    run = sample_run()
+    run.cases.append(Case("drills/test_pbs_restore.py::test_restore[app-vm]", "guest:app-vm", "restore",
+                          seconds=20.0, properties={"drill": "guest:app-vm", "check": "restore", "copy": "offsite",
+                                                    "restore_seconds": 12.5, "boot_to_reachable_seconds": 3.0}))
+    statuses = drill_statuses(run, hist.History.from_run(run))
+    joined = "\n".join(line for lines in check_exposition(render_metrics(run, statuses, FINDINGS, run.finished))
+                       .values() for line in lines)
+    assert re.search(r'restoredrill_rto_seconds\{[^}]*drill="guest:app-vm",phase="restore",copy="offsite"\} 12.5$',
+                     joined, re.M)
+    assert re.search(r'restoredrill_rto_seconds\{[^}]*drill="guest:app-vm",phase="boot",copy="offsite"\} 3$',
+                     joined, re.M)
+    assert re.search(r'restoredrill_rto_seconds\{[^}]*drill="borg:app-local",phase="restore"\} 2.9$', joined, re.M)

@@ -161,6 +161,7 @@ class MetadataResult:
     blobs_read: int = 0
     plain_archives: list[str] = field(default_factory=list)           # keys with crypt-mode none
     fingerprints: Counter = field(default_factory=Counter)            # key fingerprint -> manifests
+    snapshots_by_key: dict = field(default_factory=dict)              # key fingerprint -> snapshot paths
     in_progress: list[str] = field(default_factory=list)
 
     def add(self, key: str, message: str) -> None:
@@ -186,6 +187,7 @@ def audit_metadata(catalog: Catalog, read_many: ReadMany, now: datetime,
         result.manifests[snap.path] = manifest
         if manifest.key_fingerprint:
             result.fingerprints[manifest.key_fingerprint] += 1
+            result.snapshots_by_key.setdefault(manifest.key_fingerprint, []).append(snap.path)
         for entry in manifest.files:
             archive_key = layout.content_key(snap.ref.file_path(entry.filename))
             if entry.filename not in snap.files:

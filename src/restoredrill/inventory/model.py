@@ -215,6 +215,9 @@ class Guest(Strict):
     snapshot: Literal["latest", "latest-verified", "oldest", "random", "pinned"] = Field(
         "latest-verified", description="Which snapshot a restore drill uses.")
     pinned_snapshot: str | None = Field(None, description="Volid used when snapshot is pinned.")
+    restore_from: Literal["local", "offsite", "rotate"] = Field(
+        "rotate", description="Which copy a restore drill restores from: local, offsite (the disaster copy) or "
+        "rotate (the copy whose last passing restore is oldest, so every copy is restore-tested in turn).")
     rpo: str | None = Field(None, description="Name of an RPO policy.")
     access: Literal["agent", "ssh", "pct"] = Field("agent", description="How checks reach the scratch guest.")
     address: str | None = Field(None, description="The guest's address on the drill bridge (ssh access and "

@@ -72,10 +72,18 @@ def _guest_references(inv: Inventory) -> Iterator[Problem]:
             yield (*loc, "pre_backup_borg"), f"unknown Borg repository {guest.pre_backup_borg!r}"
         if guest.config_export and guest.config_export not in exports:
             yield (*loc, "config_export"), f"unknown config export {guest.config_export!r}"
+        if guest.strategy == "pbs" and guest.restore_from == "offsite" and not _offsite_storage(inv):
+            yield (*loc, "restore_from"), ("restore_from offsite needs a proxmox.pbs.datastores[] entry with role "
+                                           "offsite and pve_storage (the PVE storage pointing at it)")
         low, high = inv.scratch.vmid_range
         if low <= guest.vmid <= high:
             yield (*loc, "vmid"), (f"production guest {guest.vmid} lies inside the scratch range "
                                    f"{low}-{high}; move the scratch range (scratch.vmid_range)")
+
+
+def _offsite_storage(inv: Inventory) -> str | None:
+    stores = inv.proxmox.pbs.datastores if inv.proxmox.pbs else []
+    return next((s.pve_storage for s in stores if s.role == "offsite" and s.pve_storage), None)
 
 
 def _pbs_references(inv: Inventory) -> Iterator[Problem]:

@@ -11,7 +11,9 @@ firewall exports on the box.
    the PBS 4 S3 layout (``<store>/.cnt/<type>/<id>/<time>/<file>``, ``<store>/.chunks/
    <hex4>/<digest>``, ``<store>/.in-use``), with parallel PUTs: the bucket is what the
    double's offsite store holds when the lab starts (as after a PBS 4 S3 datastore's sync);
-3. puts OPNsense exports on the storage box (plain, and encrypted in OPNsense's armored
+3. makes the double's offsite datastore S3-backed: from then on its restores read the bucket
+   (``attach_double_store``, ``lab.proxmox.store_s3``), through a chunk cache empty at start;
+4. puts OPNsense exports on the storage box (plain, and encrypted in OPNsense's armored
    format) and authorizes the box's SFTP key read-only for that folder.
 
 ``write_pbs_datastore`` (a generated S3-layout datastore) stays for the unit tests and the
@@ -46,6 +48,7 @@ LAB_TARGET = "lab-s3"
 LAB_POLICY = {"keep_daily": 7, "keep_weekly": 4, "keep_monthly": 12, "keep_yearly": 2}
 LAB_ZONE = "Europe/Berlin"
 LOCK_DAYS = 30
+S3_CACHE_BYTES = 8 * 1024 * 1024     # the double's offsite chunk cache: smaller than one VM image
 CHUNK_SIZE = 64 * 1024
 VM_IMAGE_SIZE = 256 * 1024
 CT_ARCHIVE_SIZE = 192 * 1024
@@ -327,6 +330,7 @@ class OffsiteLab(StartStop):
         objects, size = self.upload(admin, LAB_BUCKET)
         self.facts.update(objects_uploaded=objects, bytes_uploaded=size)
         self.timings["upload"] = time.monotonic() - mark
+        self.attach_double_store()
         write_secret_file(self.passphrase_file, pysecrets.token_urlsafe(18))
         self.facts.update(write_exports(self.exports_root, newest - timedelta(hours=1),
                                         self.passphrase_file.read_text().strip()))
@@ -334,6 +338,18 @@ class OffsiteLab(StartStop):
                                 read_only=True)
         self.timings["total"] = time.monotonic() - started
         return self
+
+    def attach_double_store(self) -> None:
+        """From now on the double's offsite datastore is S3-backed (PBS 4): its restores read
+        the bucket through an empty, bounded chunk cache (``lab.proxmox.store_s3``), with the
+        PBS server's own read-write identity (the admin one; the drills never get it)."""
+        from restoredrill.lab.proxmox.store_s3 import S3CachedSource
+        store = self.double.stores[self.store]
+        source = S3CachedSource(self.seaweed.client("admin", retries=4, timeout=20), LAB_BUCKET,
+                                Layout.s3(self.store).chunk_prefix, self.root / "pbs-s3-cache" / self.store,
+                                S3_CACHE_BYTES)
+        store.attach_s3(source)
+        self.facts["offsite_store_backend"] = f"s3://{LAB_BUCKET}/{self.store} (chunk cache {S3_CACHE_BYTES:,} bytes)"
 
     def stop(self) -> None:
         if self.seaweed is not None:
@@ -351,10 +367,9 @@ class OffsiteLab(StartStop):
             "require_object_lock": True,
         }
         from restoredrill.inventory.model import S3Target
-        # encryption_required False: the double encrypts the VM's snapshots but not the CT's
-        # (as its PBS datastores declare), so the bucket truthfully holds plain CT chunks;
-        # the key fingerprint the VM snapshots must carry is still declared
-        proposed = {"retention": LAB_TARGET, "rpo": LAB_TARGET, "encryption_required": False,
+        # the double encrypts every snapshot (both guests, both copies) with the key its PVE
+        # storages hold: the bucket holds only encrypted chunks, signed manifests of that key
+        proposed = {"retention": LAB_TARGET, "rpo": LAB_TARGET, "encryption_required": True,
                     "key_fingerprint": self.key_fingerprint, "read_data_runs": 3}
         target.update({k: v for k, v in proposed.items() if k in S3Target.model_fields})
         return target

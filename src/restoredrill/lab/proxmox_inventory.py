@@ -35,7 +35,7 @@ def proxmox_inventory(double, offsite_target: str | None = None) -> dict:
         vm_checks = [check for check in vm_checks if not check.get("from_runner")]
         ct_checks = [check for check in ct_checks if not check.get("from_runner")]
     escrow = {"location": "the owner's password manager and a paper copy (lab: the key file)",
-              "outside_site": True, "key_file": str(double.key_file)}
+              "outside_site": True, "key_file": str(double.escrow_key_file)}
     return {
         "datasets": [
             {"name": "app-data", "copies": [
@@ -67,12 +67,12 @@ def proxmox_inventory(double, offsite_target: str | None = None) -> dict:
                     "fingerprint": double.pbs_fingerprint, "timezone": double.zone,
                     "datastores": [
                         {"name": "local", "role": "local", "pve_storage": "pbs", "retention": "pbs-local",
-                         "rpo": "daily", "key_fingerprint": double.key_fingerprint, "encryption_required": False,
+                         "rpo": "daily", "key_fingerprint": double.key_fingerprint, "encryption_required": True,
                          "key_escrow": escrow},
                         {"name": "offsite", "role": "offsite", "pve_storage": "pbs-offsite",
                          "namespace": OFFSITE_NAMESPACE,
                          "retention": "pbs-offsite", "rpo": "pbs-offsite", "sync_job": "offsite-pull",
-                         "key_fingerprint": double.key_fingerprint, "encryption_required": False,
+                         "key_fingerprint": double.key_fingerprint, "encryption_required": True,
                          "key_escrow": escrow,
                          **({"backend": "s3", "s3_target": offsite_target} if offsite_target else {})}]},
         },

@@ -183,12 +183,17 @@ def drill_passed(rows: list[Row]) -> bool:
 
 
 def rto_series(history: History, drill: str) -> "OrderedDict[str, list[tuple[str, datetime, float]]]":
-    """Phase (restore, boot) -> [(run id, run start, seconds)] of passing cases, oldest first."""
+    """Phase (restore, boot) -> [(run id, run start, seconds)] of passing cases, oldest first.
+    A guest restored from its offsite copy (evidence ``copy: offsite``, issue 23) has its own
+    series, ``restore@offsite`` / ``boot@offsite``: the disaster RTO is judged against earlier
+    offsite restores, never against the faster local ones."""
     series: OrderedDict[str, list] = OrderedDict()
     for row in history.of_drill(drill):
         if row.outcome == PASSED:
+            copy = row.evidence.get("copy")
             for phase, seconds in rto_of(row.check, row.evidence).items():
-                series.setdefault(phase, []).append((row.run_id, row.run_started, seconds))
+                key = f"{phase}@{copy}" if copy and copy != "local" else phase
+                series.setdefault(key, []).append((row.run_id, row.run_started, seconds))
     return series
 
 

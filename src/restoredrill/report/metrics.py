@@ -95,8 +95,10 @@ def render_metrics(run: RunReport, statuses: list[DrillStatus], findings: list[F
             age = status.age_seconds(which, now)
             if age is not None:
                 families["restoredrill_rpo_seconds"].append(({**labels, "point": which}, age))
-        for phase, seconds in status.rto.items():
-            families["restoredrill_rto_seconds"].append(({**labels, "phase": phase}, seconds))
+        copy = next((str(c.properties["copy"]) for c in status.cases if c.properties.get("copy")), None)
+        for phase, seconds in status.rto.items():     # a guest's RTO names the copy it came from (issue 23)
+            families["restoredrill_rto_seconds"].append(({**labels, "phase": phase, **({"copy": copy} if copy else {})},
+                                                          seconds))
     for kind in ("regression", "coverage"):
         count = sum(1 for f in findings if f.kind == kind and not f.ok)
         families["restoredrill_history_findings"].append(({**site, "kind": kind}, float(count)))

@@ -135,6 +135,10 @@ class ProxmoxDouble(StartStop):
         self.crypt = CryptConfig.generate()
         self.key_file = self.base_dir / "secrets" / "pbs-encryption.key"
         write_key_file(self.key_file, self.crypt)
+        # the owner's escrowed copy, kept apart from the one PVE holds: the key proofs read this one
+        self.escrow_key_file = self.base_dir / "secrets" / "escrow" / "pbs-encryption.key"
+        self.escrow_key_file.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        write_key_file(self.escrow_key_file, self.crypt)
         self.guest_access = seed.GuestAccess.create(self.base_dir / "secrets")
         self.pve_identity = make_identity(self.base_dir / "tls", "pve", self.node)
         self.pbs_identity = make_identity(self.base_dir / "tls", "pbs", self.pbs_node)

@@ -90,10 +90,13 @@ class Restorer:
     def read_backup_config(self, volume: BackupVolume, blob: str) -> str:
         store, ref, config = self.source(volume)
         try:
-            return store.reader.read_blob_archive(ref, blob, config.crypt).decode()
+            return store.restore_reader.read_blob_archive(ref, blob, config.crypt).decode()
         except MissingObject:
             raise TaskFailed(f"unable to find snapshot '{ref.path}' on datastore "
                              f"'{store.name}'") from None
+        except (OSError, FormatError) as exc:       # an S3-backed store's GET that failed
+            raise TaskFailed(f"unable to read '{blob}' of '{ref.path}' on datastore '{store.name}': "
+                             f"{exc}") from None
 
     def check_restore_permissions(self, token: ApiToken, config: dict[str, str]) -> None:
         """qemu-server src/PVE/QemuServer.pm ``check_restore_permissions``: bridges
@@ -113,7 +116,8 @@ class Restorer:
             if failure:
                 raise FormatError(failure)
             with target.open("wb") as out:
-                restore = store.reader.restore_dynamic if dynamic else store.reader.restore_fixed
+                reader = store.restore_reader      # the bucket, for an S3-backed store (store_s3.py)
+                restore = reader.restore_dynamic if dynamic else reader.restore_fixed
                 written = restore(ref, archive, out, config.crypt)
         except (FormatError, MissingObject, OSError) as exc:
             task.log(f"restore failed: {exc}")
@@ -157,7 +161,7 @@ class Restorer:
         if request.early_checks:    # "best effort, real check is after restoring!" (API2/Qemu.pm)
             self.check_restore_permissions(request.token, rc.merge_overrides(backup,
                                                                              request.options))
-        manifest = store.reader.read_manifest(ref)
+        manifest = store.restore_reader.read_manifest(ref)
         drives = rc.parse_drive_hints(hints)
         volumes, paths = self._allocate_qemu(task, request, drives, manifest)
         guest.config = {"memory": "128", "lock": "create"}

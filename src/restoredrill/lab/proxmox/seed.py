@@ -1,9 +1,11 @@
 """Back-dated PBS history of the homelab's guests, written in the real PBS format.
 
 Guests: VM 110 ``app-vm`` (an ext4 image made with ``mke2fs -t ext4 -d``: busybox-static,
-an init script, a canary file and a small SQLite database; its backups are encrypted
-with the lab key) and CT 120 ``app-ct`` (the same root filesystem as a tar stream in
-``root.pxar.didx``: a DECLARED stand-in for pxar, see ``restore.CT_ARCHIVE_FORMAT``).
+an init script, a canary file and a small SQLite database) and CT 120 ``app-ct`` (the same
+root filesystem as a tar stream in ``root.pxar.didx``: a DECLARED stand-in for pxar, see
+``restore.CT_ARCHIVE_FORMAT``). Every backup of both, in both datastores, is encrypted with
+the lab key, the one the PVE storages hold (``encryption-key`` of a PBS storage); the
+escrowed copy of it is a separate file (``ProxmoxDouble.escrow_key_file``).
 Configs in ``qemu-server.conf.blob`` / ``pct.conf.blob`` are realistic production ones
 (vmbr0 with a MAC, onboot, a mapped hostpci0, a bind mount, raw lxc keys; no hookscript:
 the drill token could not remove one, so the harness refuses to start such a guest)
@@ -237,7 +239,7 @@ def seed_history(local: PbsStore, offsite: PbsStore, workdir: Path, newest_day: 
     def seed_guest(guest: SeedGuest) -> None:
         guest_dir = workdir / guest.hostname
         shutil.rmtree(guest_dir, ignore_errors=True)
-        key = crypt if guest.kind == "vm" else None
+        key = crypt      # both guests, both copies: PVE encrypts with the storage's key (issue 23)
         for day in days:
             if day < recent[0]:
                 write_guest_snapshot(offsite, guest, guest_dir, backup_time(day, guest), key, access,
@@ -252,7 +254,7 @@ def seed_history(local: PbsStore, offsite: PbsStore, workdir: Path, newest_day: 
 
     with ThreadPoolExecutor(max_workers=len(SEED_GUESTS)) as pool:
         list(pool.map(seed_guest, SEED_GUESTS))
-    seed_lookalikes(local, recent)
+    seed_lookalikes(local, recent, crypt)
     shutil.rmtree(workdir, ignore_errors=True)
     return {"planned_days": len(days), "kept_days": sorted(kept), "recent_days": recent}
 
@@ -261,7 +263,7 @@ RETIRED_CT = SeedGuest(110, "ct", "old-ct", "arch: amd64\nhostname: old-ct\nmemo
                        "ostype: debian\nrootfs: local-zfs:subvol-110-disk-0,size=1G\n", 30)
 
 
-def seed_lookalikes(local: PbsStore, recent: list[datetime]) -> None:
+def seed_lookalikes(local: PbsStore, recent: list[datetime], crypt: CryptConfig | None = None) -> None:
     """What a client that ignores the backup type or the manifest would pick by mistake:
     ``ct/110`` (a retired container whose VMID the app VM reuses; PBS lists it with vm/110
     for backup-id 110, api2/admin/datastore.rs ``list_snapshots``) newer than every vm/110
@@ -273,12 +275,13 @@ def seed_lookalikes(local: PbsStore, recent: list[datetime]) -> None:
         writer.write_snapshot(None, "ct", "110", when, {
             "pct.conf.blob": RETIRED_CT.config.encode(), CT_ARCHIVE: make_tar_of({"etc/hostname": b"old-ct\n"},
                                                                                  when)},
-            notes="old-ct: retired, VMID reused by app-vm")
+            crypt=crypt, notes="old-ct: retired, VMID reused by app-vm")
     ct = SEED_GUESTS[1]
     now = datetime.now(timezone.utc) - timedelta(minutes=1)
     running = min(backup_time(recent[-1], ct) + timedelta(hours=1), now).replace(microsecond=0)
     writer.write_unfinished_snapshot(None, "ct", str(ct.vmid), running, {
-        "pct.conf.blob": ct.config.encode(), CT_ARCHIVE: make_tar_of({"partial": b"backup running\n"}, running)})
+        "pct.conf.blob": ct.config.encode(), CT_ARCHIVE: make_tar_of({"partial": b"backup running\n"}, running)},
+        crypt=crypt)
 
 
 def make_tar_of(files: dict[str, bytes], when: datetime) -> bytes:

@@ -70,6 +70,15 @@ class PbsStore:
     def __post_init__(self) -> None:
         self.backend = LocalBackend(self.root)
         self.reader = DatastoreReader(self.backend, layout=self.layout)
+        self.s3_source = None      # set by attach_s3: restores then read the bucket
+        self.restore_reader = self.reader
+
+    def attach_s3(self, source) -> None:
+        """PBS 4 S3 backend: restores read every object from ``source`` (``store_s3.S3CachedSource``,
+        keys in the S3 layout under this store's name); the local copy stays the listing cache."""
+        self.s3_source = source
+        self.restore_reader = DatastoreReader(source, layout=Layout.s3(self.name))
+        self.backend_type = "s3"
 
     @classmethod
     def create(cls, name: str, root: Path, comment: str = "", layout: str = "local") -> PbsStore:
