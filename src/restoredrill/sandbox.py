@@ -272,12 +272,12 @@ def run_sandboxed(argv: Sequence[str], *, readable: Sequence[Path] = (), writabl
     if check and process.returncode != 0:
         tail = output_tail(_text(out), result.stderr, secrets)
         raise CommandError(f"{prefix}{shown} (in the sandbox) exited with code {process.returncode}"
-                           f"{_signal_note(process.returncode)}; last output:\n{tail}",
+                           f"{signal_note(process.returncode)}; last output:\n{tail}",
                            argv=list(argv), returncode=process.returncode, tail=tail)
     return result
 
 
-def _signal_note(returncode: int) -> str:
+def signal_note(returncode: int) -> str:
     """bwrap reports a child killed by signal N as exit code 128+N."""
     if returncode > 128 and returncode - 128 in (signal.SIGKILL, signal.SIGXCPU, signal.SIGXFSZ):
         return f" (killed by {signal.Signals(returncode - 128).name}: a sandbox limit was reached)"
@@ -292,7 +292,7 @@ def private_dir(parent: Path, prefix: str) -> Path:
     """
     uid = outer_uid()
     parent = Path(parent)
-    if uid is not None and not _world_traversable(parent):
+    if uid is not None and not world_traversable(parent):
         parent = Path(tempfile.gettempdir())
     parent.mkdir(parents=True, exist_ok=True)
     directory = Path(tempfile.mkdtemp(prefix=prefix, dir=parent))
@@ -310,7 +310,8 @@ def give_to_sandbox(path: Path) -> None:
         os.chown(item, uid, gid, follow_symlinks=False)
 
 
-def _world_traversable(path: Path) -> bool:
+def world_traversable(path: Path) -> bool:
+    """Every directory up to path can be passed by anyone (the dropped sandbox user)."""
     path = path.resolve()
     for directory in [*reversed(path.parents), path]:
         if not directory.exists():

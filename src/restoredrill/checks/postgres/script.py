@@ -12,9 +12,9 @@ from pathlib import Path
 from typing import BinaryIO, TextIO
 
 from restoredrill.checks.postgres.dumppolicy import (ALLOWED_META_COMMANDS, is_owner_or_privilege,
-                                                     meta_problem, statement_problem)
+                                                     item_problem)
 from restoredrill.checks.postgres.errors import PostgresError, UnsafeDumpError
-from restoredrill.checks.postgres.psqllex import LexProblem, Meta, PsqlLexer, Statement
+from restoredrill.checks.postgres.psqllex import Meta, PsqlLexer, Statement
 
 CUSTOM_MAGIC = b"PGDMP"
 GZIP_MAGIC = b"\x1f\x8b"
@@ -120,14 +120,7 @@ def prepare_plain_dump(source: BinaryIO, out: BinaryIO, *, name: str) -> int:
 def first_problem(script: bytes) -> tuple[int, str] | None:
     """(offset, what) of the first thing in a psql script that we refuse, or None."""
     for item in PsqlLexer(script):
-        problem = None
-        if isinstance(item, LexProblem):
-            problem = item.message
-        elif isinstance(item, Meta):
-            problem = meta_problem(item)
-        elif isinstance(item, Statement):
-            problem = statement_problem(item)
-        if problem is not None:
+        if (problem := item_problem(item)) is not None:
             return item.offset if not isinstance(item, Statement) else item.start, problem
     return None
 

@@ -22,10 +22,11 @@ Privileges, in layers:
 * Each dump is loaded as a role without SUPERUSER, CREATEROLE or CREATEDB that
   owns its database: the server refuses ``COPY ... FROM PROGRAM`` and other
   superuser-only statements from it.
-* A plain (SQL) dump is read by psql, whose backslash meta-commands run on the
-  client (``\\!``, ``\\o |cmd``, ``\\copy ... program``...). The private copy
-  psql reads is written by :func:`prepare_plain_dump`, which scans exactly the
-  bytes it writes and refuses meta-commands pg_dump itself does not write.
+* A plain (SQL) dump is never read by psql, whose backslash meta-commands run on
+  the client (``\\!``, ``\\o |cmd``, ``\\copy ... program``...) wherever psql's
+  lexer, which follows the client encoding, sees a backslash. It is checked and
+  sent statement by statement by :mod:`plainload` (a protocol client without
+  meta-commands, in the sandbox, the client encoding fixed for the load).
 * The dump is copied without following symbolic links (``O_NOFOLLOW``); a
   directory-format dump may hold only regular files.
 
@@ -51,10 +52,12 @@ from pathlib import Path
 from restoredrill import sandbox
 from restoredrill.checks.postgres.dumpfiles import (copy_dump_directory, open_regular_file,
                                                     refuse_special)
+from restoredrill.checks.postgres import plainload
 from restoredrill.checks.postgres.errors import PostgresError
+from restoredrill.checks.postgres.plainload import LoadBudgets
 from restoredrill.checks.postgres.script import (DUMP_FORMATS, detect_dump_format,
                                                  dump_failure_message, pg_restore_failure,
-                                                 prepare_plain_dump, restore_role)
+                                                 restore_role)
 from restoredrill.execute import CommandError, run
 
 log = logging.getLogger("restoredrill.checks.postgres")
@@ -92,10 +95,11 @@ class ThrowawayPostgres:
     """
 
     def __init__(self, work_dir: Path, *, bin_dir: Path | None = None, timeout: float = 3600.0,
-                 ready_timeout: float = 60.0):
+                 ready_timeout: float = 60.0, budgets: LoadBudgets | None = None):
         self.work_dir = Path(work_dir)
         self.bin_dir = Path(bin_dir) if bin_dir else None
         self.timeout = timeout
+        self.budgets = budgets or LoadBudgets(check_seconds=timeout)
         self.ready_timeout = ready_timeout
         self.root_dir: Path | None = None
         self.startup_seconds: float | None = None
@@ -290,7 +294,7 @@ class ThrowawayPostgres:
     def restore_dump(self, dump_path: Path, database: str, *, fmt: str = "auto") -> DumpRestore:
         """Create ``database`` owned by a new unprivileged role and load dump_path as that role.
 
-        A plain dump is loaded by psql from the scanned copy (:func:`prepare_plain_dump`);
+        A plain dump is checked and loaded by :mod:`plainload` (no psql);
         a custom, directory or tar dump by pg_restore, which sends each entry's SQL to the
         server itself (no client-side commands exist on that path).
 
@@ -311,17 +315,14 @@ class ThrowawayPostgres:
         dump_format = detect_dump_format(dump_path) if fmt == "auto" else fmt
         holder = self._dump_holder()
         try:
-            readable = self._readable_copy(dump_path, holder, plain=dump_format == "plain")
+            readable = self._readable_copy(dump_path, holder)
             role = self._create_database(database, dump_path)
             started = time.monotonic()
             log_offset = self._log_size()
             try:
-                self._load(readable, dump_format, role, database)
+                self._load(readable, dump_format, role, database, dump_path)
             except CommandError as exc:
-                if dump_format == "plain":
-                    tail = exc.tail.replace(str(readable), str(dump_path))  # psql names the file it read
-                else:
-                    tail = pg_restore_failure(exc.tail, self._log_since(log_offset))
+                tail = pg_restore_failure(exc.tail, self._log_since(log_offset))
                 raise PostgresError(dump_failure_message(dump_path, dump_format, tail)) from None
         finally:
             shutil.rmtree(holder, ignore_errors=True)
@@ -362,28 +363,51 @@ class ThrowawayPostgres:
                                 f"last output:\n{exc.tail}") from None
         return role
 
-    def _load(self, dump: Path, dump_format: str, role: str, database: str) -> None:
+    def _load(self, dump: Path, dump_format: str, role: str, database: str, shown: Path) -> None:
         if dump_format == "plain":
-            argv = [self._bin("psql"), "-v", "ON_ERROR_STOP=1", "-v", "VERBOSITY=sqlstate",
-                    "-v", "SHOW_CONTEXT=never", "--no-psqlrc", "-X", "-q",
-                    *self._client(role, database), "-f", dump]
-        else:
-            argv = [self._bin("pg_restore"), "--no-owner", "--no-privileges", "--exit-on-error", "--verbose",
-                    f"--format={dump_format}", *self._client(role, database), dump]
+            self.skipped_statements = self._load_plain(dump, role, database, shown)
+            return
+        argv = [self._bin("pg_restore"), "--no-owner", "--no-privileges", "--exit-on-error", "--verbose",
+                f"--format={dump_format}", *self._client(role, database), dump]
         self._run(argv, readable=(dump.parent,), timeout=self.timeout)
 
-    def _readable_copy(self, dump_path: Path, holder: Path, *, plain: bool) -> Path:
-        """The private copy the sandbox reads: links never followed; for a script the
-        scanned copy without owner and privilege statements."""
+    def _load_plain(self, dump: Path, role: str, database: str, shown: Path) -> int:
+        """The loader (plainload.py: no psql, so no meta-command can run) in the sandbox."""
+        budgets = self.budgets
+        python, python_dirs = plainload.interpreter()
+        kit = plainload.write_kit(dump.parent)
+        sandbox.give_to_sandbox(dump.parent)
+        argv = plainload.loader_argv(kit, python, dump, self.socket_dir / f".s.PGSQL.{PORT}", role,
+                                     database, budgets)
+        limits = sandbox.Limits(cpu_seconds=int(budgets.check_seconds) + 1,
+                                address_space_bytes=budgets.parse_memory_bytes,
+                                file_size_bytes=0, processes=16)
+        try:
+            result = sandbox.run_sandboxed(
+                argv, readable=[dump.parent, *python_dirs], writable=[self.socket_dir], limits=limits,
+                env=self._env(), check=False, timeout=budgets.check_seconds, label="plain dump loader")
+        except CommandError:
+            raise PostgresError(f"dump {shown} (plain format) exceeded the budget scratch.budgets."
+                                f"check_seconds ({budgets.check_seconds:g} s); the load was "
+                                f"stopped") from None
+        except sandbox.SandboxError as exc:
+            raise PostgresError(str(exc)) from None
+        if result.returncode != 0 and not result.stdout.strip():
+            raise PostgresError(f"dump {shown} (plain format): the loader stopped with code "
+                                f"{result.returncode}{sandbox.signal_note(result.returncode)} "
+                                f"(budgets: scratch.budgets.parse_memory "
+                                f"{budgets.parse_memory_bytes} bytes, check_seconds "
+                                f"{budgets.check_seconds:g} s)")
+        return plainload.interpret(result.stdout, dump_path=shown, budgets=budgets)
+
+    def _readable_copy(self, dump_path: Path, holder: Path) -> Path:
+        """The private copy the sandbox reads (links never followed)."""
         target = holder / (dump_path.name or "dump")
         if dump_path.is_dir() and not dump_path.is_symlink():
             copy_dump_directory(dump_path, target)
         else:
             with open_regular_file(dump_path) as source, open(target, "xb") as out:
-                if plain:
-                    self.skipped_statements = prepare_plain_dump(source, out, name=str(dump_path))
-                else:
-                    shutil.copyfileobj(source, out, 1 << 20)
+                shutil.copyfileobj(source, out, 1 << 20)    # a plain dump is checked by the loader
         sandbox.give_to_sandbox(holder)
         return target
 
