@@ -16,7 +16,7 @@ import pytest
 from restoredrill.checks import data as data_checks
 from restoredrill.checks.coverage import NothingChecked
 from restoredrill.checks.errors import CheckFailed
-from restoredrill.fixtures.borg import age_of
+from restoredrill.fixtures.borg import age_of, last_case_of_repository, remove_extract
 from restoredrill.fixtures.common import drill_step
 from restoredrill.plan import plan_borg_check
 
@@ -114,9 +114,23 @@ def test_check(borg_drill, inventory, state, evidence, progress):
         state.put(scope, "runs_since_full", str(int(runs or 0) + 1))
 
 
-def test_restore(borg_drill, data_check, extracted, inventory, run_id, tmp_path, evidence):
+def test_restore(borg_drill, data_check, extracted, inventory, run_id, tmp_path, evidence, request):
     """The extract itself, then each declared check on the extracted data (paths, counts, spot check,
-    SQLite, PostgreSQL, canary), one case each."""
+    SQLite, PostgreSQL, canary), one case each. The repository's last case removes the extract
+    and fails when it cannot (a folder of restored data left in scratch)."""
+    passed = False
+    try:
+        _restore_case(borg_drill, data_check, extracted, inventory, run_id, tmp_path, evidence)
+        passed = True
+    finally:
+        leftover = remove_extract(extracted) if last_case_of_repository(request) else None
+        if leftover:
+            evidence(scratch_leftover=leftover)
+            if passed:
+                pytest.fail(leftover, pytrace=False)
+
+
+def _restore_case(borg_drill, data_check, extracted, inventory, run_id, tmp_path, evidence):
     repo = borg_drill.repo
     evidence(drill=f"borg:{repo.name}", check=data_check.id, repository=repo.name,
              archive=extracted.archive.name)
