@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from restoredrill.checks import data as data_checks
+from restoredrill.checks.budgets import InterpretBudgets
 from restoredrill.checks.coverage import NothingChecked
 from restoredrill.checks.errors import CheckFailed
 from restoredrill.fixtures.borg import age_of, last_case_of_repository, remove_extract
@@ -166,15 +167,16 @@ def run_data_check(check, root: Path, inventory, run_id: str, tmp_path: Path) ->
     if check.kind == "sqlite":     # a path, or an entry with path and show_found
         return data_checks.check_sqlite(root, str(spec), work_dir=tmp_path,
                                         show_found=getattr(spec, "show_found", False),
-                                        empty_ok=getattr(spec, "expect_empty", False))
+                                        empty_ok=getattr(spec, "expect_empty", False),
+                                        budgets=InterpretBudgets.from_scratch(inventory.model.scratch))
     if check.kind == "canary":
         return data_checks.check_canary(root, spec.path, spec.equals, spec.pattern, show_found=spec.show_found)
     if check.kind == "postgres":
-        return restore_postgres_dump(root, spec, tmp_path)
+        return restore_postgres_dump(root, spec, InterpretBudgets.from_scratch(inventory.model.scratch))
     raise CheckFailed(check.id, "a known check kind", check.kind)
 
 
-def restore_postgres_dump(root: Path, spec, tmp_path: Path) -> dict:
+def restore_postgres_dump(root: Path, spec, budgets: InterpretBudgets) -> dict:
     """Restore the dump into a throwaway server and run the declared queries.
 
     The dump is resolved inside the extract without following a link (a dump that is a
@@ -186,7 +188,7 @@ def restore_postgres_dump(root: Path, spec, tmp_path: Path) -> dict:
     from restoredrill.checks.safe_paths import split_relative
     started = time.monotonic()
     with data_checks.regular_file(root, spec.path, "a PostgreSQL dump (a regular file)") as dump, \
-            ThrowawayPostgres(tmp_path / "pg") as server:
+            ThrowawayPostgres(root.parent, budgets=budgets) as server:   # in scratch, beside the extract
         # the path the fd was reached by: its components are real directories (checked above)
         restored = server.restore_dump(root.joinpath(*split_relative(spec.path)), spec.database)
         for query in spec.queries:

@@ -14,7 +14,7 @@ import pytest
 
 from restoredrill.checks.postgres import PostgresError, ThrowawayPostgres, find_bin_dir
 from restoredrill.checks.postgres.loader import Stop, load
-from restoredrill.checks.postgres.plainload import LoadBudgets
+from restoredrill.checks.budgets import InterpretBudgets as LoadBudgets
 
 pytestmark = pytest.mark.integration
 

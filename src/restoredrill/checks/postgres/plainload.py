@@ -14,14 +14,11 @@ site-packages is imported there, and the harness only reads one bounded JSON lin
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
-import sys
-from dataclasses import dataclass
 from pathlib import Path
 
-from restoredrill import sandbox
+from restoredrill.checks.budgets import InterpretBudgets
 from restoredrill.checks.postgres.errors import PostgresError, UnsafeDumpError
 
 KIT_MODULES = ("psqllex.py", "dumppolicy.py", "wire.py", "loader.py")
@@ -29,15 +26,6 @@ _HERE = Path(__file__).resolve().parent
 _PRINTABLE = re.compile(r"[ -~]{0,400}")
 INSUFFICIENT_PRIVILEGE = "42501"     # PostgreSQL's SQLSTATE (src/backend/utils/errcodes.txt)
 RESULT_LIMIT = 64 << 10
-
-
-@dataclass(frozen=True)
-class LoadBudgets:
-    """What one plain-dump load may use (scratch.budgets in the inventory)."""
-
-    parse_memory_bytes: int = 1 << 30       # address space of the loader (lexing in Python)
-    statement_seconds: float = 600.0        # wall time of one statement
-    check_seconds: float = 3600.0           # wall time of the whole load
 
 
 def write_kit(holder: Path) -> Path:
@@ -52,36 +40,15 @@ def write_kit(holder: Path) -> Path:
     return kit
 
 
-def interpreter() -> tuple[str, list[Path]]:
-    """A Python 3 the sandbox can run, and what it must see besides /usr: this one when its
-    prefix is reachable by the sandbox user, else the system's /usr/bin/python3."""
-    executable = Path(sys.executable).resolve()
-    prefix = Path(sys.base_prefix).resolve()
-    if Path("/usr") in executable.parents:
-        return str(executable), []
-    if sandbox.world_traversable(prefix) and _world_readable(prefix):
-        return str(executable), [prefix]
-    for candidate in (Path("/usr/bin/python3"), Path("/usr/local/bin/python3")):
-        if candidate.is_file() and os.access(candidate, os.X_OK):
-            return str(candidate), []
-    raise PostgresError("cannot load a plain dump: no Python 3 interpreter the sandbox user can run "
-                        f"({executable} is under a private directory and /usr/bin/python3 is "
-                        "missing): install python3 (apt-get install python3-minimal)")
-
-
-def _world_readable(path: Path) -> bool:
-    return bool(path.stat().st_mode & 0o005 == 0o005)
-
-
 def loader_argv(kit: Path, python: str, dump: Path, socket_path: Path, role: str, database: str,
-                budgets: LoadBudgets) -> list[str]:
+                budgets: InterpretBudgets) -> list[str]:
     code = ("import sys; sys.path[:0] = [sys.argv[1]]; "
             "from restoredrill.checks.postgres.loader import main; sys.exit(main(sys.argv[2:]))")
     return [python, "-I", "-S", "-B", "-c", code, str(kit), str(dump), str(socket_path), role,
             database, f"{budgets.statement_seconds:g}"]
 
 
-def interpret(output: str, *, dump_path: Path, budgets: LoadBudgets) -> int:
+def interpret(output: str, *, dump_path: Path, budgets: InterpretBudgets) -> int:
     """The loader's JSON line -> the number of statements left out, or the right error.
     The line comes from a process that read hostile data: every field is checked."""
     try:
@@ -109,14 +76,15 @@ def interpret(output: str, *, dump_path: Path, budgets: LoadBudgets) -> int:
                         "pg_dump --no-owner --no-privileges, or use pg_dump -Fc")
         raise PostgresError(message)
     if kind == "budget":
-        name = _text(result.get("budget"))
-        limit = {"statement_timeout": f"{budgets.statement_seconds:g} s",
-                 "parse_memory": f"{budgets.parse_memory_bytes} bytes"}.get(name, "?")
-        raise PostgresError(f"dump {dump_path} (plain format) exceeded the budget scratch.budgets."
-                            f"{name} ({limit}) at {where}; the check stopped there (raise it in the "
-                            f"inventory if the dump is genuine)")
+        raise budget_error(dump_path, budgets, _text(result.get("budget")), where)
     raise PostgresError(f"dump {dump_path} (plain format) did not restore: the load was stopped at "
                         f"{where}: {_text(result.get('reason'))}")
+
+
+def budget_error(dump_path: Path, budgets: InterpretBudgets, budget: str, where: str = "") -> PostgresError:
+    at = f" at {where}" if where else ""
+    return PostgresError(f"dump {dump_path} exceeded the budget {budgets.describe(budget)}{at}; the check "
+                         f"stopped there (raise it in the inventory if the dump is genuine)")
 
 
 def _text(value) -> str:
