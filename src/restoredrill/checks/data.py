@@ -98,13 +98,19 @@ def check_paths_present(root: Path, paths: list[str]) -> dict:
     return {"paths_checked": len(paths)}
 
 
+def _unreadable(members: Listing) -> str:
+    if not members.unreadable:
+        return ""
+    return f"; {members.unreadable} directories could not be opened ({members.why_unreadable})"
+
+
 def check_min_files(root: Path, minimum: int) -> dict:
     members = listing(root)
     count = len(members.files)
     if count < minimum:
         raise CheckFailed("archive", f"at least {minimum} regular files",
                           f"{count} regular files ({members.symlinks} symbolic links and "
-                          f"{members.special} special files not counted)")
+                          f"{members.special} special files not counted{_unreadable(members)})")
     return {"files": count, **members.evidence("")}
 
 
