@@ -14,9 +14,10 @@ from pathlib import Path
 import pytest
 
 from restoredrill.checks import data as data_checks
+from restoredrill.checks.budgets import InterpretBudgets
 from restoredrill.checks.coverage import NothingChecked
 from restoredrill.checks.errors import CheckFailed
-from restoredrill.fixtures.borg import age_of
+from restoredrill.fixtures.borg import age_of, last_case_of_repository, remove_extract
 from restoredrill.fixtures.common import drill_step
 from restoredrill.plan import plan_borg_check
 
@@ -114,9 +115,23 @@ def test_check(borg_drill, inventory, state, evidence, progress):
         state.put(scope, "runs_since_full", str(int(runs or 0) + 1))
 
 
-def test_restore(borg_drill, data_check, extracted, inventory, run_id, tmp_path, evidence):
+def test_restore(borg_drill, data_check, extracted, inventory, run_id, tmp_path, evidence, request):
     """The extract itself, then each declared check on the extracted data (paths, counts, spot check,
-    SQLite, PostgreSQL, canary), one case each."""
+    SQLite, PostgreSQL, canary), one case each. The repository's last case removes the extract
+    and fails when it cannot (a folder of restored data left in scratch)."""
+    passed = False
+    try:
+        _restore_case(borg_drill, data_check, extracted, inventory, run_id, tmp_path, evidence)
+        passed = True
+    finally:
+        leftover = remove_extract(extracted) if last_case_of_repository(request) else None
+        if leftover:
+            evidence(scratch_leftover=leftover)
+            if passed:
+                pytest.fail(leftover, pytrace=False)
+
+
+def _restore_case(borg_drill, data_check, extracted, inventory, run_id, tmp_path, evidence):
     repo = borg_drill.repo
     evidence(drill=f"borg:{repo.name}", check=data_check.id, repository=repo.name,
              archive=extracted.archive.name)
@@ -152,15 +167,16 @@ def run_data_check(check, root: Path, inventory, run_id: str, tmp_path: Path) ->
     if check.kind == "sqlite":     # a path, or an entry with path and show_found
         return data_checks.check_sqlite(root, str(spec), work_dir=tmp_path,
                                         show_found=getattr(spec, "show_found", False),
-                                        empty_ok=getattr(spec, "expect_empty", False))
+                                        empty_ok=getattr(spec, "expect_empty", False),
+                                        budgets=InterpretBudgets.from_scratch(inventory.model.scratch))
     if check.kind == "canary":
         return data_checks.check_canary(root, spec.path, spec.equals, spec.pattern, show_found=spec.show_found)
     if check.kind == "postgres":
-        return restore_postgres_dump(root, spec, tmp_path)
+        return restore_postgres_dump(root, spec, InterpretBudgets.from_scratch(inventory.model.scratch))
     raise CheckFailed(check.id, "a known check kind", check.kind)
 
 
-def restore_postgres_dump(root: Path, spec, tmp_path: Path) -> dict:
+def restore_postgres_dump(root: Path, spec, budgets: InterpretBudgets) -> dict:
     """Restore the dump into a throwaway server and run the declared queries.
 
     The dump is resolved inside the extract without following a link (a dump that is a
@@ -172,7 +188,7 @@ def restore_postgres_dump(root: Path, spec, tmp_path: Path) -> dict:
     from restoredrill.checks.safe_paths import split_relative
     started = time.monotonic()
     with data_checks.regular_file(root, spec.path, "a PostgreSQL dump (a regular file)") as dump, \
-            ThrowawayPostgres(tmp_path / "pg") as server:
+            ThrowawayPostgres(root.parent, budgets=budgets) as server:   # in scratch, beside the extract
         # the path the fd was reached by: its components are real directories (checked above)
         restored = server.restore_dump(root.joinpath(*split_relative(spec.path)), spec.database)
         for query in spec.queries:

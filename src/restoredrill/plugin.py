@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from restoredrill.checks.redact import terminal
+
 from restoredrill.inventory import InventoryError, load_inventory
 from restoredrill.report.collector import add_report_options, register_report_collector
 from restoredrill.state import DEFAULT_STATE_DIR, StateStore
@@ -46,6 +48,22 @@ def pytest_configure(config: pytest.Config) -> None:
     for module in FIXTURE_MODULES:
         if not config.pluginmanager.has_plugin(module):
             config.pluginmanager.import_plugin(module)
+
+
+def sanitize_terminal(config: pytest.Config) -> None:
+    """Every line pytest prints for a drill run (failure messages too) goes through
+    :func:`terminal`: names from archives and guests can hold ESC/OSC sequences that would
+    fake a line or retitle the window. pytest's own colors are applied after (``markup``)."""
+    reporter = config.pluginmanager.getplugin("terminalreporter")
+    writer = getattr(reporter, "_tw", None)
+    if writer is None or getattr(writer, "_restoredrill_sanitized", False):
+        return
+    write = writer.write
+
+    def sanitized(msg: str, *, flush: bool = False, **markup: bool) -> None:
+        write(terminal(msg), flush=flush, **markup)
+    writer.write = sanitized
+    writer._restoredrill_sanitized = True
 
 
 def loaded_inventory(config: pytest.Config):
@@ -113,6 +131,10 @@ class SummaryCollector:
     def __init__(self) -> None:
         self.reports: list[pytest.TestReport] = []
 
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_sessionstart(self, session: pytest.Session) -> None:
+        sanitize_terminal(session.config)     # the terminal reporter exists by now
+
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         if report.when == "call" or (report.when in ("setup", "teardown") and report.outcome != "passed"):
             self.reports.append(report)
@@ -123,4 +145,4 @@ class SummaryCollector:
         from restoredrill.report.summary import summary_lines
         terminalreporter.section("restoredrill summary")
         for line in summary_lines(self.reports):
-            terminalreporter.write_line(line)
+            terminalreporter.write_line(terminal(line, one_line=True))

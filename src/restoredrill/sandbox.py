@@ -39,12 +39,14 @@ import pwd
 import shutil
 import signal
 import subprocess
+import sys
 import tempfile
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from restoredrill import sandbox_output
 from restoredrill.execute import CommandError, Result, output_tail, printable_argv, run
 
 log = logging.getLogger("restoredrill.sandbox")
@@ -55,6 +57,7 @@ INSIDE_NAME = "sandbox"
 INSIDE_HOME = "/tmp"
 GiB = 1 << 30
 STOP_GRACE_SECONDS = 5.0
+DEFAULT_STDOUT_LIMIT = 16 << 20       # what a sandboxed program's stdout may hold (scratch.budgets.output)
 SYSTEM_LINKS = ("bin", "sbin", "lib", "lib32", "lib64", "libx32")
 INSTALL_HINT = ("install bubblewrap (apt-get install bubblewrap; scripts/install-deps.sh does it) and "
                 "allow unprivileged user namespaces (sysctl user.max_user_namespaces > 0, "
@@ -67,6 +70,14 @@ class SandboxError(RuntimeError):
     """The sandbox cannot be built here, so the check that needed it cannot run."""
 
 
+class BudgetExceeded(CommandError):
+    """A sandboxed program went past a budget (``budget`` names it); it was stopped."""
+
+    def __init__(self, budget: str, message: str, **kwargs):
+        super().__init__(message, **kwargs)
+        self.budget = budget
+
+
 @dataclass(frozen=True)
 class Limits:
     """Resource limits applied inside the sandbox (``prlimit``, per process)."""
@@ -76,6 +87,7 @@ class Limits:
     file_size_bytes: int = 4 * GiB    # PostgreSQL writes 1 GiB segment files
     processes: int = 256
     open_files: int = 1024
+    tmpfs_bytes: int = 64 << 20       # each of the RAM-backed /tmp and /dev/shm inside
 
     def prlimit_argv(self) -> list[str]:
         return ["prlimit", f"--cpu={self.cpu_seconds}", f"--as={self.address_space_bytes}",
@@ -104,7 +116,8 @@ def bwrap_argv(argv: Sequence[str], *, etc_dir: Path, readable: Sequence[Path] =
     for name in ("passwd", "group", "nsswitch.conf", "hosts"):
         command += ["--ro-bind", str(etc_dir / name), f"/etc/{name}"]
     command += ["--ro-bind-try", "/etc/ld.so.cache", "/etc/ld.so.cache",
-                "--proc", "/proc", "--dev", "/dev", "--tmpfs", "/dev/shm", "--tmpfs", "/tmp"]
+                "--proc", "/proc", "--dev", "/dev", "--size", str(limits.tmpfs_bytes), "--tmpfs", "/dev/shm",
+                "--size", str(limits.tmpfs_bytes), "--tmpfs", "/tmp"]
     for path in readable:
         command += ["--ro-bind", str(path), str(path)]
     for path in writable:
@@ -240,11 +253,15 @@ def run_sandboxed(argv: Sequence[str], *, readable: Sequence[Path] = (), writabl
                   limits: Limits = Limits(), env: Mapping[str, str] | None = None,
                   cwd: Path | None = None, input: str | bytes | None = None, label: str = "",
                   check: bool = True, timeout: float = 3600.0, secrets: Sequence[str] = (),
-                  binary: bool = False) -> Result:
+                  binary: bool = False, stdout_limit: int = DEFAULT_STDOUT_LIMIT,
+                  watch: Callable[[], tuple[str, str] | None] | None = None) -> Result:
     """Run argv in the sandbox like :func:`restoredrill.execute.run`.
 
     Errors name argv (not the bwrap wrapping), secrets masked. Past ``timeout``
-    the sandbox is stopped (:func:`stop`) and :class:`CommandError` raised.
+    the sandbox is stopped (:func:`stop`) and :class:`CommandError` raised. Output is
+    read within budgets (:mod:`sandbox_output`): stdout up to ``stdout_limit`` bytes,
+    stderr as a bounded tail; ``watch`` may name another budget that was exceeded.
+    A budget exceeded stops the sandbox and raises :class:`BudgetExceeded`.
     """
     ensure_sandbox()
     prefix = f"{label}: " if label else ""
@@ -258,13 +275,20 @@ def run_sandboxed(argv: Sequence[str], *, readable: Sequence[Path] = (), writabl
     except OSError as exc:
         raise SandboxError(f"{prefix}cannot start bwrap for {shown}: {exc}; {INSTALL_HINT}") from None
     try:
-        out, err = process.communicate(data, timeout=timeout)
-    except subprocess.TimeoutExpired:
+        out, err = sandbox_output.collect(process, data, timeout=timeout, stdout_limit=stdout_limit,
+                                          watch=watch)
+    except sandbox_output.TimedOut:
         stop(process)
-        out, err = process.communicate()
-        tail = output_tail(_text(out), _text(err), secrets)
         raise CommandError(f"{prefix}{shown} (in the sandbox) did not finish within {timeout:g} s and "
-                           f"was stopped; last output:\n{tail}", argv=list(argv), tail=tail) from None
+                           f"was stopped", argv=list(argv)) from None
+    except sandbox_output.OverBudget as over:
+        stop(process)
+        raise BudgetExceeded(over.budget, f"{prefix}{shown} (in the sandbox) {over} and was stopped",
+                             argv=list(argv)) from None
+    finally:
+        for pipe in (process.stdout, process.stderr, process.stdin):
+            if pipe is not None:
+                pipe.close()
     seconds = time.monotonic() - started
     stdout = out if binary else _text(out)
     result = Result([str(a) for a in argv], process.returncode, stdout, _text(err), seconds, tuple(secrets))
@@ -272,16 +296,25 @@ def run_sandboxed(argv: Sequence[str], *, readable: Sequence[Path] = (), writabl
     if check and process.returncode != 0:
         tail = output_tail(_text(out), result.stderr, secrets)
         raise CommandError(f"{prefix}{shown} (in the sandbox) exited with code {process.returncode}"
-                           f"{_signal_note(process.returncode)}; last output:\n{tail}",
+                           f"{signal_note(process.returncode)}; last output:\n{tail}",
                            argv=list(argv), returncode=process.returncode, tail=tail)
     return result
 
 
-def _signal_note(returncode: int) -> str:
+def signal_note(returncode: int) -> str:
     """bwrap reports a child killed by signal N as exit code 128+N."""
     if returncode > 128 and returncode - 128 in (signal.SIGKILL, signal.SIGXCPU, signal.SIGXFSZ):
         return f" (killed by {signal.Signals(returncode - 128).name}: a sandbox limit was reached)"
     return ""
+
+
+def system_python() -> tuple[str, list[Path]]:
+    """A python3 visible in the sandbox (under /usr), else ours with its prefix made readable."""
+    for candidate in ("/usr/bin/python3", "/usr/local/bin/python3"):
+        if Path(candidate).is_file() and os.access(candidate, os.X_OK):
+            return candidate, [] if candidate.startswith("/usr/bin") else [Path("/usr/local")]
+    base = Path(getattr(sys, "_base_executable", sys.executable)).resolve()
+    return str(base), [Path(sys.base_prefix).resolve()]
 
 
 def private_dir(parent: Path, prefix: str) -> Path:
@@ -292,7 +325,7 @@ def private_dir(parent: Path, prefix: str) -> Path:
     """
     uid = outer_uid()
     parent = Path(parent)
-    if uid is not None and not _world_traversable(parent):
+    if uid is not None and not world_traversable(parent):
         parent = Path(tempfile.gettempdir())
     parent.mkdir(parents=True, exist_ok=True)
     directory = Path(tempfile.mkdtemp(prefix=prefix, dir=parent))
@@ -310,7 +343,8 @@ def give_to_sandbox(path: Path) -> None:
         os.chown(item, uid, gid, follow_symlinks=False)
 
 
-def _world_traversable(path: Path) -> bool:
+def world_traversable(path: Path) -> bool:
+    """Every directory up to path can be passed by anyone (the dropped sandbox user)."""
     path = path.resolve()
     for directory in [*reversed(path.parents), path]:
         if not directory.exists():

@@ -99,4 +99,52 @@ DESYNC = [
     SqlInput("desync-invalid-utf8", HEAD + "SELECT '\udcff\udcfe';\n\\! touch {M}\n", 3),
 ]
 
-ALL = META + SERVER + DESYNC
+
+
+def _encoding_attack(id_: str, switch: str, lead: int, *, words: tuple[str, ...] = (),
+                     line: int | tuple[int, ...] | None = None) -> SqlInput:
+    """Issue 20: a statement switches the client encoding, then a lead byte of that encoding
+    right before a quote: psql (psqlscan.l psqlscan_prepare_buffer) hides the quote, sees no
+    string and runs the \\! line; our lexer sees a string. ``switch`` holds {F}: the function
+    definition and call that change the encoding (or a statement that does)."""
+    text = (HEAD + switch + "SELECT 1 AS " + chr(0xDC00 + lead) + "'\n\\! touch {M}\n';\n")
+    return SqlInput(id_, text, line, words)
+
+
+_SQL_FUNCTION = ("CREATE FUNCTION enc() RETURNS text LANGUAGE sql AS "
+                 "$$ SELECT set_config('client'||'_encoding', '{E}', false) $$;\nSELECT enc();\n")
+_PLPGSQL_SET = ("CREATE FUNCTION enc() RETURNS void LANGUAGE plpgsql AS "
+                "$$ BEGIN SET client_encoding = '{E}'; END $$;\nSELECT enc();\n")
+# no rule word anywhere: the statement is built from chr() at run time
+_PLPGSQL_DYNAMIC = ("CREATE FUNCTION enc() RETURNS void LANGUAGE plpgsql AS $$ BEGIN EXECUTE "
+                    "'SET ' || chr(99) || 'lient_' || chr(101) || 'ncoding = ' || quote_literal('{E}'); "
+                    "END $$;\nSELECT enc();\n")
+GUARD = "client encoding changed during the load"
+ENCODING = [
+    # the issue's reproduction: set_config in a SQL function body, SJIS lead byte 0x82
+    _encoding_attack("encoding-sjis-sql-function", _SQL_FUNCTION.replace("{E}", "SJIS"), 0x82,
+                     words=("function body",), line=2),
+    _encoding_attack("encoding-big5-sql-function", _SQL_FUNCTION.replace("{E}", "BIG5"), 0xA4, line=2),
+    _encoding_attack("encoding-gbk-plpgsql-set", _PLPGSQL_SET.replace("{E}", "GBK"), 0xB0, line=2),
+    _encoding_attack("encoding-uhc-plpgsql-set", _PLPGSQL_SET.replace("{E}", "UHC"), 0xB0, line=2),
+    _encoding_attack("encoding-johab-sql-function", _SQL_FUNCTION.replace("{E}", "JOHAB"), 0x88, line=2),
+    # no rule word in the dump: only the load's guard (ParameterStatus) can stop these
+    _encoding_attack("encoding-gb18030-dynamic-sql", _PLPGSQL_DYNAMIC.replace("{E}", "GB18030"), 0x81,
+                     words=(GUARD,), line=3),
+    _encoding_attack("encoding-sjis-dynamic-sql", _PLPGSQL_DYNAMIC.replace("{E}", "SJIS"), 0x82,
+                     words=(GUARD,), line=3),
+    _encoding_attack("encoding-sjis-pg-settings-update",
+                     "UPDATE pg_settings SET setting = 'SJIS' WHERE name = 'client_encoding';\n", 0x82,
+                     words=(GUARD,), line=2),
+    _encoding_attack("encoding-big5-query-to-xml",
+                     "SELECT query_to_xml('SELECT set_config(''client_encoding'', ''BIG5'', false)', "
+                     "true, true, '');\n", 0xA4, words=(GUARD,), line=2),
+    # ways psql itself offers, refused before anything runs
+    _encoding_attack("encoding-sjis-set-names", "SET NAMES 'SJIS';\n", 0x82, line=2),
+    _encoding_attack("encoding-sjis-meta-encoding", "\\encoding SJIS\n", 0x82, line=2),
+    _encoding_attack("encoding-utf8-meta-encoding", "\\encoding UTF8\n", 0x82, line=2),
+    _encoding_attack("encoding-sjis-select-set-config",
+                     "SELECT pg_catalog.set_config('client_encoding', 'SJIS', false);\n", 0x82, line=2),
+]
+
+ALL = META + SERVER + DESYNC + ENCODING

@@ -8,8 +8,6 @@ the marker file that executed content would create never appears, and no line of
 from __future__ import annotations
 
 import re
-import secrets
-import shutil
 from pathlib import Path
 
 import pytest
@@ -31,14 +29,15 @@ def server(tmp_path_factory):
         yield pg
 
 
-@pytest.fixture(scope="module")
-def marker_dir():
-    """World-writable (sticky), so that a program run by ANY uid (the sandbox's too) could leave a marker."""
-    folder = Path(f"/tmp/hostile-sql-{secrets.token_hex(6)}")
-    folder.mkdir()
-    folder.chmod(0o1777)
+@pytest.fixture
+def marker_dir(server):
+    """The server's socket directory: the one folder that every sandboxed client (the old psql
+    load and today's loader) could write and the test can see (the sandbox's /tmp is its own
+    tmpfs, so a marker in the host's /tmp could never appear)."""
+    folder = server.socket_dir
     yield folder
-    shutil.rmtree(folder, ignore_errors=True)
+    for marker in folder.glob("*.marker"):
+        marker.unlink()
 
 
 def _names_line(message: str, name: str, lines: int | tuple[int, ...]) -> bool:

@@ -7,7 +7,6 @@ from __future__ import annotations
 import subprocess
 import sys
 import tarfile
-import time
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
@@ -19,7 +18,6 @@ from restoredrill.lab.site import Lab
 from restoredrill.modes import restore_target_of_row
 
 pytestmark = pytest.mark.integration
-TIMINGS: dict[str, float] = {}
 
 
 @pytest.fixture(scope="module")
@@ -29,11 +27,9 @@ def lab(tmp_path_factory):
 
 
 def run_cli(inventory: Path, mode: str, out: Path, state: Path, *extra: str, stdin: str | None = None):
-    started = time.monotonic()
     done = subprocess.run([sys.executable, "-m", "restoredrill.cli", "run", "--inventory", str(inventory),
                            "--mode", mode, "--out", str(out), "--state-dir", str(state), *extra],
                           input=stdin if stdin is not None else "", capture_output=True, text=True, timeout=300)
-    TIMINGS[f"{mode} {out.name}"] = time.monotonic() - started
     return done
 
 
@@ -107,6 +103,3 @@ def test_monthly_yes_runs_everything_and_writes_runbook_and_bundle(lab, tmp_path
     with tarfile.open(out / "evidence.tar.gz") as tar:
         assert f"evidence/{MANIFEST}" in tar.getnames()
 
-
-def test_report_timings():
-    print("\nmode timings on the lab: " + ", ".join(f"{k} {v:.1f} s" for k, v in TIMINGS.items()))

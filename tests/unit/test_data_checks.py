@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+from restoredrill.checks.budgets import InterpretBudgets
 from restoredrill.checks import data
 from restoredrill.checks.errors import CheckFailed
 from restoredrill.inventory.model import PostgresDump
@@ -271,9 +272,9 @@ def test_postgres_dump_that_is_a_link_is_refused_before_any_server_starts(extrac
     (extract / "app" / "db" / "app.sql").symlink_to(outside / "dump.sql")
     spec = PostgresDump(path="app/db/app.sql", database="app")
     with pytest.raises(CheckFailed) as info:
-        drill_module().restore_postgres_dump(extract, spec, tmp_path)
+        drill_module().restore_postgres_dump(extract, spec, InterpretBudgets())
     assert "a PostgreSQL dump" in str(info.value) and "symbolic link" in str(info.value)
-    assert not (tmp_path / "pg").exists()
+    assert not list(extract.parent.glob("throwaway-postgres-*"))
 
 
 def test_postgres_query_mismatch_shows_the_expected_value_and_only_a_fingerprint_found(extract, secret, tmp_path):
@@ -284,7 +285,7 @@ def test_postgres_query_mismatch_shows_the_expected_value_and_only_a_fingerprint
     spec = PostgresDump.model_validate({"path": "app/db/app.sql", "database": "app", "queries": [
         {"sql": "SELECT v FROM t", "expect": "lab-canary-v1"}]})
     with pytest.raises(CheckFailed) as info:
-        drill_module().restore_postgres_dump(extract, spec, tmp_path)
+        drill_module().restore_postgres_dump(extract, spec, InterpretBudgets())
     message = str(info.value)
     assert "'lab-canary-v1'" in message and f"{len(secret)} bytes" in message and "did not match" in message
     assert not leaks(secret, info.value)

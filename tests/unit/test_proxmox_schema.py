@@ -37,10 +37,16 @@ def test_absent_files_mean_no_schema(tmp_path, monkeypatch):
     assert not ApiSchemas.load().available
 
 
-def test_default_location_is_beside_the_repository(monkeypatch):
+def test_default_location_is_beside_the_repository(monkeypatch, tmp_path):
+    """Issue 20 §5: this test could not fail (``in (None, expected)``). Now the checkout is
+    moved to a folder of the test's own: the files beside it are found, their absence is None."""
     monkeypatch.delenv(ENV_VAR, raising=False)
-    expected = schema_module.REPO_ROOT.parent / "shared" / "api-schemas"
-    assert schema_dir() in (None, expected)
+    monkeypatch.setattr(schema_module, "REPO_ROOT", tmp_path / "checkout")
+    assert schema_dir() is None
+    expected = tmp_path / "shared" / "api-schemas"
+    expected.mkdir(parents=True)
+    write_schemas(expected)
+    assert schema_dir() == expected
 
 
 def test_literal_segments_win_over_placeholders(tmp_path):

@@ -1,6 +1,6 @@
 """The schema ``permissions`` interpreter (pure) and the in-code rules that stand in for the
-schema when ../shared is absent (these tests never skip: the schema part compares only
-when the files are there, the coverage part always runs)."""
+schema when ../shared is absent (the coverage part always runs; the comparison with the
+schema skips, saying so, when the files are not there)."""
 from __future__ import annotations
 
 from types import SimpleNamespace
@@ -99,9 +99,9 @@ def test_every_served_route_has_a_rule_without_the_schema_files():
 
 def test_in_code_rules_equal_the_schema_where_it_is_present():
     schemas = ApiSchemas.load()
-    if not schemas.available:          # a clone without ../shared: nothing to compare with
-        assert IN_CODE
-        return
+    if not schemas.available:          # a clone without ../shared: say so, never pass silently
+        pytest.skip("no API schema files (../shared/api-schemas or $RESTOREDRILL_API_SCHEMAS): the in-code "
+                    "rules were not compared with the schema")
     differ = []
     for key, rule in IN_CODE.items():
         described = schemas.method(key[0], key[2], key[1])

@@ -98,13 +98,19 @@ def check_paths_present(root: Path, paths: list[str]) -> dict:
     return {"paths_checked": len(paths)}
 
 
+def _unreadable(members: Listing) -> str:
+    if not members.unreadable:
+        return ""
+    return f"; {members.unreadable} directories could not be opened ({members.why_unreadable})"
+
+
 def check_min_files(root: Path, minimum: int) -> dict:
     members = listing(root)
     count = len(members.files)
     if count < minimum:
         raise CheckFailed("archive", f"at least {minimum} regular files",
                           f"{count} regular files ({members.symlinks} symbolic links and "
-                          f"{members.special} special files not counted)")
+                          f"{members.special} special files not counted{_unreadable(members)})")
     return {"files": count, **members.evidence("")}
 
 
@@ -172,7 +178,7 @@ def spot_check(root: Path, source: Path, archive_path: str, *, sample: int, coun
 
 
 def check_sqlite(root: Path, relative: str, *, work_dir: Path, show_found: bool = False,
-                 empty_ok: bool = False) -> dict:
+                 empty_ok: bool = False, budgets=None) -> dict:
     """The database passes ``PRAGMA integrity_check``, run in the sandbox on a private copy of
     the safely opened file (:func:`restoredrill.checks.sqlite_probe.sqlite_integrity`), and
     holds at least one table (a zero-byte file passes integrity_check with nothing in it),
@@ -184,7 +190,7 @@ def check_sqlite(root: Path, relative: str, *, work_dir: Path, show_found: bool 
     with regular_file(root, relative, "an SQLite database") as db:
         show = show_found and db.st.st_nlink == 1
         try:
-            report = sqlite_integrity(db.fd, name=where, work_dir=work_dir)
+            report = sqlite_integrity(db.fd, name=where, work_dir=work_dir, budgets=budgets)
         except SqliteProbeError as exc:
             raise CheckFailed(where, "PRAGMA integrity_check = ok", f"the check could not run: "
                               f"{redact.printable(str(exc), 600)}") from None

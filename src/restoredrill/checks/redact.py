@@ -12,6 +12,7 @@ reachable under more than one name (a hard link).
 from __future__ import annotations
 
 import hashlib
+import re
 
 SHOW_LIMIT = 80
 HIDDEN_HINT = "content not shown; set show_found: true on this inventory entry to see it"
@@ -25,6 +26,20 @@ def fingerprint(data: bytes) -> str:
 def printable(text: str, limit: int = SHOW_LIMIT) -> str:
     """At most ``limit`` characters, each printable (others, bidi controls included, become ``?``)."""
     return "".join(ch if ch.isprintable() else "?" for ch in text[:limit])
+
+
+# C0 controls but newline and tab, DEL, C1 controls (U+0080-U+009F: 8-bit CSI/OSC), and the
+# bidi and zero-width format characters that reorder or hide text on a terminal
+_TERMINAL_UNSAFE = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u061c\u200b-\u200f\u202a-\u202e"
+                              "\u2066-\u2069\ufeff]")
+
+
+def terminal(text: str, *, one_line: bool = False) -> str:
+    """Text safe to print on a terminal: ESC (colors, OSC titles, cursor moves), CR and every
+    other control or bidi character becomes ``?`` (names from an archive can hold them);
+    ``one_line`` also turns line breaks into ``?`` (a name cannot start a fake line)."""
+    cleaned = _TERMINAL_UNSAFE.sub("?", str(text))
+    return cleaned.replace("\n", "?").replace("\t", " ") if one_line else cleaned
 
 
 def as_bytes(data: bytes | str) -> bytes:

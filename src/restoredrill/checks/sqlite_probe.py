@@ -13,15 +13,16 @@ check covers what was checkpointed into the main file.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
 import stat
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 from restoredrill import sandbox
+from restoredrill.checks.budgets import InterpretBudgets
 from restoredrill.execute import CommandError
 
 MAX_ROWS = 20
@@ -57,16 +58,11 @@ class SqliteReport:
         return self.error is None and self.integrity == ("ok",)
 
 
-def system_python() -> tuple[str, list[Path]]:
-    """A python3 visible in the sandbox (under /usr), else ours with its prefix made readable."""
-    for candidate in ("/usr/bin/python3", "/usr/local/bin/python3"):
-        if Path(candidate).is_file() and os.access(candidate, os.X_OK):
-            return candidate, [] if candidate.startswith("/usr/bin") else [Path("/usr/local")]
-    base = Path(getattr(sys, "_base_executable", sys.executable)).resolve()
-    return str(base), [Path(sys.base_prefix).resolve()]
+system_python = sandbox.system_python      # moved to sandbox.py (the plain-dump loader uses it too)
 
 
-def sqlite_integrity(source_fd: int, *, name: str, work_dir: Path) -> SqliteReport:
+def sqlite_integrity(source_fd: int, *, name: str, work_dir: Path,
+                     budgets: InterpretBudgets | None = None) -> SqliteReport:
     """Copy the open regular file ``source_fd`` privately and integrity-check it in the sandbox.
 
     ``name`` is how errors name the file. Raises :class:`SqliteProbeError` when
@@ -79,7 +75,7 @@ def sqlite_integrity(source_fd: int, *, name: str, work_dir: Path) -> SqliteRepo
         copy = holder / "database.sqlite"
         _copy_fd(source_fd, copy)
         sandbox.give_to_sandbox(holder)
-        return _probe(copy, holder, name)
+        return _probe(copy, holder, name, budgets or InterpretBudgets(check_seconds=TIMEOUT_SECONDS))
     finally:
         shutil.rmtree(holder, ignore_errors=True)
 
@@ -94,14 +90,26 @@ def _copy_fd(source_fd: int, target: Path) -> None:
     target.chmod(0o400)
 
 
-def _probe(copy: Path, holder: Path, name: str) -> SqliteReport:
+def _probe(copy: Path, holder: Path, name: str, budgets: InterpretBudgets) -> SqliteReport:
+    """In the sandbox, within scratch.budgets.check_timeout (wall and CPU) and the output budget."""
     python, readable = system_python()
+    limits = dataclasses.replace(LIMITS, cpu_seconds=int(budgets.check_seconds) + 1,
+                                 tmpfs_bytes=budgets.tmpfs_bytes)
     try:
         result = sandbox.run_sandboxed([python, "-I", "-S", "-c", PROBE, str(copy)],
-                                       readable=[*readable, holder], limits=LIMITS,
+                                       readable=[*readable, holder], limits=limits,
                                        env={"PATH": "/usr/bin:/bin", "LC_ALL": "C.UTF-8"},
-                                       timeout=TIMEOUT_SECONDS, label=f"sqlite {name}")
-    except (CommandError, sandbox.SandboxError) as exc:
+                                       timeout=budgets.check_seconds, label=f"sqlite {name}",
+                                       stdout_limit=1 << 20)
+    except CommandError as exc:
+        budget = exc.budget if isinstance(exc, sandbox.BudgetExceeded) else (
+            "check_timeout" if exc.returncode is None else "")
+        if budget:
+            raise SqliteProbeError(f"{name}: PRAGMA integrity_check exceeded the budget "
+                                   f"{budgets.describe(budget)} and was stopped") from None
+        raise SqliteProbeError(f"{name}: PRAGMA integrity_check could not run in the sandbox: "
+                               f"{exc}") from None
+    except sandbox.SandboxError as exc:
         raise SqliteProbeError(f"{name}: PRAGMA integrity_check could not run in the sandbox: "
                                f"{exc}") from None
     return parse_probe_output(result.stdout, name)

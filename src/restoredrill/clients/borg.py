@@ -324,7 +324,9 @@ class BorgClient:
         sources (:data:`SAFE_EXTRACT_VERSION`): an archive is hostile input, and an older
         borg, run as root, writes through a symlinked directory member out of DEST."""
         self.require_safe_extract()
-        args = ["--dry-run"] if dry_run else []
+        # no flags (immutable/append-only would pin the extract: borg/archive.py restore_attrs sets
+        # bsdflags last), no ACLs, no xattrs (security.capability...): scratch must stay removable
+        args = ["--dry-run"] if dry_run else ["--noflags", "--noacls", "--noxattrs"]
         return self._run("extract", [*args, f"{self.target.location}::{archive}", *paths],
                          timeout=timeout, cwd=destination)
 

@@ -62,6 +62,16 @@ class Budgets(Strict):
     max_memory: Size = Field("8GiB", description="RAM all scratch guests may use together.")
     max_disk: Size = Field("200GiB", description="Scratch storage all drills may use together.")
     max_run_time: Duration = Field("2h", description="Time budget of one run.")
+    # interpreting restored data (issue 20): defaults fit a 2-core, 4 GiB runner
+    parse_memory: Size = Field("1GiB", description="Address space of the sandboxed loader that lexes and "
+                               "sends a plain SQL dump (about 150 bytes per dump byte in the worst case).")
+    statement_timeout: Duration = Field("10m", description="Wall time of one statement of a dump.")
+    check_timeout: Duration = Field("30m", description="Wall time of one check that interprets restored "
+                                    "data: a dump's whole load, an SQLite integrity check.")
+    output: Size = Field("16MiB", description="What a sandboxed program reading restored data may print "
+                         "(query results); more fails the check.")
+    sandbox_tmpfs: Size = Field("64MiB", description="Size of each RAM-backed /tmp and /dev/shm inside the "
+                                "sandbox.")
 
 
 class Scratch(Strict):

@@ -23,6 +23,7 @@ from pathlib import Path
 
 import pytest
 
+from restoredrill.checks.redact import terminal
 from restoredrill.report import history as hist
 from restoredrill.report.model import ERROR, FAILED, PASSED, SKIPPED, Case, RunReport
 from restoredrill.report.targets import Collected, settle_drills, sibling_keys
@@ -175,7 +176,7 @@ class ReportCollector(CaseNamer):
             self.write_reports(self.render(statuses, calendars, matrix), folder)
         run.outputs["report time"] = f"{time.monotonic() - begun:.2f} s"
         for notice in run.notices:
-            print(f"restoredrill: NOTE {notice.topic}: {notice.text}", file=sys.stderr)
+            print(terminal(f"restoredrill: NOTE {notice.topic}: {notice.text}"), file=sys.stderr)
 
     @pytest.hookimpl(trylast=True)
     def pytest_terminal_summary(self, terminalreporter) -> None:
@@ -184,12 +185,13 @@ class ReportCollector(CaseNamer):
             return
         terminalreporter.section("restoredrill reports")
         for what, where in run.outputs.items():
-            terminalreporter.write_line(f"{what:<14} {where}")
+            terminalreporter.write_line(terminal(f"{what:<14} {where}", one_line=True))
         for finding in self.findings:
             if not finding.ok:
-                terminalreporter.write_line(f"FAILED history {finding.name}: {finding.message}")
+                terminalreporter.write_line(terminal(f"FAILED history {finding.name}: {finding.message}",
+                                                     one_line=True))
         for channel, what in run.deliveries.items():
-            terminalreporter.write_line(f"{channel:<14} {what}")
+            terminalreporter.write_line(terminal(f"{channel:<14} {what}", one_line=True))
         if run.notices:
             terminalreporter.write_line(f"{len(run.notices)} notice(s): see stderr and the drill report "
                                         f"(suite restoredrill); they do not change the exit code")

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 
-from restoredrill.checks.postgres.psqllex import Meta, Statement
+from restoredrill.checks.postgres.psqllex import LexProblem, Meta, PsqlLexer, Statement
 
 # what pg_dump writes (\restrict, \unrestrict, psql >= 13.22/14.19/15.14/16.10/17.6)
 # and two harmless extras; not \connect (it could switch user) nor \set (it could
@@ -108,6 +108,17 @@ def meta_problem(meta: Meta) -> str | None:
     return None
 
 
+def item_problem(item) -> str | None:
+    """What is refused in one item of :class:`PsqlLexer`'s output, or None."""
+    if isinstance(item, LexProblem):
+        return item.message
+    if isinstance(item, Meta):
+        return meta_problem(item)
+    if isinstance(item, Statement):
+        return statement_problem(item)
+    return None
+
+
 def is_owner_or_privilege(statement: Statement) -> bool:
     """GRANT, REVOKE, ALTER DEFAULT PRIVILEGES and ``ALTER <object> ... OWNER TO <role>``
     (as pg_dump writes them: one action, the role last). Never one holding a meta-command."""
@@ -145,12 +156,61 @@ def statement_problem(statement: Statement) -> str | None:
     return _rules_problem(statement)
 
 
-def _rules_problem(statement: Statement) -> str | None:
-    for rule in (_copy_problem, _create_problem, _first_word_problem, _set_problem,
-                 _function_problem, _variable_problem):
+def _rules_problem(statement: Statement, depth: int = 0) -> str | None:
+    rules = (_copy_problem, _create_problem, _first_word_problem, _set_problem, _function_problem)
+    for rule in rules if depth else (*rules, _variable_problem):
         if (problem := rule(statement)) is not None:
             return problem
+    return _body_problem(statement, depth)
+
+
+# how deep quoted SQL inside quoted SQL is followed (a body that EXECUTEs a string...)
+BODY_DEPTH = 3
+_BODY_SETTINGS = re.compile(rb"client_encoding|session_authorization|\bnames\b")
+
+
+def _is_routine(statement: Statement) -> bool:
+    """CREATE [OR REPLACE] FUNCTION/PROCEDURE (its body is SQL or PL/pgSQL)."""
+    words = statement.words()
+    return words[:1] == [b"create"] and any(w in (b"function", b"procedure") for w in words[1:4])
+
+
+def _body_problem(statement: Statement, depth: int) -> str | None:
+    """Function bodies, DO blocks and other quoted SQL (``$$...$$``, ``'...'``) are held to
+    the same rules as top-level statements where they reach settings, files or programs:
+    each string that may be SQL is lexed again (psqllex, as the server's SQL lexer reads
+    it: a body is never psql input, so its meta-commands and variables do not matter) and
+    every statement in it checked; any mention of client_encoding, session_authorization
+    or SET NAMES in a body is refused outright (the load also stops on any change of the
+    client encoding the server reports, see loader.py). Strings of other top-level
+    statements are data (pg_dump writes rows mentioning pg_read_file): not followed."""
+    if depth >= BODY_DEPTH:
+        return None
+    if depth == 0 and not _is_routine(statement):
+        return None     # strings of other statements are data (dynamic SQL there: loader.py's guard)
+    for kind, value in statement.tokens:
+        if kind not in ("$", "s") or not value:
+            continue
+        if _BODY_SETTINGS.search(value.lower()) is not None:
+            return ("reaches client_encoding, session_authorization or SET NAMES inside a "
+                    "function body or quoted SQL")
+        for item in PsqlLexer(value):
+            if not isinstance(item, Statement):
+                continue     # a body is not psql input: no meta-commands, no variables there
+            for sub in _sub_statements(item):
+                if (problem := _rules_problem(sub, depth + 1)) is not None:
+                    return problem if depth else f"{problem} (inside a function body or quoted SQL)"
     return None
+
+
+def _sub_statements(statement: Statement):
+    """The statement, and the rest of it from each word a rule starts with: in PL/pgSQL a
+    statement can follow BEGIN, THEN, LOOP, ELSE... in what the SQL lexer sees as one."""
+    yield statement
+    tokens = statement.tokens
+    for index in range(1, len(tokens)):
+        if tokens[index][0] == "w" and tokens[index][1] in _RULE_FIRST_WORDS:
+            yield Statement(statement.start, statement.line, statement.end, tokens=tokens[index:])
 
 
 def _copy_problem(statement: Statement) -> str | None:

@@ -12,9 +12,9 @@ from pathlib import Path
 from typing import BinaryIO, TextIO
 
 from restoredrill.checks.postgres.dumppolicy import (ALLOWED_META_COMMANDS, is_owner_or_privilege,
-                                                     meta_problem, statement_problem)
+                                                     item_problem)
 from restoredrill.checks.postgres.errors import PostgresError, UnsafeDumpError
-from restoredrill.checks.postgres.psqllex import LexProblem, Meta, PsqlLexer, Statement
+from restoredrill.checks.postgres.psqllex import Meta, PsqlLexer, Statement
 
 CUSTOM_MAGIC = b"PGDMP"
 GZIP_MAGIC = b"\x1f\x8b"
@@ -53,17 +53,19 @@ def detect_dump_format(dump_path: Path) -> str:
 
 
 INSUFFICIENT_PRIVILEGE = "42501"     # PostgreSQL's SQLSTATE (src/backend/utils/errcodes.txt)
+PRIVILEGE_HINT = ("\nhint: the dump is loaded as an unprivileged role; make plain dumps with "
+                  "pg_dump --no-owner --no-privileges, or use pg_dump -Fc")
 
 
-def dump_failure_message(dump_path: Path, dump_format: str, tail: str) -> str:
-    """psql runs with VERBOSITY=sqlstate: the tail says file, line and SQLSTATE, never
-    the server's message text (which quotes the dump's content)."""
+def dump_failure_message(dump_path: Path, dump_format: str, tail: str, sqlstate: str = "") -> str:
+    """pg_restore's failure as :func:`pg_restore_failure` made it: TOC entry and SQLSTATE,
+    never the server's message text (which quotes the dump). The privilege hint follows
+    the SQLSTATE the server logged, never text that restored data could have written."""
     program = "psql" if dump_format == "plain" else "pg_restore"
     message = (f"dump {dump_path} ({dump_format} format) did not restore; {program} stopped at "
                f"(where: severity SQLSTATE, the server's text is not shown as it quotes the dump):\n{tail}")
-    if INSUFFICIENT_PRIVILEGE in tail or "must be member of role" in tail or "must be owner of" in tail:
-        message += ("\nhint: the dump is loaded as an unprivileged role; make plain dumps with "
-                    "pg_dump --no-owner --no-privileges, or use pg_dump -Fc")
+    if sqlstate == INSUFFICIENT_PRIVILEGE:
+        message += PRIVILEGE_HINT
     return message
 
 
@@ -73,17 +75,18 @@ _OWN_ERROR = re.compile(r"^pg_restore: error: (?!could not execute query)([ -~]{
 _QUOTED = re.compile(r"\"[^\"\n]*\"|'[^'\n]*'")
 
 
-def pg_restore_failure(output: str, server_log: str) -> str:
+def pg_restore_failure(output: str, server_log: str) -> tuple[str, str]:
     """What pg_restore's failure may show: the failed TOC entry's number and the SQLSTATE the
     server logged, or pg_restore's own complaint about the file (quoted parts elided); never
-    the SQL text or the server's message, which quote the dump."""
+    the SQL text or the server's message, which quote the dump. Also the SQLSTATE alone."""
     entries = _TOC_ENTRY.findall(output)
     states = _LOGGED_SQLSTATE.findall(server_log)
     if entries or states:
         entry = f"TOC entry {entries[-1]}" if entries else "an entry"
-        return f"pg_restore: {entry} failed: ERROR:  {states[-1] if states else 'unknown SQLSTATE'}"
+        state = states[-1] if states else ""
+        return f"pg_restore: {entry} failed: ERROR:  {state or 'unknown SQLSTATE'}", state
     own = [_QUOTED.sub('"…"', line) for line in _OWN_ERROR.findall(output)]
-    return "\n".join(own[-3:]) or "pg_restore failed (no message it may show)"
+    return "\n".join(own[-3:]) or "pg_restore failed (no message it may show)", ""
 
 
 def prepare_plain_dump(source: BinaryIO, out: BinaryIO, *, name: str) -> int:
@@ -120,14 +123,7 @@ def prepare_plain_dump(source: BinaryIO, out: BinaryIO, *, name: str) -> int:
 def first_problem(script: bytes) -> tuple[int, str] | None:
     """(offset, what) of the first thing in a psql script that we refuse, or None."""
     for item in PsqlLexer(script):
-        problem = None
-        if isinstance(item, LexProblem):
-            problem = item.message
-        elif isinstance(item, Meta):
-            problem = meta_problem(item)
-        elif isinstance(item, Statement):
-            problem = statement_problem(item)
-        if problem is not None:
+        if (problem := item_problem(item)) is not None:
             return item.offset if not isinstance(item, Statement) else item.start, problem
     return None
 

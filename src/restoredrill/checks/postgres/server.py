@@ -22,10 +22,11 @@ Privileges, in layers:
 * Each dump is loaded as a role without SUPERUSER, CREATEROLE or CREATEDB that
   owns its database: the server refuses ``COPY ... FROM PROGRAM`` and other
   superuser-only statements from it.
-* A plain (SQL) dump is read by psql, whose backslash meta-commands run on the
-  client (``\\!``, ``\\o |cmd``, ``\\copy ... program``...). The private copy
-  psql reads is written by :func:`prepare_plain_dump`, which scans exactly the
-  bytes it writes and refuses meta-commands pg_dump itself does not write.
+* A plain (SQL) dump is never read by psql, whose backslash meta-commands run on
+  the client (``\\!``, ``\\o |cmd``, ``\\copy ... program``...) wherever psql's
+  lexer, which follows the client encoding, sees a backslash. It is checked and
+  sent statement by statement by :mod:`plainload` (a protocol client without
+  meta-commands, in the sandbox, the client encoding fixed for the load).
 * The dump is copied without following symbolic links (``O_NOFOLLOW``); a
   directory-format dump may hold only regular files.
 
@@ -40,21 +41,21 @@ import atexit
 import csv
 import io
 import logging
+import os
 import secrets
 import shutil
 import subprocess
 import time
 import weakref
-from dataclasses import dataclass
 from pathlib import Path
 
 from restoredrill import sandbox
-from restoredrill.checks.postgres.dumpfiles import (copy_dump_directory, open_regular_file,
-                                                    refuse_special)
+from restoredrill.checks.budgets import InterpretBudgets
+from restoredrill.checks.postgres.dumpfiles import copy_dump_directory, open_regular_file
 from restoredrill.checks.postgres.errors import PostgresError
-from restoredrill.checks.postgres.script import (DUMP_FORMATS, detect_dump_format,
-                                                 dump_failure_message, pg_restore_failure,
-                                                 prepare_plain_dump, restore_role)
+from restoredrill.checks.postgres.loading import DumpLoading, DumpRestore  # noqa: F401 (re-exported)
+from restoredrill.checks.postgres.script import restore_role
+from restoredrill.checks.redact import printable
 from restoredrill.execute import CommandError, run
 
 log = logging.getLogger("restoredrill.checks.postgres")
@@ -72,19 +73,7 @@ PM_STATUS_READY = "ready"
 _running_servers: "weakref.WeakSet[ThrowawayPostgres]" = weakref.WeakSet()
 
 
-@dataclass(frozen=True)
-class DumpRestore:
-    """What :meth:`ThrowawayPostgres.restore_dump` did."""
-
-    dump_path: Path
-    database: str
-    role: str
-    dump_format: str
-    seconds: float
-    skipped_statements: int = 0     # OWNER TO / GRANT / REVOKE left out of a plain dump
-
-
-class ThrowawayPostgres:
+class ThrowawayPostgres(DumpLoading):
     """A private PostgreSQL server in a temporary directory, in the sandbox.
 
     ``work_dir`` receives the temporary directory (it must let the sandbox
@@ -92,10 +81,11 @@ class ThrowawayPostgres:
     """
 
     def __init__(self, work_dir: Path, *, bin_dir: Path | None = None, timeout: float = 3600.0,
-                 ready_timeout: float = 60.0):
+                 ready_timeout: float = 60.0, budgets: InterpretBudgets | None = None):
         self.work_dir = Path(work_dir)
         self.bin_dir = Path(bin_dir) if bin_dir else None
         self.timeout = timeout
+        self.budgets = budgets or InterpretBudgets(check_seconds=timeout)
         self.ready_timeout = ready_timeout
         self.root_dir: Path | None = None
         self.startup_seconds: float | None = None
@@ -254,9 +244,22 @@ class ThrowawayPostgres:
         return env
 
     def _limits(self, timeout: float | None = None) -> sandbox.Limits:
-        """Per process: CPU up to the wall-clock budget, files above the 1 GiB segments."""
+        """Per process: CPU up to the wall-clock budget, files above the 1 GiB segments,
+        the sandbox's RAM-backed /tmp and /dev/shm sized (scratch.budgets.sandbox_tmpfs)."""
         return sandbox.Limits(cpu_seconds=int(timeout or self.timeout) + 1,
-                              file_size_bytes=SERVER_FILE_SIZE)
+                              file_size_bytes=SERVER_FILE_SIZE, tmpfs_bytes=self.budgets.tmpfs_bytes)
+
+    def disk_watch(self) -> tuple[str, str] | None:
+        """The server's data counts against scratch.min_free: ("min_free", why) once the
+        filesystem holding it has less free (asked about once a second during a load)."""
+        try:
+            info = os.statvfs(self._root())
+        except OSError:
+            return None
+        free = info.f_bavail * info.f_frsize
+        if free < self.budgets.min_free_bytes:
+            return "min_free", f"left {free} bytes free where the throwaway server writes"
+        return None
 
     def _bin_readable(self) -> list[Path]:
         """The binaries' directory when it is not under /usr (always in the sandbox)."""
@@ -274,7 +277,7 @@ class ThrowawayPostgres:
                 writable=[self.socket_dir] if writable is None else writable,
                 limits=self._limits(timeout), env=self._env(**extra),
                 cwd=None, check=check, timeout=timeout, secrets=(self._superuser_password,),
-                label="throwaway postgres")
+                label="throwaway postgres", stdout_limit=self.budgets.output_bytes, watch=self.disk_watch)
         except sandbox.SandboxError as exc:
             raise PostgresError(str(exc)) from None
 
@@ -287,106 +290,6 @@ class ThrowawayPostgres:
                    *self._client("postgres", "postgres"), "-c", sql], timeout=60, as_superuser=True)
 
     # -- the checks --------------------------------------------------------
-    def restore_dump(self, dump_path: Path, database: str, *, fmt: str = "auto") -> DumpRestore:
-        """Create ``database`` owned by a new unprivileged role and load dump_path as that role.
-
-        A plain dump is loaded by psql from the scanned copy (:func:`prepare_plain_dump`);
-        a custom, directory or tar dump by pg_restore, which sends each entry's SQL to the
-        server itself (no client-side commands exist on that path).
-
-        Errors never quote the server's message text (it quotes the dump): psql runs with
-        ``VERBOSITY=sqlstate`` (file, line, SQLSTATE); for pg_restore the SQLSTATE comes
-        from the server log (``log_line_prefix`` with ``%e``) and the failed TOC entry's
-        number from pg_restore's output.
-
-        Manual equivalent: ``psql -v ON_ERROR_STOP=1 -v VERBOSITY=sqlstate -X -U ROLE -d DB
-        -f DUMP`` for a plain dump, ``pg_restore --no-owner --no-privileges --exit-on-error
-        -U ROLE -d DB DUMP`` for the other formats.
-        """
-        dump_path = Path(dump_path)
-        if fmt not in DUMP_FORMATS:
-            raise PostgresError(f"unknown dump format {fmt!r}: use one of {', '.join(DUMP_FORMATS)}")
-        restore_role(database)  # refuses a bad name before any work
-        refuse_special(dump_path)
-        dump_format = detect_dump_format(dump_path) if fmt == "auto" else fmt
-        holder = self._dump_holder()
-        try:
-            readable = self._readable_copy(dump_path, holder, plain=dump_format == "plain")
-            role = self._create_database(database, dump_path)
-            started = time.monotonic()
-            log_offset = self._log_size()
-            try:
-                self._load(readable, dump_format, role, database)
-            except CommandError as exc:
-                if dump_format == "plain":
-                    tail = exc.tail.replace(str(readable), str(dump_path))  # psql names the file it read
-                else:
-                    tail = pg_restore_failure(exc.tail, self._log_since(log_offset))
-                raise PostgresError(dump_failure_message(dump_path, dump_format, tail)) from None
-        finally:
-            shutil.rmtree(holder, ignore_errors=True)
-        seconds = time.monotonic() - started
-        log.info("restored %s (%s) into %s as %s in %.2f s", dump_path, dump_format, database,
-                 role, seconds)
-        return DumpRestore(dump_path, database, role, dump_format, seconds,
-                           self.skipped_statements)
-
-    def _log_size(self) -> int:
-        try:
-            return self.log_file.stat().st_size
-        except OSError:
-            return 0
-
-    def _log_since(self, offset: int) -> str:
-        """The server log written since offset (read without following links)."""
-        try:
-            with open_regular_file(self.log_file) as handle:
-                handle.seek(offset)
-                return handle.read(1 << 20).decode(errors="replace")
-        except (OSError, PostgresError):
-            return ""
-
-    def _dump_holder(self) -> Path:
-        """A directory for one dump copy, outside the server's writable root: the
-        server's sandbox cannot see it, let alone swap a link into it."""
-        return sandbox.private_dir(self.work_dir, "throwaway-postgres-dump-")
-
-    def _create_database(self, database: str, dump_path: Path) -> str:
-        role = restore_role(database)
-        try:
-            self._admin_sql(f'CREATE ROLE "{role}" LOGIN NOSUPERUSER NOCREATEROLE NOCREATEDB '
-                            f'NOREPLICATION NOBYPASSRLS')
-            self._admin_sql(f'CREATE DATABASE "{database}" OWNER "{role}" TEMPLATE template0')
-        except CommandError as exc:
-            raise PostgresError(f"cannot create database {database} for dump {dump_path}; "
-                                f"last output:\n{exc.tail}") from None
-        return role
-
-    def _load(self, dump: Path, dump_format: str, role: str, database: str) -> None:
-        if dump_format == "plain":
-            argv = [self._bin("psql"), "-v", "ON_ERROR_STOP=1", "-v", "VERBOSITY=sqlstate",
-                    "-v", "SHOW_CONTEXT=never", "--no-psqlrc", "-X", "-q",
-                    *self._client(role, database), "-f", dump]
-        else:
-            argv = [self._bin("pg_restore"), "--no-owner", "--no-privileges", "--exit-on-error", "--verbose",
-                    f"--format={dump_format}", *self._client(role, database), dump]
-        self._run(argv, readable=(dump.parent,), timeout=self.timeout)
-
-    def _readable_copy(self, dump_path: Path, holder: Path, *, plain: bool) -> Path:
-        """The private copy the sandbox reads: links never followed; for a script the
-        scanned copy without owner and privilege statements."""
-        target = holder / (dump_path.name or "dump")
-        if dump_path.is_dir() and not dump_path.is_symlink():
-            copy_dump_directory(dump_path, target)
-        else:
-            with open_regular_file(dump_path) as source, open(target, "xb") as out:
-                if plain:
-                    self.skipped_statements = prepare_plain_dump(source, out, name=str(dump_path))
-                else:
-                    shutil.copyfileobj(source, out, 1 << 20)
-        sandbox.give_to_sandbox(holder)
-        return target
-
     def query(self, database: str, sql: str) -> list[tuple[str, ...]]:
         """Rows of sql, run read-only as the database's restore role (NULL is '').
 
@@ -397,10 +300,19 @@ class ThrowawayPostgres:
             result = self._run([self._bin("psql"), "-X", "--csv", "-t", "-v", "ON_ERROR_STOP=1",
                                 "-v", "VERBOSITY=sqlstate",
                                 *self._client(restore_role(database), database), "-c", sql],
-                               timeout=300, pgoptions="-c default_transaction_read_only=on")
-        except CommandError as exc:
-            raise PostgresError(f"query on database {database} failed: {sql!r}; "
-                                f"last output:\n{exc.tail}") from None
+                               timeout=min(300.0, self.budgets.check_seconds), check=False,
+                               pgoptions="-c default_transaction_read_only=on")
+        except sandbox.BudgetExceeded as exc:
+            raise PostgresError(f"query on database {database} exceeded the budget "
+                                f"{self.budgets.describe(exc.budget)}: {sql!r}") from None
+        except CommandError:
+            raise PostgresError(f"query on database {database} did not finish within "
+                                f"{min(300.0, self.budgets.check_seconds):g} s: {sql!r}") from None
+        if result.returncode != 0:
+            # stderr only (VERBOSITY=sqlstate: severity and SQLSTATE): stdout holds restored rows
+            shown = "\n".join(printable(line, 120) for line in result.stderr.strip().splitlines()[-3:])
+            raise PostgresError(f"query on database {database} failed: {sql!r}; psql said (restored "
+                                f"rows are not shown):\n{shown}")
         return [tuple(row) for row in csv.reader(io.StringIO(result.stdout))]
 
     def dump_database(self, database: str, target: Path, *, fmt: str = "custom") -> Path:
