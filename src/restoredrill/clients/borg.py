@@ -81,6 +81,14 @@ class BorgTarget:
     stop_grace_seconds: float = 30.0      # after SIGTERM at a timeout, SIGKILL only this much later
     clock: Callable[[], datetime] = field(default=lambda: datetime.now(timezone.utc), repr=False)
 
+    def __post_init__(self) -> None:
+        # borg extract runs inside the extract folder (cwd): a relative BORG_BASE_DIR or local
+        # repository path would be read against it, and borg would write its cache and security
+        # record into the restored data (issue 26). Fixed against the current folder, once.
+        self.base_dir = Path(self.base_dir).absolute()
+        if "://" not in self.location and not os.path.isabs(self.location):
+            self.location = os.path.abspath(self.location)
+
     @property
     def remote(self) -> bool:
         return self.location.startswith("ssh://")
