@@ -25,7 +25,8 @@ pytestmark = pytest.mark.drill_kind("borg")
 
 
 def test_reachable(borg_drill, evidence):
-    """``borg info --json REPO`` answers: the repository is there and opens."""
+    """``borg list --json REPO`` answers: the repository is there and opens (its id and encryption mode
+    come with the archive list, see :class:`restoredrill.clients.borg.Listing`)."""
     repo = borg_drill.repo
     evidence(drill=f"borg:{repo.name}", check="reachable", repository=repo.name, location=repo.location)
     with drill_step(f"repository {repo.name}"):

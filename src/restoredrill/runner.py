@@ -7,8 +7,6 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
-import pytest
-
 from restoredrill import drills_dir
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
@@ -65,6 +63,7 @@ def run_drills(request: RunRequest) -> int:
         return EXIT_FAILED
     if request.out_dir:
         request.out_dir.mkdir(parents=True, exist_ok=True)
+    import pytest       # here, not at the top: the other subcommands never pay for it (issue 26)
     code = map_exit_code(int(pytest.main(pytest_args(request), plugins=list(request.plugins))))
     junit = request.junit or (request.out_dir / "junit.xml" if request.out_dir else None)
     if code == EXIT_OK and junit is not None and junit_has_failures(junit):

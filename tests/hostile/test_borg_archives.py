@@ -79,8 +79,11 @@ def _old_borg(work: Path) -> Path:
     """A borg that says it is 1.2.4 (Debian 12's) and otherwise is the real one: 1.2.4 writes
     through a symlinked parent directory created earlier in the same archive, as root."""
     script = work / "borg-1.2.4"
-    script.write_text(f"#!/bin/sh\nif [ \"$1\" = --version ]; then echo 'borg 1.2.4'; exit 0; fi\n"
-                      f"exec {resolve_binary('borg')} \"$@\"\n")
+    # it says so to --version and in the line every call logs with --show-version
+    script.write_text(f"#!/bin/bash\nif [ \"$1\" = --version ]; then echo 'borg 1.2.4'; exit 0; fi\n"
+                      f"set -o pipefail\n"
+                      f"{{ {resolve_binary('borg')} \"$@\" 2>&1 1>&3 3>&- | "
+                      f"sed -u 's/^borgbackup version .*/borgbackup version 1.2.4/' >&2; }} 3>&1\n")
     script.chmod(0o755)
     return script
 

@@ -65,6 +65,20 @@ def test_listing_pages_through_every_object(bucket):
     assert bucket.budget.used > 0          # listing pages count against the budget
 
 
+def test_a_listing_without_times_is_the_same_listing_unparsed(bucket):
+    """Issue 26: chunk listings skip botocore's timestamp parse (a second client whose parser
+    keeps the text); keys and sizes are the same, ``last_modified`` is None, and the default
+    listing still gives aware datetimes. Both clients count every call and keep the guard."""
+    timed = list(bucket.list_objects("many/"))
+    untimed = list(bucket.list_objects("many/", times=False))
+    assert [(i.key, i.size) for i in untimed] == [(i.key, i.size) for i in timed] and len(untimed) == MANY
+    assert all(i.last_modified is None for i in untimed)
+    assert all(i.last_modified.tzinfo is not None for i in timed)
+    assert bucket.calls["ListObjectsV2"] == 4
+    with pytest.raises(PermissionError, match="only reads"):
+        bucket._untimed_client().delete_object(Bucket=BUCKET, Key="many/00001")
+
+
 def test_read_exists_and_missing(bucket):
     assert bucket.read("many/00007") == b"00007"
     assert bucket.exists("many/00007") and not bucket.exists("many/nope")

@@ -2,10 +2,11 @@
 from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 
 import pytest
 
-from restoredrill.clients.borg import (FORBIDDEN_SUBCOMMANDS, READ_ONLY_SUBCOMMANDS, BorgClient, BorgTarget,
+from restoredrill.clients.borg import (FORBIDDEN_SUBCOMMANDS, READ_ONLY_SUBCOMMANDS, BorgClient, BorgError, BorgTarget,
                                        explain_failure, parse_borg_time)
 from restoredrill.plan import IMPLEMENTED_KINDS, PlanError, choose_archive, plan_borg_check, select_kinds
 
@@ -120,3 +121,49 @@ def test_extract_needs_a_borg_that_refuses_symlinked_parents(tmp_path, reported,
 def test_a_refused_member_is_explained():
     tail = "d/pwned: not extracted, a parent directory is a symlink (malicious or corrupted archive)"
     assert "refused to extract" in explain_failure(tail)
+
+
+LISTING = ('{"archives": [{"name": "a", "start": "2026-04-01T10:00:00.000000", "id": "ab"}], '
+           '"encryption": {"mode": "repokey-blake2"}, "repository": {"id": "cafe", "location": "/r"}}')
+
+
+@pytest.mark.parametrize("shown,refused", [("1.2.4", True), ("1.4.5", False)])
+def test_the_version_a_listing_logged_gates_the_extract_without_another_borg_start(tmp_path, shown, refused):
+    """Every call runs with ``--show-version``; the version borg logged there is the one the
+    extract is judged by (issue 26: no ``borg --version`` start per extract). The repository id
+    and encryption mode come from the same ``borg list --json`` answer (no ``borg info``)."""
+    calls = tmp_path / "calls"
+    fake = tmp_path / "borg"
+    fake.write_text(f"#!/bin/sh\necho \"$@\" >> {calls}\n"
+                    f"[ \"$1\" = list ] && {{ echo 'borgbackup version {shown}' >&2; echo '{LISTING}'; }}\nexit 0\n")
+    fake.chmod(0o755)
+    client = BorgClient(BorgTarget("r", str(tmp_path / "repo"), tmp_path / "base", binary=str(fake)))
+    listing = client.list_repository()
+    assert [a.name for a in listing.archives] == ["a"]
+    assert listing.info == {"repository": {"id": "cafe", "location": "/r"}, "encryption": {"mode": "repokey-blake2"}}
+    if refused:
+        with pytest.raises(BorgError, match=f"borg {shown} cannot extract an untrusted archive safely"):
+            client.extract("a", tmp_path)
+    else:
+        client.extract("a", tmp_path)
+    lines = calls.read_text().splitlines()
+    assert [line.split()[:2] for line in lines] == [["list", "--show-version"]] + ([] if refused else
+                                                                                  [["extract", "--show-version"]])
+    assert not any("--version" in line.split() for line in lines)
+
+
+def test_a_listing_without_repository_facts_is_a_clear_error(tmp_path):
+    fake = tmp_path / "borg"
+    fake.write_text("#!/bin/sh\necho '{\"archives\": []}'\n")
+    fake.chmod(0o755)
+    client = BorgClient(BorgTarget("r", str(tmp_path / "repo"), tmp_path / "base", binary=str(fake)))
+    with pytest.raises(BorgError, match="no repository id or encryption mode"):
+        client.list_repository()
+
+
+def test_relative_base_dir_and_location_are_made_absolute(tmp_path, monkeypatch):
+    """borg extract runs inside the extract folder: relative paths would point into it (issue 26)."""
+    monkeypatch.chdir(tmp_path)
+    target = BorgTarget("r", "repo", Path("state/borg/r"))
+    assert target.base_dir == tmp_path / "state" / "borg" / "r" and target.location == str(tmp_path / "repo")
+    assert BorgTarget("r", "ssh://u@h:22/./repo", tmp_path).location == "ssh://u@h:22/./repo"

@@ -64,6 +64,17 @@ class Archive:
     id: str = ""
 
 
+@dataclass(frozen=True)
+class Listing:
+    """One ``borg list --json REPO`` answer: the archives (oldest first) and what borg says of the
+    repository beside them: ``repository`` (``id``, ``location``, ``last_modified``) and
+    ``encryption`` (``mode``), the same keys ``borg info --json REPO`` gives
+    (borg 1.4 src/borg/archiver.py ``_list_repository`` prints ``basic_json_data(manifest, ...)``,
+    src/borg/helpers/parseformat.py), without ``borg info``'s cache sync."""
+    archives: list[Archive]
+    info: dict
+
+
 @dataclass
 class BorgTarget:
     """Everything needed to reach one repository; secrets only as a resolver."""
@@ -80,6 +91,14 @@ class BorgTarget:
     window_margin: timedelta = timedelta(minutes=15)
     stop_grace_seconds: float = 30.0      # after SIGTERM at a timeout, SIGKILL only this much later
     clock: Callable[[], datetime] = field(default=lambda: datetime.now(timezone.utc), repr=False)
+
+    def __post_init__(self) -> None:
+        # borg extract runs inside the extract folder (cwd): a relative BORG_BASE_DIR or local
+        # repository path would be read against it, and borg would write its cache and security
+        # record into the restored data (issue 26). Fixed against the current folder, once.
+        self.base_dir = Path(self.base_dir).absolute()
+        if "://" not in self.location and not os.path.isabs(self.location):
+            self.location = os.path.abspath(self.location)
 
     @property
     def remote(self) -> bool:
@@ -148,10 +167,16 @@ def resolve_binary(binary: str) -> str:
     return shutil.which("borg") or binary
 
 
+# borg 1.x ``--show-version`` (src/borg/archiver.py ``run``: logger ``borg.output.show-version``,
+# turned on by ``_setup_topic_logging``) logs this line on stderr at the start of every call
+SHOWN_VERSION = re.compile(r"^borgbackup version (\d+)\.(\d+)\.(\d+)", re.MULTILINE)
+
+
 class BorgClient:
     def __init__(self, target: BorgTarget):
         self.target = target
         self.target.binary = resolve_binary(target.binary)
+        self.seen_version: tuple[int, ...] | None = None   # what the last borg call said it was
 
     # --- the choke point ------------------------------------------------------------
     def _run(self, subcommand: str, args: Sequence[str], *, timeout: float, cwd: Path | None = None,
@@ -169,7 +194,7 @@ class BorgClient:
             raise BorgError(self.target.name, why_not)
         lock_wait = int(left.bound(self.target.lock_wait_seconds))
         limit = left.bound(timeout + lock_wait)
-        argv = [self.target.binary, subcommand, f"--lock-wait={lock_wait}"]
+        argv = [self.target.binary, subcommand, "--show-version", f"--lock-wait={lock_wait}"]
         if self.target.remote_path:
             argv.append(f"--remote-path={self.target.remote_path}")
         argv.extend(args)
@@ -181,11 +206,15 @@ class BorgClient:
             read_fd = _passphrase_pipe(secret)
             env["BORG_PASSPHRASE_FD"] = str(read_fd)
         try:
-            return run(argv, timeout=limit, env=env, cwd=cwd,
-                       pass_fds=(read_fd,) if read_fd is not None else (),
-                       secrets=(secret,) if secret else (), ok_codes=ok_codes, check=check,
-                       label=f"borg {subcommand} [{self.target.name}]",
-                       stop=Stop(SIGTERM, self.target.stop_grace_seconds))
+            result = run(argv, timeout=limit, env=env, cwd=cwd,
+                         pass_fds=(read_fd,) if read_fd is not None else (),
+                         secrets=(secret,) if secret else (), ok_codes=ok_codes, check=check,
+                         label=f"borg {subcommand} [{self.target.name}]",
+                         stop=Stop(SIGTERM, self.target.stop_grace_seconds))
+            shown = SHOWN_VERSION.search(result.stderr or "")
+            if shown:
+                self.seen_version = tuple(int(x) for x in shown.groups())
+            return result
         except CommandError as exc:
             tail = exc.tail or str(exc)
             if exc.timed_out:
@@ -255,7 +284,10 @@ class BorgClient:
 
     # --- commands -------------------------------------------------------------------
     def version(self) -> tuple[int, ...]:
-        """``borg --version``"""
+        """The version the last borg call of this client logged (``--show-version``: no extra
+        borg start), else ``borg --version``."""
+        if self.seen_version is not None:
+            return self.seen_version
         try:
             out = run([self.target.binary, "--version"], timeout=60, label="borg --version").stdout
         except CommandError as exc:
@@ -282,10 +314,19 @@ class BorgClient:
 
     def list_archives(self, timeout: float = 600) -> list[Archive]:
         """``borg list --json REPO``, newest last, times as UTC."""
+        return self.list_repository(timeout).archives
+
+    def list_repository(self, timeout: float = 600) -> Listing:
+        """``borg list --json REPO``: the archives (newest last, times as UTC), the repository id
+        and the encryption mode, in one borg start."""
         data = json.loads(self._run("list", ["--json", self.target.location], timeout=timeout).stdout)
         archives = [Archive(a["name"], parse_borg_time(a.get("start") or a["time"]), a.get("id", ""))
                     for a in data.get("archives", [])]
-        return sorted(archives, key=lambda a: a.start)
+        info = {"repository": data.get("repository") or {}, "encryption": data.get("encryption") or {}}
+        if "id" not in info["repository"] or "mode" not in info["encryption"]:
+            raise BorgError(self.target.name, "borg list --json named no repository id or encryption mode; "
+                            "install borgbackup >= 1.4.5 or point borg_binary at one")
+        return Listing(sorted(archives, key=lambda a: a.start), info)
 
     def archive_info(self, archive: str, timeout: float = 1800) -> dict:
         """``borg info --json REPO::ARCHIVE``: the archive's stats (original size, files)."""

@@ -20,7 +20,11 @@ import zoneinfo
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, fields
 from datetime import date, datetime, timedelta, timezone, tzinfo
-from itertools import repeat
+from itertools import compress, repeat
+from operator import add, is_
+from typing import NamedTuple
+
+from . import bulk
 
 __all__ = ["Decision", "Point", "Policy", "RetentionError", "COUNT_OPTIONS"]
 
@@ -56,14 +60,14 @@ class Point:
         return self.checkpoint or (".checkpoint" in self.name and CHECKPOINT_NAME.search(self.name) is not None)
 
 
-@dataclass(frozen=True, slots=True)
-class Decision:
+class Decision(NamedTuple):
     """What a prune does with one point: keep it (and by which rule) or remove it.
 
     `rule` is the engine's own rule name ("daily", "yearly[oldest]", "within",
     "protected", "partial", "checkpoint", "all"), None when the point is removed;
     `rank` is the 1-based position inside that rule ("daily #3"), None when the
-    rule has no ranking.
+    rule has no ranking. A NamedTuple (immutable like the frozen dataclass it was): a
+    million of them are built in C (`decide_all`), about 5x faster (issue 26).
     """
 
     point: Point
@@ -161,8 +165,14 @@ def check_points(points: list[Point], engine: str) -> None:
     """Reject naive times and flags the engine does not know, naming the first offender.
 
     Written as whole-list passes (not one loop with every check) because it runs on
-    every point of histories with millions of points.
+    every point of histories with millions of points; plain Points with stdlib zones and
+    no foreign flag (the usual case) pass through C-level maps only (`bulk`).
     """
+    if bulk.all_of_type(points, Point) and bulk.known_offsets(points) and not (
+        bulk.any_flag(points, "protected") or bulk.any_flag(points, "unfinished") if engine == "borg"
+        else bulk.any_flag(points, "checkpoint")
+    ):
+        return
     wrong = next((i for i, p in enumerate(points) if not isinstance(p, Point) or p.time.tzinfo is None), None)
     if wrong is None:
         wrong = first_without_offset(points)
@@ -215,7 +225,8 @@ def gc_paused():
 def decide_all(points: list[Point], reasons: dict[int, tuple[str, int | None]]) -> list[Decision]:
     """One Decision per point in input order: kept with its (rule, rank) or removed."""
     with gc_paused():
-        decisions = list(map(Decision, points, repeat(False, len(points)), repeat(None), repeat(None)))
+        removed = zip(points, repeat(False), repeat(None), repeat(None))
+        decisions = list(map(tuple.__new__, repeat(Decision), removed))
         for index, (rule, rank) in reasons.items():
             decisions[index] = Decision(points[index], True, rule, rank)
     return decisions
@@ -230,7 +241,6 @@ def decide_all(points: list[Point], reasons: dict[int, tuple[str, int | None]]) 
 
 EPOCH_ORDINAL = 719163  # date(1970, 1, 1).toordinal()
 SECONDS_PER_DAY = 86400
-UNKNOWN = object()  # a day whose offset was not looked up yet
 
 
 class Zone:
@@ -256,22 +266,18 @@ class Zone:
         offset is taken as having no transition inside: no zone in the tz database
         changes its offset twice within one day and back again.
         """
-        days, floor = self._day_offsets, math.floor
-        append, current_day, offset = (result := []).append, None, 0
-        for epoch in epochs:
-            second = floor(epoch)
-            if second // SECONDS_PER_DAY != current_day:
-                current_day = second // SECONDS_PER_DAY
-                offset = days.get(current_day, UNKNOWN)
-                if offset is UNKNOWN:
-                    offset = self._offset_for_span(current_day, SECONDS_PER_DAY, days)
-                if offset is None:  # a transition day: look up each point by hour
-                    current_day = None
-                    offset = self._offset_for_span(second // 3600, 3600, self._hour_offsets)
-                    if offset is None:
-                        offset = self._offset_of(second)
-            append(second + offset)
-        return result
+        seconds = list(map(math.floor, epochs))
+        days = bulk.days_of(seconds)
+        distinct = dict.fromkeys(days)
+        for day in distinct:
+            distinct[day] = self._offset_for_span(day, SECONDS_PER_DAY, self._day_offsets)
+        offsets = list(map(distinct.__getitem__, days))
+        if None in distinct.values():  # transition days: look those points up by hour
+            for position in compress(range(len(offsets)), map(is_, offsets, repeat(None))):
+                second = seconds[position]
+                offset = self._offset_for_span(second // 3600, 3600, self._hour_offsets)
+                offsets[position] = self._offset_of(second) if offset is None else offset
+        return list(map(add, seconds, offsets))
 
     def _offset_for_span(self, number: int, length: int, cache: dict[int, int | None]) -> int | None:
         """The offset of a whole UTC day or hour, or None if a transition falls inside."""
@@ -312,14 +318,16 @@ class NewestFirst:
         if period == "point":
             yield from zip(self.order, self.order)
             return
-        key, start, size = PERIOD_KEYS[period], 0, 512
+        key = PERIOD_KEYS[period]
+        of_day = lambda day: key(day * SECONDS_PER_DAY)  # noqa: E731  months, quarters, years: by day
+        start, size = 0, 512
         while start < len(self.order):
             stop = min(start + size, len(self.order))
             low, high = self.offset + start, self.offset + stop
             if high > len(self.local):
                 todo = self.base[len(self.local):high]
-                self.local.extend(self.zone.local_seconds_many([self.epochs[i] for i in todo]))
-            yield from zip(self.order[start:stop], map(key, self.local[low:high]))
+                self.local.extend(self.zone.local_seconds_many(list(map(self.epochs.__getitem__, todo))))
+            yield from zip(self.order[start:stop], bulk.period_keys(period, self.local[low:high], of_day))
             start, size = stop, size * 2
 
     def key_of(self, period: str, index: int) -> int:
@@ -352,9 +360,9 @@ class Prepared:
         if check:
             check_points(points, engine)
         self.points, self.engine, self.zone = points, engine, zone
-        self.epochs = [point.time.timestamp() for point in points] if epochs is None else epochs
+        self.epochs = bulk.timestamps(points) if epochs is None else epochs
         if order is None:
-            order = sorted(range(len(points)), key=self.epochs.__getitem__, reverse=True)
+            order = bulk.newest_first(self.epochs)
         self.order = order
         self.cutoff: datetime | None = None  # a view holds the points with time <= cutoff
         self.unfinished: list[int] = []  # PBS, newest first
@@ -362,12 +370,16 @@ class Prepared:
         self.checkpoints: set[int] = set()  # Borg
         if plain:  # points known to carry no flag (the audit's ideal history)
             pass
+        elif engine == "pbs" and not (bulk.any_flag(points, "unfinished") or bulk.any_flag(points, "protected")):
+            pass
         elif engine == "pbs":
             flagged = [i for i, p in enumerate(points) if p.unfinished or p.protected]
             self.protected = [i for i in flagged if points[i].protected]
             self.unfinished = sorted(
                 (i for i in flagged if points[i].unfinished), key=lambda i: (-self.epochs[i], i)
             )
+        elif not (bulk.any_flag(points, "checkpoint") or bulk.any_name_has(points, ".checkpoint")):
+            pass
         else:
             self.checkpoints = {
                 i for i, p in enumerate(points) if p.checkpoint or ".checkpoint" in p.name and p.is_borg_checkpoint()
