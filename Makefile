@@ -33,6 +33,7 @@ bench: install
 	-$(PY) benchmarks/bench_offsite.py
 	-$(PY) benchmarks/bench_restore.py
 	-$(PY) benchmarks/bench_psql_lexer.py
+	-$(PY) benchmarks/bench_report.py
 
 clean:
 	rm -rf $(VENV) build dist reports/lab reports/lab-serve
