@@ -84,6 +84,7 @@ NO_SECRET = {
     "restoredrill.lab.proxmox.routing.Call": "holds an ApiToken (checked above)",
     "restoredrill.lab.proxmox.tasks.Upid": "authid is a user and token name",
     "restoredrill.retention.model.Policy": "keep_* are counts",
+    "restoredrill.checks.pbs_offsite.MetadataResult": "key fingerprints (public, in every manifest) and S3 object keys, never key material",
     "restoredrill.lab.proxmox.admin_routes.AccessAdmin": "tokens is the TokenRegistry (secrets repr=False), secret_dir a path",
     "restoredrill.onboard.draft.ApiSource": "token_id and the path of the secret file, never its content",
     "restoredrill.onboard.setup_cmd.Step": "an API call's parameters and a token's secret file path; a new token's secret is written to that file, never held here",
