@@ -58,6 +58,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     check = sub.add_parser("check-inventory", help="validate an inventory (never runs command: references)")
     check.add_argument("file", type=Path)
+    check.add_argument("--no-file-checks", action="store_true",
+                       help="the inventory is for another host: skip checking its file: secrets (existence, mode)")
 
     lint = sub.add_parser("lint", help="recovery-path lint: strategies, key escrow, circular dependencies, "
                                        "3-2-1 (reads only the inventory)")
@@ -66,6 +68,9 @@ def build_parser() -> argparse.ArgumentParser:
     reap = sub.add_parser("reap", help="remove what killed runs left behind")
     reap.add_argument("--inventory", type=Path, required=True)
     reap.add_argument("--state-dir", type=Path)
+
+    sub.add_parser("example-inventory", help="print the example inventory, which documents every key "
+                                             "(start your own from it)")
 
     from restoredrill import prune_sim
     sim = sub.add_parser("prune-sim", help="simulate a PBS or Borg prune on points read from stdin")
@@ -88,26 +93,27 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_FAILED
 
 
-def validated(path: Path):
+def validated(path: Path, *, check_files: bool = True):
     from restoredrill.inventory import InventoryError, load_inventory
     try:
-        return load_inventory(path)
+        return load_inventory(path, check_files=check_files)
     except InventoryError as exc:
         raise UsageError(str(exc)) from None
 
 
 def cmd_check_inventory(args) -> int:
-    loaded = validated(args.file)
+    loaded = validated(args.file, check_files=not args.no_file_checks)
     inv = loaded.model
     print(f"{args.file}: valid inventory for site {inv.site.name!r}: {len(inv.guests)} guests, "
           f"{len(inv.borg.repositories)} Borg repositories, {len(inv.offsite.s3)} S3 targets, "
-          f"{len(inv.offsite.storage_boxes)} storage boxes (no secret was resolved, no command run)")
+          f"{len(inv.offsite.storage_boxes)} storage boxes (no secret was resolved, no command run"
+          f"{'' if args.no_file_checks else '; every file: secret exists with mode 0600 or tighter'})")
     return EXIT_OK
 
 
 def cmd_lint(args) -> int:
     from restoredrill.checks.lint import lint
-    findings = lint(validated(args.inventory).model)
+    findings = lint(validated(args.inventory, check_files=False).model)   # reads only the inventory
     for finding in findings:
         print(finding)
     print(f"{args.inventory}: {len(findings)} lint finding(s)" if findings else f"{args.inventory}: no lint findings")
@@ -163,13 +169,19 @@ def cmd_reap(args) -> int:
     return reap(validated(args.inventory), args.state_dir)
 
 
+def cmd_example_inventory(args) -> int:
+    from restoredrill import example_inventory
+    sys.stdout.write(example_inventory().read_text(encoding="utf-8"))
+    return EXIT_OK
+
+
 def cmd_prune_sim(args) -> int:
     from restoredrill import prune_sim
     return prune_sim.run(args, sys.stdin, sys.stdout, sys.stderr)
 
 
 COMMANDS = {"check-inventory": cmd_check_inventory, "run": cmd_run, "lint": cmd_lint, "lab": cmd_lab, "reap": cmd_reap,
-            "prune-sim": cmd_prune_sim}
+            "prune-sim": cmd_prune_sim, "example-inventory": cmd_example_inventory}
 
 if __name__ == "__main__":
     sys.exit(main())

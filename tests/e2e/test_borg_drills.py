@@ -225,5 +225,8 @@ def test_invalid_inventory_is_a_usage_error(tmp_path):
         assert "inv.yaml:6 borg.repositories[0].passphrase" in proc.stderr and "hunter2" not in proc.stderr
     proc = run_cli("run", "--inventory", str(tmp_path / "missing.yaml"))
     assert proc.returncode == 2 and "file not found" in proc.stderr
-    assert run_cli("check-inventory", str(ROOT / "inventory" / "example-homelab.yaml")).returncode == 0
+    example = str(ROOT / "inventory" / "example-homelab.yaml")
+    assert run_cli("check-inventory", "--no-file-checks", example).returncode == 0
+    proc = run_cli("check-inventory", example)     # its secret files are not on this host
+    assert proc.returncode == 2 and "secret file /etc/restoredrill/pve-token does not exist" in proc.stderr
     assert run_cli("run").returncode == 2

@@ -115,6 +115,7 @@ def test_a_missed_heartbeat_fails_the_next_run(drill, lab, lab_inventory):
 def test_a_wrong_password_fails_every_case_without_showing_it(drill, lab_inventory, tmp_path):
     wrong = "not-the-kuma-password-5d1c"
     (tmp_path / "wrong.pass").write_text(wrong)
+    (tmp_path / "wrong.pass").chmod(0o600)      # check-inventory refuses a secret others can read
     lab_inventory["monitoring"]["uptime_kuma"]["password"] = f"file:{tmp_path / 'wrong.pass'}"
     run = run_monitoring(drill, lab_inventory)
     assert run.code == 1

@@ -153,6 +153,7 @@ def test_wrong_token_fingerprint_or_unreachable_pve(drill, lab_inventory, lab, t
     if what == "token":
         wrong = tmp_path / "wrong-token"
         wrong.write_text("00000000-0000-0000-0000-000000000000\n")
+        wrong.chmod(0o600)      # check-inventory refuses a secret others can read
         pve["token_secret"] = f"file:{wrong}"
         expected = "API token is wrong"
     elif what == "fingerprint":

@@ -118,6 +118,7 @@ def test_faults_fail_the_right_cases_naming_what_is_wrong(offsite, tmp_path):
     admin.create_bucket(Bucket="offsite-unlocked")
     offsite.upload(admin, "offsite-unlocked")
     (tmp_path / "wrong.secret").write_text("wrong-secret\n")
+    (tmp_path / "wrong.secret").chmod(0o600)      # check-inventory refuses a secret others can read
     write_tls_files(tmp_path / "other-ca", name="another CA")
     write_inventory(tmp_path / "inventory.yaml", offsite,
                     **{"bad-secret": {"secret_key": f"file:{tmp_path / 'wrong.secret'}"},
