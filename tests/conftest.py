@@ -84,6 +84,22 @@ def drill(tmp_path):
     return run
 
 
+def blocked_by_preflight(run: "DrillRun", key: str, blocked: list[str], cause: str) -> str:
+    """The run's preflight failed endpoint ``key`` naming ``cause``: its one failing case is
+    ``preflight[KEY]``, the ``blocked`` cases are skipped "blocked by preflight", nothing else
+    failed, and the exit code is 1. Returns that failure's message."""
+    name = f"preflight[{key}]"
+    assert name in run.cases, f"no case {name}: {sorted(run.cases)}\n{run.stdout[-3000:]}"
+    assert run.cases[name]["outcome"] == "failure" and cause in run.cases[name]["message"], run.cases[name]
+    for case in blocked:
+        assert run.cases[case]["outcome"] == "skipped", (case, run.cases[case])
+        assert "blocked by preflight" in run.cases[case]["message"] and cause in run.cases[case]["message"]
+    others = {n: c["outcome"] for n, c in run.cases.items() if n != name and n not in blocked and not green(n, c)}
+    assert others == {} and run.code == 1, (others, run.code)
+    assert f"preflight: FAIL  {key}" in run.stdout
+    return run.cases[name]["message"]
+
+
 def only_these_failed(run: "DrillRun", *names: str) -> None:
     """Each named case *failed* (a JUnit failure: the drill judged the backup or the guest, it
     did not crash) and every other case of the run passed."""

@@ -55,6 +55,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--yes", action="store_true", help="monthly: confirm every step without asking (unattended)")
     run.add_argument("--workers", type=int, metavar="N", default=1,
                      help="run drills in N pytest-xdist workers (at most scratch.budgets.max_parallel)")
+    run.add_argument("--no-preflight", action="store_true",
+                     help="skip the preflight: every case meets a dead endpoint itself (one failure each)")
 
     check = sub.add_parser("check-inventory", help="validate an inventory (never runs command: references)")
     check.add_argument("file", type=Path)
@@ -64,6 +66,10 @@ def build_parser() -> argparse.ArgumentParser:
     lint = sub.add_parser("lint", help="recovery-path lint: strategies, key escrow, circular dependencies, "
                                        "3-2-1 (reads only the inventory)")
     lint.add_argument("--inventory", type=Path, required=True, help="inventory YAML")
+
+    preflight = sub.add_parser("preflight", help="one line per endpoint: TCP, TLS, token, privileges, SSH host "
+                                                 "keys, Borg, S3, Kuma, SMTP (exit 0 all reachable, 1 a finding)")
+    preflight.add_argument("--inventory", type=Path, required=True, help="inventory YAML")
 
     reap = sub.add_parser("reap", help="remove what killed runs left behind")
     reap.add_argument("--inventory", type=Path, required=True)
@@ -131,7 +137,8 @@ def cmd_run(args) -> int:
     if note:
         print(f"restoredrill: {note}", file=sys.stderr)
     request = RunRequest(inventory=args.inventory, kinds=kinds, junit=args.junit, out_dir=args.out,
-                         state_dir=args.state_dir, run_id=args.run_id, workers=workers, extra_args=extra)
+                         state_dir=args.state_dir, run_id=args.run_id, workers=workers, extra_args=extra,
+                         preflight=not args.no_preflight)
     if args.mode:
         from restoredrill.modes import run_in_mode
         return run_in_mode(args.mode, request, loaded, yes=args.yes)
@@ -164,6 +171,17 @@ def cmd_lab(args) -> int:
     return lab_cli.run_lab(args.out, select_kinds(args.select), keep=args.keep, versions=versions)
 
 
+def cmd_preflight(args) -> int:
+    from restoredrill.preflight import run_preflight
+    lines = run_preflight(validated(args.inventory))
+    for line in lines:
+        print(line)
+    bad = [line for line in lines if not line.ok]
+    print(f"{args.inventory}: {len(lines)} endpoint(s), "
+          + (f"{len(bad)} with a finding" if bad else "all reachable and usable"))
+    return EXIT_FAILED if bad else EXIT_OK
+
+
 def cmd_reap(args) -> int:
     from restoredrill.reap import reap
     return reap(validated(args.inventory), args.state_dir)
@@ -181,7 +199,8 @@ def cmd_prune_sim(args) -> int:
 
 
 COMMANDS = {"check-inventory": cmd_check_inventory, "run": cmd_run, "lint": cmd_lint, "lab": cmd_lab, "reap": cmd_reap,
-            "prune-sim": cmd_prune_sim, "example-inventory": cmd_example_inventory}
+            "prune-sim": cmd_prune_sim, "example-inventory": cmd_example_inventory,
+            "preflight": cmd_preflight}
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -1,0 +1,99 @@
+"""pytest plugin: the cases of an endpoint that failed preflight are blocked, not run.
+
+``restoredrill run`` probes every endpoint first (``restoredrill.preflight``) and hands the
+failed ones over as a JSON file (``-p restoredrill.preflight.blocking --preflight-blocked
+FILE``; a file, so that pytest-xdist workers read it too). Each failed endpoint becomes ONE
+failing case, ``preflight[KEY]``, whose message is the cause; every case that needs that
+endpoint is skipped with "blocked by preflight: ..." (never run, never counted as passed). So
+an inventory whose endpoints are all down reads as one failure per endpoint.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from restoredrill.inventory.model import Guest
+from restoredrill.preflight.run import by_address
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.getgroup("restoredrill").addoption(
+        "--preflight-blocked", metavar="FILE", help="JSON list of endpoints that failed preflight (restoredrill run)")
+
+
+def needs(item: pytest.Item) -> list[str]:
+    """The preflight keys (see preflight/run.py) of the endpoints a drill case uses."""
+    marker = item.get_closest_marker("drill_kind")
+    kind = marker.args[0] if marker else None
+    callspec = getattr(item, "callspec", None)
+    params = callspec.params if callspec else {}
+    keys: list[str] = []
+    if kind == "borg" and params.get("borg_repo") is not None:
+        keys.append(f"borg:{params['borg_repo'].name}")
+    elif kind == "pbs":
+        keys += ["pve", "pbs"]
+        guests = [value for value in params.values() if isinstance(value, Guest)]
+        if any(guest.access == "pct" for guest in guests):
+            keys.append("node:")
+        if any(by_address(guest) for guest in guests):
+            keys.append("netns:")
+    elif kind == "offsite":
+        if params.get("s3_target") is not None:
+            keys.append(f"s3:{params['s3_target'].name}")
+            if getattr(item, "originalname", "") == "test_cross_copy":
+                keys.append("pbs")
+        if params.get("config_export") is not None:
+            keys.append(f"box:{params['config_export'].storage_box}")
+    elif kind == "monitoring":
+        keys.append("kuma")
+    elif kind == "lint":
+        copy = params.get("escrowed_copy") or params.get("escrowed_pbs_copy")
+        if copy is not None:
+            keys.append("pbs" if copy.label.startswith("pbs:") else copy.label)
+    return keys
+
+
+def blocked_by(item: pytest.Item, failed: list[dict]) -> dict | None:
+    for key in needs(item):
+        for endpoint in failed:
+            if endpoint["key"] == key or (key.endswith(":") and endpoint["key"].startswith(key)):
+                return endpoint
+    return None
+
+
+class PreflightCase(pytest.Item):
+    """The one failing case of an endpoint that failed preflight."""
+
+    def __init__(self, *, endpoint: dict, **kwargs):
+        super().__init__(**kwargs)
+        self.endpoint = endpoint
+        self.user_properties += [("drill", f"preflight:{endpoint['key']}"), ("check", "preflight"),
+                                 ("endpoint", endpoint["where"])]
+
+    def runtest(self) -> None:
+        e = self.endpoint
+        pytest.fail(f"{e['what']} ({e['where']}) cannot be used: {e['cause']}. The cases that need "
+                    f"it were not run (skipped, blocked by this); fix this, then `restoredrill preflight` shows "
+                    f"the endpoint OK", pytrace=False)
+
+    def reportinfo(self):
+        return self.path, None, self.name
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config, items: list[pytest.Item]) -> None:
+    path = config.getoption("preflight_blocked", None)
+    if not path:
+        return
+    failed = json.loads(Path(path).read_text(encoding="utf-8"))
+    if not failed:
+        return
+    for item in items:
+        endpoint = blocked_by(item, failed)
+        if endpoint is not None:
+            item.add_marker(pytest.mark.skip(reason=f"blocked by preflight: {endpoint['what']} "
+                                                    f"({endpoint['where']}): {endpoint['cause']}"))
+    items[:0] = [PreflightCase.from_parent(session, name=f"preflight[{endpoint['key']}]", endpoint=endpoint)
+                 for endpoint in failed]
