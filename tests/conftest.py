@@ -71,7 +71,7 @@ def drill(tmp_path):
     def run(inventory: dict | Path, *extra: str) -> DrillRun:
         if isinstance(inventory, dict):
             path = tmp_path / "inventory.yaml"
-            path.write_text(yaml.safe_dump(inventory, sort_keys=False))
+            path.write_text(yaml.safe_dump(without_dangling_references(inventory), sort_keys=False))
         else:
             path = inventory
         out = tmp_path / "out"
@@ -118,4 +118,30 @@ def lab_inventory(lab):
 
 def only_repo(inventory: dict, name: str) -> dict:
     inventory["borg"]["repositories"] = [r for r in inventory["borg"]["repositories"] if r["name"] == name]
+    return without_dangling_references(inventory)
+
+
+def without_dangling_references(inventory: dict) -> dict:
+    """A lab inventory cut down to some repositories or guests, with the references to what was
+    cut removed too: check-inventory refuses a name that names nothing (issue 22), and the lab
+    inventory's datasets and Kuma data name every repository and datastore."""
+    repos = {r["name"] for r in inventory.get("borg", {}).get("repositories", [])}
+    stores = {s["name"] for s in ((inventory.get("proxmox") or {}).get("pbs") or {}).get("datastores", [])}
+    guests = {g["name"] for g in inventory.get("guests", [])}
+    known = {"borg": repos, "pbs": stores}
+    for dataset in inventory.get("datasets", []):
+        dataset["copies"] = [c for c in dataset["copies"] if c["where"].partition(":")[0] not in known
+                             or c["where"].partition(":")[2] in known[c["where"].partition(":")[0]]]
+    kuma = (inventory.get("monitoring") or {}).get("uptime_kuma") or {}
+    if (kuma.get("data") or {}).get("borg") not in repos | {None}:
+        kuma.pop("data")
+    if kuma.get("runs_in") not in guests | {None}:
+        kuma.pop("runs_in")
+    for guest in inventory.get("guests", []):
+        guest["depends_on"] = [name for name in guest.get("depends_on", []) if name in guests]
+        if guest.get("pre_backup_borg") not in repos | {None}:
+            guest.pop("pre_backup_borg")
+    for section in ("s3", "storage_boxes"):
+        for item in (inventory.get("offsite") or {}).get(section, []):
+            item["requires"] = [name for name in item.get("requires", []) if name in guests]
     return inventory

@@ -24,7 +24,7 @@ from restoredrill import retention
 from restoredrill.lab.borg_history import LAB_POLICY, BorgBuilder, LabRepo
 from restoredrill.report.calendar import build_calendar
 from restoredrill.report.metrics import format_value
-from tests.conftest import FIRST_RUN_SKIP, parse_junit
+from tests.conftest import FIRST_RUN_SKIP, parse_junit, without_dangling_references
 from tests.integration.test_notify_heartbeat import TOKEN, Receiver
 from tests.unit.test_report_metrics import check_exposition
 
@@ -206,6 +206,7 @@ def test_a_failing_run_pings_failure_and_escapes_a_hostile_archive_name(lab, sit
     folder, _, data = site
     inv = copy.deepcopy(data)
     inv["borg"]["repositories"] = [r for r in inv["borg"]["repositories"] if r["name"] == "app-local"]
+    without_dangling_references(inv)
     copy_dir = tmp_path / "repo-copy"
     shutil.copytree(lab.root / "repos" / "app-local", copy_dir)
     inv["borg"]["repositories"][0]["location"] = str(copy_dir)

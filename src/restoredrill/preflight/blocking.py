@@ -48,10 +48,12 @@ def needs(item: pytest.Item) -> list[str]:
             keys.append(f"box:{params['config_export'].storage_box}")
     elif kind == "monitoring":
         keys.append("kuma")
-    elif kind == "lint":
-        copy = params.get("escrowed_copy") or params.get("escrowed_pbs_copy")
-        if copy is not None:
-            keys.append("pbs" if copy.label.startswith("pbs:") else copy.label)
+    elif kind == "lint":          # the key proofs: a Borg key against its repository, PBS snapshots' keys
+        copy = params.get("escrowed_copy")
+        if copy is not None and copy.label.startswith("borg:"):
+            keys.append(copy.label)
+        if params.get("escrowed_pbs_copy") is not None:
+            keys.append("pbs")
     return keys
 
 
@@ -90,10 +92,13 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
     failed = json.loads(Path(path).read_text(encoding="utf-8"))
     if not failed:
         return
+    blocking: list[dict] = []
     for item in items:
         endpoint = blocked_by(item, failed)
         if endpoint is not None:
             item.add_marker(pytest.mark.skip(reason=f"blocked by preflight: {endpoint['what']} "
                                                     f"({endpoint['where']}): {endpoint['cause']}"))
+            blocking += [endpoint] if endpoint not in blocking else []
+    # one failing case per failed endpoint that a selected case needs (-k may have left none)
     items[:0] = [PreflightCase.from_parent(session, name=f"preflight[{endpoint['key']}]", endpoint=endpoint)
-                 for endpoint in failed]
+                 for endpoint in failed if endpoint in blocking]

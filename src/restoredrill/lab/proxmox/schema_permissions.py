@@ -114,6 +114,7 @@ IN_CODE[("pve", "POST", "/nodes/{node}/qemu")] = IN_CODE[("pve", "POST", "/nodes
     = ANYBODY
 for _method, _template in (
         ("GET", "/version"), ("GET", "/admin/datastore"), ("GET", "/nodes/{node}/tasks"),
+        ("GET", "/access/permissions"),      # pbs-api.json: user all (own privileges; others need Sys.Audit)
         ("GET", "/nodes/{node}/tasks/{upid}/status"), ("GET", "/nodes/{node}/tasks/{upid}/log"),
         *(("GET", f"/admin/datastore/{{store}}/{name}") for name in (
             "status", "groups", "snapshots", "download")),
