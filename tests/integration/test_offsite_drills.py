@@ -20,7 +20,7 @@ from restoredrill.lab.proxmox_inventory import proxmox_inventory
 from restoredrill.lab.seaweed import write_tls_files
 from restoredrill.pbsformat import Layout, SnapshotRef
 from restoredrill.runner import RunRequest, run_drills
-from tests.conftest import parse_junit
+from tests.conftest import parse_junit, without_dangling_references
 
 pytestmark = pytest.mark.integration
 
@@ -50,7 +50,7 @@ def write_inventory(path, offsite, sync_max_age: str | None = "1m", **targets) -
         inventory["offsite"]["s3"].append({**good, "name": name, **changes})
         for table in ("retention", "rpo"):
             inventory["policies"][table][name] = inventory["policies"][table][good["name"]]
-    path.write_text(yaml.safe_dump(inventory, sort_keys=False))
+    path.write_text(yaml.safe_dump(without_dangling_references(inventory), sort_keys=False))
     return inventory
 
 
