@@ -78,11 +78,12 @@ def test_preflight_prints_one_line_per_endpoint_and_exits_1(closed_inventory):
     assert "not-a-real-secret" not in proc.stdout
 
 
-def test_run_reports_one_root_cause_per_endpoint_and_blocks_the_rest(closed_inventory, tmp_path):
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_run_reports_one_root_cause_per_endpoint_and_blocks_the_rest(closed_inventory, tmp_path, workers):
     out = tmp_path / "out"
     proc = run_cli("run", "--inventory", str(closed_inventory), "--out", str(out), "--state-dir",
                    str(tmp_path / "state"), "--select", "borg", "--select", "pbs", "--select", "offsite",
-                   "--select", "monitoring", timeout=300)
+                   "--select", "monitoring", "--workers", workers, timeout=300)
     assert proc.returncode == 1, proc.stdout[-3000:] + proc.stderr[-3000:]
     cases = parse_junit(out / "junit.xml")
     failed = {name for name, case in cases.items() if case["outcome"] == "failure"}

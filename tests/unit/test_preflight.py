@@ -152,5 +152,5 @@ def test_which_endpoint_each_kind_of_case_needs():
     assert needs(item("lint", escrowed_copy=SimpleNamespace(label="pbs:local"))) == []    # the key file alone
     assert needs(item("lint", escrowed_pbs_copy=SimpleNamespace(label="pbs:local"))) == ["pbs"]
     failed = [{"key": "node:pve2", "what": "SSH to node pve2", "where": "root@pve2:22", "cause": "refused"}]
-    assert blocked_by(item("pbs", pbs_guest=guest), failed) == failed[0]
-    assert blocked_by(item("borg", borg_repo=repo), failed) is None
+    assert blocked_by(item("pbs", pbs_guest=guest), failed) == failed
+    assert blocked_by(item("borg", borg_repo=repo), failed) == []

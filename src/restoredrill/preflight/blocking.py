@@ -57,12 +57,10 @@ def needs(item: pytest.Item) -> list[str]:
     return keys
 
 
-def blocked_by(item: pytest.Item, failed: list[dict]) -> dict | None:
-    for key in needs(item):
-        for endpoint in failed:
-            if endpoint["key"] == key or (key.endswith(":") and endpoint["key"].startswith(key)):
-                return endpoint
-    return None
+def blocked_by(item: pytest.Item, failed: list[dict]) -> list[dict]:
+    """The failed endpoints the case needs, in the order it needs them."""
+    return [endpoint for key in needs(item) for endpoint in failed
+            if endpoint["key"] == key or (key.endswith(":") and endpoint["key"].startswith(key))]
 
 
 class PreflightCase(pytest.Item):
@@ -94,11 +92,13 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
         return
     blocking: list[dict] = []
     for item in items:
-        endpoint = blocked_by(item, failed)
-        if endpoint is not None:
-            item.add_marker(pytest.mark.skip(reason=f"blocked by preflight: {endpoint['what']} "
-                                                    f"({endpoint['where']}): {endpoint['cause']}"))
-            blocking += [endpoint] if endpoint not in blocking else []
+        endpoints = blocked_by(item, failed)
+        if endpoints:
+            first = endpoints[0]
+            more = f" (and {len(endpoints) - 1} more endpoint(s))" if len(endpoints) > 1 else ""
+            item.add_marker(pytest.mark.skip(reason=f"blocked by preflight: {first['what']} "
+                                                    f"({first['where']}): {first['cause']}{more}"))
+            blocking += [endpoint for endpoint in endpoints if endpoint not in blocking]
     # one failing case per failed endpoint that a selected case needs (-k may have left none)
     items[:0] = [PreflightCase.from_parent(session, name=f"preflight[{endpoint['key']}]", endpoint=endpoint)
                  for endpoint in failed if endpoint in blocking]
