@@ -98,3 +98,17 @@ def test_run_reports_one_root_cause_per_endpoint_and_blocks_the_rest(closed_inve
     assert sum(line.startswith("preflight: FAIL") for line in proc.stdout.splitlines()) == len(ENDPOINTS)
     assert "not-a-real-secret" not in proc.stdout + proc.stderr + (out / "junit.xml").read_text()
     assert "PASS " not in proc.stdout.split("restoredrill summary", 1)[1]     # nothing blocked reads as a pass
+
+
+def test_the_served_labs_every_endpoint_is_ok(lab):
+    """The lab's inventory: PVE and PBS (pinned TLS, tokens, every privilege of the table), the
+    nodes' SSH, both Borg repositories (one local, read without a lock; one over SSH), S3, the
+    storage box and Kuma: all OK, exit 0."""
+    proc = run_cli("preflight", "--inventory", str(lab.inventory_path), timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    lines = proc.stdout.splitlines()[:-1]
+    assert lines and all(line.startswith("OK  ") for line in lines), proc.stdout
+    keys = {line.split()[1] for line in lines}
+    assert {"pve", "pbs", "borg:app-local", "borg:app-offsite", "kuma"} <= keys, keys
+    assert any(key.startswith("s3:") for key in keys) and any(key.startswith("node:") for key in keys), keys
+    assert "privileges: all" in proc.stdout and "no lock taken" in proc.stdout
