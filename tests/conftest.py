@@ -71,7 +71,7 @@ def drill(tmp_path):
     def run(inventory: dict | Path, *extra: str) -> DrillRun:
         if isinstance(inventory, dict):
             path = tmp_path / "inventory.yaml"
-            path.write_text(yaml.safe_dump(inventory, sort_keys=False))
+            path.write_text(yaml.safe_dump(without_dangling_references(inventory), sort_keys=False))
         else:
             path = inventory
         out = tmp_path / "out"
@@ -82,6 +82,22 @@ def drill(tmp_path):
         cases = parse_junit(junit) if junit.exists() else {}
         return DrillRun(proc.returncode, proc.stdout, proc.stderr, cases)
     return run
+
+
+def blocked_by_preflight(run: "DrillRun", key: str, blocked: list[str], cause: str) -> str:
+    """The run's preflight failed endpoint ``key`` naming ``cause``: its one failing case is
+    ``preflight[KEY]``, the ``blocked`` cases are skipped "blocked by preflight", nothing else
+    failed, and the exit code is 1. Returns that failure's message."""
+    name = f"preflight[{key}]"
+    assert name in run.cases, f"no case {name}: {sorted(run.cases)}\n{run.stdout[-3000:]}"
+    assert run.cases[name]["outcome"] == "failure" and cause in run.cases[name]["message"], run.cases[name]
+    for case in blocked:
+        assert run.cases[case]["outcome"] == "skipped", (case, run.cases[case])
+        assert "blocked by preflight" in run.cases[case]["message"] and cause in run.cases[case]["message"]
+    others = {n: c["outcome"] for n, c in run.cases.items() if n != name and n not in blocked and not green(n, c)}
+    assert others == {} and run.code == 1, (others, run.code)
+    assert f"preflight: FAIL  {key}" in run.stdout
+    return run.cases[name]["message"]
 
 
 def only_these_failed(run: "DrillRun", *names: str) -> None:
@@ -102,4 +118,30 @@ def lab_inventory(lab):
 
 def only_repo(inventory: dict, name: str) -> dict:
     inventory["borg"]["repositories"] = [r for r in inventory["borg"]["repositories"] if r["name"] == name]
+    return without_dangling_references(inventory)
+
+
+def without_dangling_references(inventory: dict) -> dict:
+    """A lab inventory cut down to some repositories or guests, with the references to what was
+    cut removed too: check-inventory refuses a name that names nothing (issue 22), and the lab
+    inventory's datasets and Kuma data name every repository and datastore."""
+    repos = {r["name"] for r in inventory.get("borg", {}).get("repositories", [])}
+    stores = {s["name"] for s in ((inventory.get("proxmox") or {}).get("pbs") or {}).get("datastores", [])}
+    guests = {g["name"] for g in inventory.get("guests", [])}
+    known = {"borg": repos, "pbs": stores}
+    for dataset in inventory.get("datasets", []):
+        dataset["copies"] = [c for c in dataset["copies"] if c["where"].partition(":")[0] not in known
+                             or c["where"].partition(":")[2] in known[c["where"].partition(":")[0]]]
+    kuma = (inventory.get("monitoring") or {}).get("uptime_kuma") or {}
+    if (kuma.get("data") or {}).get("borg") not in repos | {None}:
+        kuma.pop("data")
+    if kuma.get("runs_in") not in guests | {None}:
+        kuma.pop("runs_in")
+    for guest in inventory.get("guests", []):
+        guest["depends_on"] = [name for name in guest.get("depends_on", []) if name in guests]
+        if guest.get("pre_backup_borg") not in repos | {None}:
+            guest.pop("pre_backup_borg")
+    for section in ("s3", "storage_boxes"):
+        for item in (inventory.get("offsite") or {}).get(section, []):
+            item["requires"] = [name for name in item.get("requires", []) if name in guests]
     return inventory

@@ -16,13 +16,22 @@ if not (_here / "fixtures").is_dir() and (_here.parents[1] / "fixtures" / "__ini
     __path__.append(str(_here.parents[1]))  # type: ignore[name-defined]  # noqa: F821
 
 
+def _installed_or_checkout(name: str) -> _Path:
+    packaged = _here / name
+    return packaged if packaged.exists() else _here.parents[1] / name
+
+
 def drills_dir() -> _Path:
     """Where the drill suites are, installed or in a checkout."""
-    packaged = _here / "drills"
-    return packaged if packaged.is_dir() else _here.parents[1] / "drills"
+    return _installed_or_checkout("drills")
 
 
 def contrib_dir() -> _Path:
     """contrib/ (the pct forced-command guard, systemd units), installed or in a checkout."""
-    packaged = _here / "contrib"
-    return packaged if packaged.is_dir() else _here.parents[1] / "contrib"
+    return _installed_or_checkout("contrib")
+
+
+def example_inventory() -> _Path:
+    """inventory/example-homelab.yaml, which documents every key: in a wheel it is package data
+    (restoredrill/inventory/example-homelab.yaml, hatch force-include), in a checkout at the top."""
+    return _installed_or_checkout("inventory/example-homelab.yaml")

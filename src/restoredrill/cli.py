@@ -55,13 +55,21 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--yes", action="store_true", help="monthly: confirm every step without asking (unattended)")
     run.add_argument("--workers", type=int, metavar="N", default=1,
                      help="run drills in N pytest-xdist workers (at most scratch.budgets.max_parallel)")
+    run.add_argument("--no-preflight", action="store_true",
+                     help="skip the preflight: every case meets a dead endpoint itself (one failure each)")
 
     check = sub.add_parser("check-inventory", help="validate an inventory (never runs command: references)")
     check.add_argument("file", type=Path)
+    check.add_argument("--no-file-checks", action="store_true",
+                       help="the inventory is for another host: skip checking its file: secrets (existence, mode)")
 
     lint = sub.add_parser("lint", help="recovery-path lint: strategies, key escrow, circular dependencies, "
                                        "3-2-1 (reads only the inventory)")
     lint.add_argument("--inventory", type=Path, required=True, help="inventory YAML")
+
+    preflight = sub.add_parser("preflight", help="one line per endpoint: TCP, TLS, token, privileges, SSH host "
+                                                 "keys, Borg, S3, Kuma, SMTP (exit 0 all reachable, 1 a finding)")
+    preflight.add_argument("--inventory", type=Path, required=True, help="inventory YAML")
 
     reap = sub.add_parser("reap", help="remove what killed runs left behind")
     reap.add_argument("--inventory", type=Path, required=True)
@@ -73,6 +81,8 @@ def build_parser() -> argparse.ArgumentParser:
     setup_cmd.add_arguments(sub.add_parser("setup", help="the pveum / proxmox-backup-manager commands creating "
                                                          "the drill users, tokens, roles, pool and ACLs (--apply: "
                                                          "send them through the API)"))
+    sub.add_parser("example-inventory", help="print the example inventory, which documents every key "
+                                             "(start your own from it)")
 
     from restoredrill import prune_sim
     sim = sub.add_parser("prune-sim", help="simulate a PBS or Borg prune on points read from stdin")
@@ -95,26 +105,27 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_FAILED
 
 
-def validated(path: Path):
+def validated(path: Path, *, check_files: bool = True):
     from restoredrill.inventory import InventoryError, load_inventory
     try:
-        return load_inventory(path)
+        return load_inventory(path, check_files=check_files)
     except InventoryError as exc:
         raise UsageError(str(exc)) from None
 
 
 def cmd_check_inventory(args) -> int:
-    loaded = validated(args.file)
+    loaded = validated(args.file, check_files=not args.no_file_checks)
     inv = loaded.model
     print(f"{args.file}: valid inventory for site {inv.site.name!r}: {len(inv.guests)} guests, "
           f"{len(inv.borg.repositories)} Borg repositories, {len(inv.offsite.s3)} S3 targets, "
-          f"{len(inv.offsite.storage_boxes)} storage boxes (no secret was resolved, no command run)")
+          f"{len(inv.offsite.storage_boxes)} storage boxes (no secret was resolved, no command run"
+          f"{'' if args.no_file_checks else '; every file: secret exists with mode 0600 or tighter'})")
     return EXIT_OK
 
 
 def cmd_lint(args) -> int:
     from restoredrill.checks.lint import lint
-    findings = lint(validated(args.inventory).model)
+    findings = lint(validated(args.inventory, check_files=False).model)   # reads only the inventory
     for finding in findings:
         print(finding)
     print(f"{args.inventory}: {len(findings)} lint finding(s)" if findings else f"{args.inventory}: no lint findings")
@@ -132,7 +143,8 @@ def cmd_run(args) -> int:
     if note:
         print(f"restoredrill: {note}", file=sys.stderr)
     request = RunRequest(inventory=args.inventory, kinds=kinds, junit=args.junit, out_dir=args.out,
-                         state_dir=args.state_dir, run_id=args.run_id, workers=workers, extra_args=extra)
+                         state_dir=args.state_dir, run_id=args.run_id, workers=workers, extra_args=extra,
+                         preflight=not args.no_preflight)
     if args.mode:
         from restoredrill.modes import run_in_mode
         return run_in_mode(args.mode, request, loaded, yes=args.yes)
@@ -165,9 +177,26 @@ def cmd_lab(args) -> int:
     return lab_cli.run_lab(args.out, select_kinds(args.select), keep=args.keep, versions=versions)
 
 
+def cmd_preflight(args) -> int:
+    from restoredrill.preflight import run_preflight
+    lines = run_preflight(validated(args.inventory))
+    for line in lines:
+        print(line)
+    bad = [line for line in lines if not line.ok]
+    print(f"{args.inventory}: {len(lines)} endpoint(s), "
+          + (f"{len(bad)} with a finding" if bad else "all reachable and usable"))
+    return EXIT_FAILED if bad else EXIT_OK
+
+
 def cmd_reap(args) -> int:
     from restoredrill.reap import reap
     return reap(validated(args.inventory), args.state_dir)
+
+
+def cmd_example_inventory(args) -> int:
+    from restoredrill import example_inventory
+    sys.stdout.write(example_inventory().read_text(encoding="utf-8"))
+    return EXIT_OK
 
 
 def cmd_prune_sim(args) -> int:
@@ -191,8 +220,9 @@ def cmd_setup(args) -> int:
         raise UsageError(str(exc)) from None
 
 
-COMMANDS = {"init": cmd_init, "setup": cmd_setup, "check-inventory": cmd_check_inventory, "run": cmd_run, "lint": cmd_lint, "lab": cmd_lab, "reap": cmd_reap,
-            "prune-sim": cmd_prune_sim}
+COMMANDS = {"init": cmd_init, "setup": cmd_setup, "check-inventory": cmd_check_inventory, "run": cmd_run,
+            "lint": cmd_lint, "lab": cmd_lab, "reap": cmd_reap, "prune-sim": cmd_prune_sim,
+            "example-inventory": cmd_example_inventory, "preflight": cmd_preflight}
 
 if __name__ == "__main__":
     sys.exit(main())

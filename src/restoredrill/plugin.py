@@ -71,7 +71,7 @@ def loaded_inventory(config: pytest.Config):
         return config.stash[INVENTORY_KEY]
     except KeyError:
         raise pytest.UsageError("restoredrill drills need an inventory: pass --inventory FILE "
-                                "(see inventory/example-homelab.yaml)") from None
+                                "(`restoredrill example-inventory` prints one that documents every key)") from None
 
 
 def state_store(config: pytest.Config) -> StateStore:

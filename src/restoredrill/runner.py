@@ -1,9 +1,12 @@
 """Run the drill suites with pytest for the CLI, and map pytest's exit codes to ours."""
 from __future__ import annotations
 
+import contextlib
+import json
 import sys
+import tempfile
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -25,6 +28,8 @@ class RunRequest:
     workers: int = 1                 # pytest-xdist workers (already capped by scratch.budgets.max_parallel)
     extra_args: list[str] = field(default_factory=list)
     plugins: list = field(default_factory=list)     # plugin objects a mode registers (restoredrill.modes)
+    preflight: bool = True           # probe every endpoint first; the cases of a failed one are blocked
+    preflight_file: Path | None = None               # the failed endpoints, for the blocking plugin
 
 
 def pytest_args(request: RunRequest) -> list[str]:
@@ -47,6 +52,8 @@ def pytest_args(request: RunRequest) -> list[str]:
     if request.workers > 1:
         # one group per target (see fixtures/pbs_restore.py): a worker restores its guest once
         args += ["-n", str(request.workers), "--dist", "loadgroup"]
+    if request.preflight_file:
+        args += ["-p", "restoredrill.preflight.blocking", f"--preflight-blocked={request.preflight_file}"]
     return args + request.extra_args
 
 
@@ -64,7 +71,8 @@ def run_drills(request: RunRequest) -> int:
     if request.out_dir:
         request.out_dir.mkdir(parents=True, exist_ok=True)
     import pytest       # here, not at the top: the other subcommands never pay for it (issue 26)
-    code = map_exit_code(int(pytest.main(pytest_args(request), plugins=list(request.plugins))))
+    with preflight_first(request) as request:
+        code = map_exit_code(int(pytest.main(pytest_args(request), plugins=list(request.plugins))))
     junit = request.junit or (request.out_dir / "junit.xml" if request.out_dir else None)
     if code == EXIT_OK and junit is not None and junit_has_failures(junit):
         # seen with a pytest-xdist INTERNALERROR: exit 0 although cases failed
@@ -72,6 +80,26 @@ def run_drills(request: RunRequest) -> int:
               file=sys.stderr)
         return EXIT_FAILED
     return code
+
+
+@contextlib.contextmanager
+def preflight_first(request: RunRequest):
+    """Probe the endpoints the selected drills use, print one line each, and hand the failed
+    ones to the blocking plugin (restoredrill.preflight.blocking) through a temporary file."""
+    if not request.preflight:
+        yield request
+        return
+    from restoredrill.inventory import load_inventory
+    from restoredrill.preflight import run_preflight
+    lines = run_preflight(load_inventory(request.inventory), request.kinds)
+    for line in lines:
+        print(f"preflight: {line}", flush=True)
+    failed = [{"key": line.key, "what": line.what, "where": line.where, "cause": line.stop}
+              for line in lines if line.stop and line.blocks_drills]
+    with tempfile.TemporaryDirectory(prefix="restoredrill-preflight-") as folder:
+        path = Path(folder) / "blocked.json"
+        path.write_text(json.dumps(failed), encoding="utf-8")
+        yield replace(request, preflight_file=path)
 
 
 def junit_has_failures(path: Path) -> bool:

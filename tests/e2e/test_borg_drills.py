@@ -16,7 +16,7 @@ import pytest
 from restoredrill.lab.borg_history import BorgBuilder, LabRepo
 from restoredrill.lab.dataset import CANARY_FILE, PG_DUMP_FILE, SQLITE_FILE
 from restoredrill.secrets import write_private
-from tests.conftest import only_repo, only_these_failed, parse_junit, run_cli
+from tests.conftest import blocked_by_preflight, only_repo, only_these_failed, parse_junit, run_cli
 
 pytestmark = pytest.mark.e2e
 ROOT = Path(__file__).resolve().parents[2]
@@ -76,22 +76,28 @@ def test_wrong_passphrase_fails_naming_the_repository(drill, lab_inventory, tmp_
 def test_changed_host_key_is_refused(lab, drill, lab_inventory):
     lab.box.rotate_host_key()
     try:
-        run = drill(only_repo(lab_inventory, "app-offsite"), "-k", "reachable")
+        run = drill(only_repo(lab_inventory, "app-offsite"), "--no-preflight", "-k", "reachable")
+        preflight = drill(only_repo(lab_inventory, "app-offsite"), "-k", "reachable")
     finally:
         lab.box.restore_host_key()
     assert run.code == 1
     only_these_failed(run, "test_reachable[app-offsite]")
     message = case(run, "test_reachable[app-offsite]")["message"]
     assert "app-offsite" in message and "host key" in message
+    # with the preflight (the default): one failure naming both keys, the repository's cases blocked
+    message = blocked_by_preflight(preflight, "borg:app-offsite", ["test_reachable[app-offsite]"], "host key CHANGED")
+    assert "known_hosts pins SHA256:" in message and "the server presents SHA256:" in message
 
 
 def test_unknown_host_key_is_refused(drill, lab_inventory, tmp_path):
     empty = tmp_path / "known_hosts"
     empty.write_text("")
     lab_inventory["offsite"]["storage_boxes"][0]["known_hosts_file"] = str(empty)
-    run = drill(only_repo(lab_inventory, "app-offsite"), "-k", "reachable")
+    run = drill(only_repo(lab_inventory, "app-offsite"), "--no-preflight", "-k", "reachable")
     assert run.code == 1 and "host key" in case(run, "test_reachable[app-offsite]")["message"]
     only_these_failed(run, "test_reachable[app-offsite]")
+    preflight = drill(only_repo(lab_inventory, "app-offsite"), "-k", "reachable")
+    blocked_by_preflight(preflight, "borg:app-offsite", ["test_reachable[app-offsite]"], "not in known_hosts")
 
 
 @pytest.mark.parametrize("where,cause", [("missing", "does not exist"), ("not-a-repo", "not a Borg repository")])
@@ -99,11 +105,13 @@ def test_bad_repository_path(drill, lab, lab_inventory, where, cause, tmp_path):
     inv = only_repo(lab_inventory, "app-local")
     inv["borg"]["repositories"][0]["location"] = str(tmp_path / "nope") if where == "missing" \
         else str(lab.root / "source")
-    run = drill(inv, "-k", "reachable")
+    run = drill(inv, "--no-preflight", "-k", "reachable")
     assert run.code == 1
     only_these_failed(run, "test_reachable[app-local]")
     message = case(run, "test_reachable[app-local]")["message"]
     assert "app-local" in message and cause in message
+    preflight = drill(inv, "-k", "reachable")     # found without borg, so without taking a lock
+    blocked_by_preflight(preflight, "borg:app-local", ["test_reachable[app-local]"], "not a Borg repository")
 
 
 def test_too_little_disk_refuses_to_extract(drill, lab_inventory, lab):
@@ -120,9 +128,11 @@ def test_too_little_disk_refuses_to_extract(drill, lab_inventory, lab):
 def test_borg_not_installed(drill, lab_inventory):
     inv = only_repo(lab_inventory, "app-local")
     inv["borg"]["repositories"][0]["borg_binary"] = "/nonexistent/borg"
-    run = drill(inv, "-k", "reachable")
+    run = drill(inv, "--no-preflight", "-k", "reachable")
     assert run.code == 1 and "not installed" in case(run, "test_reachable[app-local]")["message"]
     only_these_failed(run, "test_reachable[app-local]")
+    blocked_by_preflight(drill(inv, "-k", "reachable"), "borg:app-local", ["test_reachable[app-local]"],
+                         "not installed")
 
 
 def copy_local_repo(lab, tmp_path, inv) -> Path:
@@ -225,5 +235,8 @@ def test_invalid_inventory_is_a_usage_error(tmp_path):
         assert "inv.yaml:6 borg.repositories[0].passphrase" in proc.stderr and "hunter2" not in proc.stderr
     proc = run_cli("run", "--inventory", str(tmp_path / "missing.yaml"))
     assert proc.returncode == 2 and "file not found" in proc.stderr
-    assert run_cli("check-inventory", str(ROOT / "inventory" / "example-homelab.yaml")).returncode == 0
+    example = str(ROOT / "inventory" / "example-homelab.yaml")
+    assert run_cli("check-inventory", "--no-file-checks", example).returncode == 0
+    proc = run_cli("check-inventory", example)     # its secret files are not on this host
+    assert proc.returncode == 2 and "secret file /etc/restoredrill/pve-token does not exist" in proc.stderr
     assert run_cli("run").returncode == 2

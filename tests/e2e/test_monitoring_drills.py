@@ -10,7 +10,7 @@ import contextlib
 
 import pytest
 
-from tests.conftest import only_these_failed
+from tests.conftest import blocked_by_preflight, only_these_failed
 
 pytestmark = pytest.mark.e2e
 
@@ -115,10 +115,15 @@ def test_a_missed_heartbeat_fails_the_next_run(drill, lab, lab_inventory):
 def test_a_wrong_password_fails_every_case_without_showing_it(drill, lab_inventory, tmp_path):
     wrong = "not-the-kuma-password-5d1c"
     (tmp_path / "wrong.pass").write_text(wrong)
+    (tmp_path / "wrong.pass").chmod(0o600)      # check-inventory refuses a secret others can read
     lab_inventory["monitoring"]["uptime_kuma"]["password"] = f"file:{tmp_path / 'wrong.pass'}"
-    run = run_monitoring(drill, lab_inventory)
+    run = drill(lab_inventory, "--select", "monitoring", "--no-preflight")
     assert run.code == 1
     outcomes = {case["outcome"] for name, case in run.cases.items()}
     assert outcomes == {"failure"}, run.failed()
     assert all("login failed" in case["message"] for case in run.cases.values())
     assert wrong not in run.stdout + run.stderr + "".join(c["message"] for c in run.cases.values())
+    # with the preflight (the default): the login fails once, every monitoring case is blocked by it
+    preflight = run_monitoring(drill, lab_inventory)
+    blocked_by_preflight(preflight, "kuma", [n for n in preflight.cases if n != "preflight[kuma]"], "login failed")
+    assert wrong not in preflight.stdout + preflight.stderr + "".join(c["message"] for c in preflight.cases.values())

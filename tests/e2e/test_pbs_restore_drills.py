@@ -18,7 +18,7 @@ from restoredrill.lab.proxmox.seed import SEED_GUESTS, build_rootfs, make_tar
 from restoredrill.lab.proxmox.restore import CT_ARCHIVE
 from restoredrill.lab.proxmox.homelab import GUEST_NODES
 from restoredrill.lab.proxmox.testing import pve_api
-from tests.conftest import only_these_failed, run_cli
+from tests.conftest import blocked_by_preflight, only_these_failed, run_cli
 
 pytestmark = pytest.mark.e2e
 SELECT = ("--select", "pbs", "-k", "test_restore or test_health")
@@ -153,6 +153,7 @@ def test_wrong_token_fingerprint_or_unreachable_pve(drill, lab_inventory, lab, t
     if what == "token":
         wrong = tmp_path / "wrong-token"
         wrong.write_text("00000000-0000-0000-0000-000000000000\n")
+        wrong.chmod(0o600)      # check-inventory refuses a secret others can read
         pve["token_secret"] = f"file:{wrong}"
         expected = "API token is wrong"
     elif what == "fingerprint":
@@ -161,11 +162,19 @@ def test_wrong_token_fingerprint_or_unreachable_pve(drill, lab_inventory, lab, t
     else:
         pve["url"] = "https://127.0.0.1:1"
         expected = "unreachable"
-    run = drill(inventory, *SELECT)
+    run = drill(inventory, "--no-preflight", *SELECT)
     assert run.code == 1
     only_these_failed(run, *guest_cases(run, "app-vm"))
     message = case(run, "test_restore[app-vm]")["message"]
     assert expected in message and "00000000-0000" not in message
+    # with the preflight (the default): one failure naming the cause, every case of the guest blocked
+    preflight = drill(inventory, *SELECT)
+    cause = {"token": "rejected (HTTP 401)", "fingerprint": "the inventory pins " + pve["fingerprint"],
+             "unreachable": "connection refused"}[what]
+    message = blocked_by_preflight(preflight, "pve", guest_cases(preflight, "app-vm"), cause)
+    assert "00000000-0000" not in message + preflight.stdout
+    if what == "fingerprint":      # what the server presents, next to the pin and its expected form
+        assert lab.double.fingerprint in message and "32 hex pairs joined by colons" in message
     assert scratch_guests(lab) == []
 
 

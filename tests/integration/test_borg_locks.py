@@ -307,6 +307,7 @@ def test_ssh_bounded_check_ends_and_reports_how_far_it_got(box_repo, repo, tmp_p
 def drill_inventory(path: Path, repo: Path, window_start: str, margin: str = "15m",
                     zone: str = "Europe/Berlin") -> Path:
     (path.parent / "pass").write_text(PASSPHRASE)
+    (path.parent / "pass").chmod(0o600)      # check-inventory refuses a secret others can read
     data = {
         "version": 1, "site": {"name": "lock-test", "timezone": zone},
         "borg": {"repositories": [{

@@ -65,7 +65,9 @@ def test_an_offline_restore_node_moves_the_restore_to_another_node(double, inven
     fault = double.faults.node_offline("pve2")
     try:
         assert choose_restore_node(pve, app_vm, inventory) == "pve1"
-        everywhere = [fault, double.faults.node_offline("pve1"), double.faults.node_offline("pve3")]
+        assert fault is not None
+        double.faults.node_offline("pve1")
+        double.faults.node_offline("pve3")
         with pytest.raises(PlanError) as nowhere:
             choose_restore_node(pve, app_vm, inventory)
         for node in ("pve1", "pve2", "pve3"):

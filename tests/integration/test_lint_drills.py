@@ -39,6 +39,7 @@ def site(tmp_path_factory) -> Path:
     crypt = CryptConfig.generate()
     write_key_file(tmp / "escrow" / "pbs.key", crypt)
     (tmp / "pass").write_text(PASSPHRASE)
+    (tmp / "pass").chmod(0o600)      # check-inventory refuses a secret others can read
     (tmp / "fingerprint").write_text(crypt.fingerprint())
     return tmp
 

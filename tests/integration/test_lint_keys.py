@@ -41,6 +41,7 @@ def site(tmp_path_factory) -> Path:
     write_key_file(tmp / "escrow" / "pbs.key", crypt)
     write_key_file(tmp / "escrow" / "pbs-other.key", other)
     (tmp / "pass").write_text(PASSPHRASE)
+    (tmp / "pass").chmod(0o600)      # check-inventory refuses a secret others can read
     (tmp / "fingerprint").write_text(crypt.fingerprint())
     (tmp / "other-fingerprint").write_text(other.fingerprint())
     return tmp
@@ -96,6 +97,7 @@ def test_borg_keyfile_exported_before_a_passphrase_change_fails(site, tmp_path):
     run([shutil.which("borg") or "borg", "key", "change-passphrase", str(site / "cloud")], timeout=120, env=env,
         secrets=(PASSPHRASE, NEW_PASSPHRASE), label="test borg")       # rewrites the keyfile, not the repository
     (site / "new-pass").write_text(NEW_PASSPHRASE)
+    (site / "new-pass").chmod(0o600)      # check-inventory refuses a secret others can read
     text = inventory_text(site).replace("      location: cloud\n      passphrase: file:pass",
                                         "      location: cloud\n      passphrase: file:new-pass")
     assert "file:new-pass" in text

@@ -20,7 +20,7 @@ from restoredrill.lab.proxmox_inventory import proxmox_inventory
 from restoredrill.lab.seaweed import write_tls_files
 from restoredrill.pbsformat import Layout, SnapshotRef
 from restoredrill.runner import RunRequest, run_drills
-from tests.conftest import parse_junit
+from tests.conftest import parse_junit, without_dangling_references
 
 pytestmark = pytest.mark.integration
 
@@ -50,14 +50,14 @@ def write_inventory(path, offsite, sync_max_age: str | None = "1m", **targets) -
         inventory["offsite"]["s3"].append({**good, "name": name, **changes})
         for table in ("retention", "rpo"):
             inventory["policies"][table][name] = inventory["policies"][table][good["name"]]
-    path.write_text(yaml.safe_dump(inventory, sort_keys=False))
+    path.write_text(yaml.safe_dump(without_dangling_references(inventory), sort_keys=False))
     return inventory
 
 
-def run(tmp_path, name: str = "run"):
+def run(tmp_path, name: str = "run", preflight: bool = True):
     started = time.monotonic()
     code = run_drills(RunRequest(inventory=tmp_path / "inventory.yaml", kinds=["offsite"],
-                                 junit=tmp_path / f"{name}.xml", state_dir=tmp_path / "state"))
+                                 junit=tmp_path / f"{name}.xml", state_dir=tmp_path / "state", preflight=preflight))
     return code, parse_junit(tmp_path / f"{name}.xml"), time.monotonic() - started
 
 
@@ -118,6 +118,7 @@ def test_faults_fail_the_right_cases_naming_what_is_wrong(offsite, tmp_path):
     admin.create_bucket(Bucket="offsite-unlocked")
     offsite.upload(admin, "offsite-unlocked")
     (tmp_path / "wrong.secret").write_text("wrong-secret\n")
+    (tmp_path / "wrong.secret").chmod(0o600)      # check-inventory refuses a secret others can read
     write_tls_files(tmp_path / "other-ca", name="another CA")
     write_inventory(tmp_path / "inventory.yaml", offsite,
                     **{"bad-secret": {"secret_key": f"file:{tmp_path / 'wrong.secret'}"},
@@ -130,7 +131,8 @@ def test_faults_fail_the_right_cases_naming_what_is_wrong(offsite, tmp_path):
     admin.delete_object(Bucket=LAB_BUCKET, Key=victim)
     offsite.box.rotate_host_key()
     try:
-        code, cases, _seconds = run(tmp_path, "faults")
+        code, cases, _seconds = run(tmp_path, "faults", preflight=False)     # every case meets its fault
+        blocked_code, blocked, _seconds = run(tmp_path, "faults-preflight")
     finally:
         offsite.box.restore_host_key()
         admin.put_object(Bucket=LAB_BUCKET, Key=victim, Body=original)
@@ -155,6 +157,19 @@ def test_faults_fail_the_right_cases_naming_what_is_wrong(offsite, tmp_path):
         for case in EXPORT_CASES:
             message = outcome(case, export)["message"]
             assert f"host key of [127.0.0.1]:{offsite.box.port} has CHANGED" in message, message
+    # with the preflight: one failing case per dead endpoint, naming the cause; its cases blocked
+    assert blocked_code == 1
+    for key, cause in (("s3:bad-secret", "wrong secret key"), ("s3:bad-ca", "certificate is not trusted"),
+                       ("s3:no-bucket", "bucket does not exist"), ("box:lab-box-exports", "host key CHANGED")):
+        assert blocked[f"preflight[{key}]"]["outcome"] == "failure" and cause in blocked[f"preflight[{key}]"][
+            "message"], (key, blocked.get(f"preflight[{key}]"))
+    for target in ("bad-secret", "bad-ca", "no-bucket"):
+        for case in S3_CASES:
+            assert blocked[f"{case}[{target}]"]["outcome"] == "skipped"
+            assert f"blocked by preflight: S3 target {target}" in blocked[f"{case}[{target}]"]["message"]
+    assert {n for n, c in blocked.items() if c["outcome"] == "failure" and not n.startswith("preflight[")} == {
+        "test_s3_hardening[unlocked]", "test_s3_chunks_present[lab-s3]", "test_s3_encrypted[must-encrypt]",
+        "test_s3_chunk_sample[must-encrypt]", "test_s3_chunks_present[must-encrypt]"}
 
 
 def test_an_archive_that_differs_offsite_fails_the_cross_copy_case(offsite, tmp_path):

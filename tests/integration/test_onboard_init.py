@@ -87,7 +87,7 @@ def test_init_writes_a_draft_check_inventory_accepts(drafted, capsys):
     assert policies[repo["retention"]] == {"keep_daily": 7, "keep_weekly": 4}
     assert "guests[0].strategy" in printed and "scratch.vmid_range" in printed
     for marked in ("guests[1].health", "proxmox.pbs.datastores[1].role", "site.timezone"):
-        assert marked in printed and f"# TODO(init)" in text
+        assert marked in printed and "# TODO(init)" in text
 
 
 def test_the_pbs_audit_passes_after_filling_in_what_init_marked(drafted, tmp_path):

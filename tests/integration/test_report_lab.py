@@ -27,7 +27,7 @@ from restoredrill.lab.borg_history import LAB_POLICY, BorgBuilder, LabRepo
 from restoredrill.lab.offsite import LAB_BUCKET, LAB_STORE
 from restoredrill.report.calendar import build_calendar
 from restoredrill.report.metrics import format_value
-from tests.conftest import FIRST_RUN_SKIP, parse_junit
+from tests.conftest import FIRST_RUN_SKIP, parse_junit, without_dangling_references
 from tests.integration.test_notify_heartbeat import TOKEN, Receiver
 from tests.unit.test_report_metrics import check_exposition
 
@@ -209,6 +209,7 @@ def test_a_failing_run_pings_failure_and_escapes_a_hostile_archive_name(lab, sit
     folder, _, data = site
     inv = copy.deepcopy(data)
     inv["borg"]["repositories"] = [r for r in inv["borg"]["repositories"] if r["name"] == "app-local"]
+    without_dangling_references(inv)
     copy_dir = tmp_path / "repo-copy"
     shutil.copytree(lab.root / "repos" / "app-local", copy_dir)
     inv["borg"]["repositories"][0]["location"] = str(copy_dir)
@@ -388,9 +389,9 @@ def test_the_rendered_matrix_has_a_row_per_guest_and_dataset_and_a_column_per_co
     assert "none proven" not in "".join(dom.text)
     for row, copies in (("guest:app-vm", ("pbs:local", "pbs:offsite")), ("guest:app-ct", ("pbs:local", "pbs:offsite")),
                         ("data:app-data", ("borg:app-local", "borg:app-offsite"))):
-        for copy in copies:
-            cell = dom.cells[(row, copy)]
-            assert cell["state"] == "ok" and AGE.search(cell["text"]), (row, copy, cell)
+        for column in copies:
+            cell = dom.cells[(row, column)]
+            assert cell["state"] == "ok" and AGE.search(cell["text"]), (row, column, cell)
     assert "restored, booted and healthy" in dom.cells[("guest:app-vm", "pbs:local")]["text"]
     assert "read back offsite" in dom.cells[("guest:app-vm", "pbs:offsite")]["text"]
     assert "extracted and checked" in dom.cells[("data:app-data", "borg:app-offsite")]["text"]
@@ -404,8 +405,8 @@ def test_promtool_accepts_a_lab_runs_metrics_file(full_run):
     assert proc.returncode == 0, proc.stdout + proc.stderr
     for target in ("guest:app-vm", "guest:app-ct", "data:app-data"):
         assert f'restoredrill_newest_point_timestamp_seconds{{site="restoredrill-lab",target="{target}"' in text
-    for copy in ("pbs:local", "pbs:offsite", "borg:app-offsite"):
-        assert f'copy="{copy}"' in text
+    for column in ("pbs:local", "pbs:offsite", "borg:app-offsite"):
+        assert f'copy="{column}"' in text
 
 
 def chunk_only_of(double, group: tuple[str, str]) -> str:

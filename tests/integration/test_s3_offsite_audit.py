@@ -223,6 +223,7 @@ def test_a_stale_copy_fails_freshness(lab, tmp_path):
 
 def test_wrong_credentials_fail_every_phase_with_the_cause(lab, tmp_path):
     (tmp_path / "wrong.secret").write_text("definitely-wrong\n")
+    (tmp_path / "wrong.secret").chmod(0o600)      # check-inventory refuses a secret others can read
     d = drill(lab, tmp_path, secret_key=f"file:{tmp_path / 'wrong.secret'}")
     for phase in ("reachable", "catalog", "metadata", "sample", "hardening"):
         with pytest.raises(S3Error, match="wrong secret key"):

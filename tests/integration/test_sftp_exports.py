@@ -135,6 +135,7 @@ def test_each_faulty_export_fails_its_own_case_naming_the_file(box, tmp_path):
     running, root, exports = box
     pass_file = tmp_path / "pass"
     pass_file.write_text(PASSPHRASE + "\n")
+    pass_file.chmod(0o600)      # check-inventory refuses a secret others can read
     folders = {"fw-plain": "opnsense/plain", "fw-touched": "faults/touched", "fw-stale": "faults/stale",
                "fw-truncated": "faults/truncated", "fw-nonxml": "faults/nonxml", "fw-html": "faults/html",
                "fw-pfsense": "faults/pfsense", "fw-wrongpass": "faults/wrongpass",

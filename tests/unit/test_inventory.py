@@ -27,7 +27,7 @@ def problems(text: str) -> list[str]:
 
 
 def test_example_homelab_is_valid_and_describes_the_homelab():
-    inv = load_inventory(EXAMPLE).model
+    inv = load_inventory(EXAMPLE, check_files=False).model
     names = {g.name: g for g in inv.guests}
     assert names["opnsense"].strategy == "config-export" and names["opnsense"].exception
     assert {d.role for d in inv.proxmox.pbs.datastores} == {"local", "offsite"}
@@ -148,4 +148,4 @@ def test_check_inventory_never_runs_command_references(tmp_path):
 
 def test_yaml_round_trip_of_example_keeps_its_values():
     data = yaml.safe_load(EXAMPLE.read_text())
-    assert Inventory.model_validate(data) == load_inventory(EXAMPLE).model
+    assert Inventory.model_validate(data) == load_inventory(EXAMPLE, check_files=False).model

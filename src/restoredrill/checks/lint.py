@@ -293,7 +293,7 @@ def check_monitoring_restorable(inv: Inventory) -> list[Finding]:
     out = []
     if kuma.runs_in is not None:
         guest = next((g for g in inv.guests if g.name == kuma.runs_in), None)
-        port = urlsplit(kuma.url).port or (443 if kuma.url.startswith("https") else 80)
+        port = kuma.own_port()   # behind a reverse proxy: monitoring.uptime_kuma.listen_port
         if guest is None:
             out.append(Finding(rule, label, f"monitoring.uptime_kuma.runs_in names guest {kuma.runs_in}, which is "
                                "not in guests[]: add it or correct the name"))
@@ -301,10 +301,13 @@ def check_monitoring_restorable(inv: Inventory) -> list[Finding]:
             out.append(Finding(rule, guest.name, (
                 f"Uptime Kuma runs in guest {guest.name}, whose strategy is {guest.strategy}: its monitors, "
                 "history and notifications are not backed up; snapshot it with PBS")))
-        elif not any(c.kind == "http" and (urlsplit(c.target).port or 80) == port for c in guest.health):
+        elif not any(c.kind == "http" and _port(c.target) == port for c in guest.health):
+            proxy = "" if kuma.listen_port else (
+                " (if a reverse proxy serves the url and Kuma listens on another port, say which in "
+                "monitoring.uptime_kuma.listen_port)")
             out.append(Finding(rule, guest.name, (
                 f"the restore drill of guest {guest.name} does not check that Uptime Kuma answers: add an http "
-                f"health check of http://127.0.0.1:{port}/api/entry-page to guests[{guest.name}].health")))
+                f"health check of http://127.0.0.1:{port}/api/entry-page to guests[{guest.name}].health{proxy}")))
     if kuma.data is not None:
         repo = next((r for r in inv.borg.repositories if r.name == kuma.data.borg), None)
         if repo is None:
@@ -316,3 +319,11 @@ def check_monitoring_restorable(inv: Inventory) -> list[Finding]:
                 f"repository's restore drill does not check it: add it to borg.repositories[{repo.name}]"
                 ".checks.sqlite (integrity check) or .checks.paths")))
     return out
+
+
+def _port(url: str) -> int | None:
+    parts = urlsplit(url)
+    try:
+        return parts.port or (443 if parts.scheme == "https" else 80)
+    except ValueError:          # a port that is not a number: matches nothing
+        return None

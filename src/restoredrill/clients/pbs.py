@@ -72,6 +72,12 @@ class PbsClient:
         if not version.has(feature):
             raise NotAvailable(version, feature)
 
+    def permissions(self, path: str) -> dict[str, dict[str, bool]]:
+        """``proxmox-backup-manager user permissions AUTHID --path PATH`` (GET /access/permissions):
+        path -> privilege -> propagate of the calling token (pbs-api.json: "Map of ACL path to
+        Map of privilege to propagate bit")."""
+        return answer_object(self.api.call("get", "/access/permissions", path=path), "PBS GET /access/permissions")
+
     def datastores(self) -> list[dict]:
         """``proxmox-backup-manager datastore list`` / GET /admin/datastore"""
         return self._get("/admin/datastore", answer_list)

@@ -13,8 +13,10 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
+from restoredrill.inventory.host_files import host_file_errors
 from restoredrill.inventory.model import Inventory
 from restoredrill.inventory.references import find_reference_errors
+from restoredrill.inventory.suggest import did_you_mean, keys_at
 
 Loc = tuple[str | int, ...]
 
@@ -48,19 +50,21 @@ class LoadedInventory:
         return path if path.is_absolute() else (self.base_dir / path)
 
 
-def load_inventory(path: str | Path) -> LoadedInventory:
+def load_inventory(path: str | Path, *, check_files: bool = True) -> LoadedInventory:
+    """Load and validate ``path``. ``check_files``: also check that every ``file:`` secret
+    exists with a tight mode (stat only, never read); off for an inventory meant for another host."""
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise InventoryError(path, [f"{path}: file not found; pass the path of an inventory "
-                                    f"(see inventory/example-homelab.yaml)"]) from None
+                                    f"(`restoredrill example-inventory` prints one that documents every key)"]) from None
     except (OSError, UnicodeDecodeError) as exc:
         raise InventoryError(path, [f"{path}: cannot be read: {exc}"]) from None
-    return parse_inventory(text, path)
+    return parse_inventory(text, path, check_files=check_files)
 
 
-def parse_inventory(text: str, path: Path) -> LoadedInventory:
+def parse_inventory(text: str, path: Path, *, check_files: bool = False) -> LoadedInventory:
     name = path.name
     try:
         root = yaml.compose(text, Loader=yaml.SafeLoader)
@@ -72,23 +76,84 @@ def parse_inventory(text: str, path: Path) -> LoadedInventory:
     if not isinstance(data, dict):
         raise InventoryError(path, [f"{name}:1: the inventory must be a mapping with site, borg, ... at the top"])
     lines = line_index(root)
+    duplicates = [f"{name}:{line} {dotted(loc) or '(top)'}: {msg}" for loc, line, msg in duplicate_keys(root)]
     try:
         model = Inventory.model_validate(data)
     except ValidationError as exc:
-        raise InventoryError(path, [format_problem(name, lines, tuple(err["loc"]), _message(err))
-                                    for err in exc.errors()]) from None
-    problems = [format_problem(name, lines, loc, msg) for loc, msg in find_reference_errors(model)]
+        errors = one_union_member(exc.errors(), lines)
+        raise InventoryError(path, duplicates + [format_problem(name, lines, tuple(err["loc"]), _message(err, lines))
+                                                 for err in errors]) from None
+    problems = duplicates + [format_problem(name, lines, loc, msg) for loc, msg in find_reference_errors(model)]
+    if check_files:
+        problems += [format_problem(name, lines, loc, msg)
+                     for loc, msg in host_file_errors(model, path.resolve().parent)]
     if problems:
         raise InventoryError(path, problems)
     return LoadedInventory(model, path.resolve())
 
 
-def _message(err: dict[str, Any]) -> str:
+def duplicate_keys(node: yaml.Node | None, loc: Loc = ()) -> list[tuple[Loc, int, str]]:
+    """Keys given twice in one mapping: PyYAML keeps the last one silently, so the first is lost."""
+    found: list[tuple[Loc, int, str]] = []
+    if isinstance(node, yaml.MappingNode):
+        first: dict[str, int] = {}
+        for key_node, value_node in node.value:
+            key = str(key_node.value)
+            line = key_node.start_mark.line + 1
+            if key in first and key != "<<":
+                found.append(((*loc, key), line, f"key {key!r} is given twice in this mapping (lines "
+                              f"{first[key]} and {line}); YAML keeps only the last, so the first is silently "
+                              f"lost: keep one"))
+            first.setdefault(key, line)
+            found += duplicate_keys(value_node, (*loc, key))
+    elif isinstance(node, yaml.SequenceNode):
+        for index, item in enumerate(node.value):
+            found += duplicate_keys(item, (*loc, index))
+    return found
+
+
+def one_union_member(errors: list[dict[str, Any]], lines: dict[Loc, int]) -> list[dict[str, Any]]:
+    """Where a value may take several shapes (an endpoint or a node mapping, a path or a mapping),
+    pydantic reports every shape's errors; keep those of the shapes the value did have."""
+    members: dict[Loc, dict[str, list[dict[str, Any]]]] = {}
+    for err in errors:
+        loc = tuple(err["loc"])
+        at = _union_tag_at(loc, lines)
+        if at is not None:
+            members.setdefault(loc[:at], {}).setdefault(str(loc[at]), []).append(err)
+    dropped: set[int] = set()
+    for shapes in members.values():
+        wrong = {tag for tag, errs in shapes.items() if any(e["type"].endswith("_type") for e in errs)}
+        if len(shapes) > 1 and wrong != set(shapes):
+            dropped |= {id(e) for tag in wrong for e in shapes[tag]}
+    return [err for err in errors if id(err) not in dropped]
+
+
+def _union_tag_at(loc: Loc, lines: dict[Loc, int]) -> int | None:
+    for index, part in enumerate(loc):
+        if _is_tag(loc[:index], part, lines):
+            return index
+    return None
+
+
+def _is_tag(prefix: Loc, part: str | int, lines: dict[Loc, int]) -> bool:
+    """A pydantic union-member or validator tag ('SshEndpoint', 'dict[str,SshEndpoint]', 'str',
+    'function-after[...]'), not a key of the file."""
+    if not isinstance(part, str) or (*prefix, part) in lines:
+        return False
+    return part.startswith("function-") or part[:1].isupper() or "[" in part or part in ("str", "int", "float",
+                                                                                           "bool", "none")
+
+
+def _message(err: dict[str, Any], lines: dict[Loc, int] | None = None) -> str:
     msg = err["msg"]
     for prefix in ("Value error, ", "Assertion failed, "):
         msg = msg.removeprefix(prefix)
     if err["type"] == "extra_forbidden":
-        msg = "unknown key (a typo? see inventory/example-homelab.yaml for the keys)"
+        loc = _plain(tuple(err["loc"]), lines or {})
+        hint = did_you_mean(str(loc[-1]), keys_at(Inventory, loc[:-1])) if loc else ""
+        msg = (f"unknown key{hint or ' (a typo?)'}; `restoredrill example-inventory` prints every key with "
+               f"its meaning")
     elif err["type"] == "greater_than_equal":
         msg = f"must be >= {err['ctx']['ge']}"
     elif err["type"] == "less_than_equal":
@@ -96,8 +161,17 @@ def _message(err: dict[str, Any]) -> str:
     return msg
 
 
+def _plain(loc: Loc, lines: dict[Loc, int]) -> Loc:
+    """The key path without pydantic's validator and union-member tags."""
+    kept: Loc = ()
+    for part in loc:
+        if not _is_tag(kept, part, lines):
+            kept = (*kept, part)
+    return kept
+
+
 def format_problem(name: str, lines: dict[Loc, int], loc: Loc, message: str) -> str:
-    loc = tuple(part for part in loc if not (isinstance(part, str) and part.startswith("function-")))
+    loc = _plain(loc, lines)
     line = _nearest_line(lines, loc)
     where = f"{name}:{line}" if line else name
     return f"{where} {dotted(loc) or '(top)'}: {message}"

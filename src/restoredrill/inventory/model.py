@@ -12,7 +12,7 @@ from typing import Annotated, Literal
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
 from restoredrill.inventory.monitoring import Monitoring, check_endpoint
-from restoredrill.inventory.types import Duration, Secret, Size, TimeZone
+from restoredrill.inventory.types import Duration, KeyFingerprint, Secret, Size, TimeZone, TlsFingerprint
 
 NAME = r"^[a-z0-9][a-z0-9_.-]{0,62}$"
 DrillKind = Literal["borg", "pbs", "offsite", "lint", "monitoring"]
@@ -124,7 +124,7 @@ class PveEndpoint(Strict):
     token_id: str = Field(pattern=r"^[^@!\s]+@[^@!\s]+![^@!\s]+$",
                           description="API token id user@realm!name, limited to the drill pool.")
     token_secret: Secret = Field(description="Reference to the token secret.")
-    fingerprint: str | None = Field(None, description="SHA-256 fingerprint of the TLS certificate "
+    fingerprint: TlsFingerprint | None = Field(None, description="SHA-256 fingerprint of the TLS certificate "
                                     "(pinned, as PBS and the PVE storage plugin do).")
     verify_tls: bool = Field(True, description="Set false only to disable TLS checks (loud warning).")
     nodes: list[str] = Field(default_factory=list, description="Cluster nodes.")
@@ -169,7 +169,7 @@ class PbsDatastore(Strict):
     s3_target: str | None = Field(None, description="offsite.s3 target holding this datastore (backend s3).")
     sync_job: str | None = Field(None, description="PBS sync job that feeds this datastore.")
     encryption_required: bool = Field(True, description="Every snapshot must be client-side encrypted.")
-    key_fingerprint: str | None = Field(None, description="Fingerprint of the encryption key kept offsite.")
+    key_fingerprint: KeyFingerprint | None = Field(None, description="Fingerprint of the encryption key kept offsite.")
     key_escrow: KeyEscrow | None = Field(None, description="Where the encryption key of this datastore is "
                                          "held (the recovery-path lint and the key-proof drill).")
     max_usage: float = Field(0.9, gt=0, le=1, description="Largest share of the quota (or the disk) in use.")
@@ -186,7 +186,7 @@ class PbsEndpoint(Strict):
     url: str = Field(description="PBS API base URL, e.g. https://pbs.lan:8007.")
     token_id: str = Field(pattern=r"^[^@!\s]+@[^@!\s]+![^@!\s]+$", description="API token id.")
     token_secret: Secret = Field(description="Reference to the token secret.")
-    fingerprint: str | None = Field(None, description="SHA-256 fingerprint of the TLS certificate.")
+    fingerprint: TlsFingerprint | None = Field(None, description="SHA-256 fingerprint of the TLS certificate.")
     verify_tls: bool = Field(True, description="Set false only to disable TLS checks (loud warning).")
     timezone: TimeZone | None = Field(None, description="Zone of the PBS server (prune periods); "
                                       "default site.timezone.")
@@ -427,7 +427,7 @@ class S3Target(Strict):
                                   "(default: that of the proxmox.pbs datastore naming this target).")
     rpo: str | None = Field(None, description="RPO policy of the newest offsite snapshot.")
     encryption_required: bool = Field(True, description="Only encrypted chunks may be in the bucket.")
-    key_fingerprint: str | None = Field(None, description="Fingerprint of the encryption key the snapshots "
+    key_fingerprint: KeyFingerprint | None = Field(None, description="Fingerprint of the encryption key the snapshots "
                                         "must carry (the key kept outside the site).")
     read_data_runs: int = Field(7, ge=1, le=10000, description="Every chunk is read within this many runs.")
     expect_empty: bool = Field(False, description="The store prefix is empty by design: the cases that count "

@@ -73,6 +73,10 @@ class UptimeKuma(_Strict):
     timeout: Duration = Field("30s", description="Time allowed for login and each API read.")
     runs_in: str | None = Field(None, description="The guest Uptime Kuma runs in: the lint requires it to be "
                                 "backed up and its restore drill to check that Kuma answers.")
+    listen_port: int | None = Field(None, ge=1, le=65535, description="The port Kuma itself listens on in "
+                                    "that guest, when url reaches it through a reverse proxy (url "
+                                    "https://kuma.example on 443, Kuma on 3001): the port the restore drill's "
+                                    "health check must reach. Default: url's port.")
     data: KumaData | None = Field(None, description="Where Kuma's data folder is backed up by Borg (when it "
                                   "is not a guest of its own): the lint requires the repository's checks to "
                                   "name its database.")
@@ -88,6 +92,12 @@ class UptimeKuma(_Strict):
             raise ValueError("an http:// URL to a non-loopback host sends the password in clear: use https, "
                              "or set insecure_http: true to accept that")
         return self
+
+
+    def own_port(self) -> int:
+        """The port Kuma listens on in its guest: listen_port, else the url's (or its scheme's) port."""
+        parts = urlsplit(self.url)
+        return self.listen_port or parts.port or (443 if parts.scheme == "https" else 80)
 
 
 class Monitoring(_Strict):

@@ -5,14 +5,17 @@ from collections import Counter
 from collections.abc import Iterator
 
 from restoredrill.inventory.model import Inventory
+from restoredrill.inventory.names import name_reference_errors
 from restoredrill.inventory.reach import runner_reach_errors
+from restoredrill.inventory.suggest import unknown_name
 
 Problem = tuple[tuple[str | int, ...], str]
 
 
 def find_reference_errors(inv: Inventory) -> list[Problem]:
     return [*_duplicate_names(inv), *_borg_references(inv), *_guest_references(inv),
-            *_pbs_references(inv), *_offsite_references(inv), *runner_reach_errors(inv)]
+            *_pbs_references(inv), *_offsite_references(inv), *runner_reach_errors(inv),
+            *name_reference_errors(inv)]
 
 
 def _duplicates(items, loc) -> Iterator[Problem]:
@@ -33,14 +36,13 @@ def _duplicate_names(inv: Inventory) -> Iterator[Problem]:
 def _policy(inv: Inventory, kind: str, name: str | None, loc) -> Iterator[Problem]:
     table = getattr(inv.policies, kind)
     if name is not None and name not in table:
-        known = ", ".join(sorted(table)) or "none defined"
-        yield loc, f"{kind} policy {name!r} is not defined under policies.{kind} (defined: {known})"
+        yield loc, unknown_name(f"{kind} policy", name, table, f"policies.{kind}")
 
 
 def _box(inv: Inventory, name: str | None, loc) -> Iterator[Problem]:
     names = {box.name for box in inv.offsite.storage_boxes}
     if name is not None and name not in names:
-        yield loc, f"storage box {name!r} is not defined under offsite.storage_boxes"
+        yield loc, unknown_name("storage box", name, names, "offsite.storage_boxes")
 
 
 def _borg_references(inv: Inventory) -> Iterator[Problem]:
@@ -67,11 +69,13 @@ def _guest_references(inv: Inventory) -> Iterator[Problem]:
         yield from _policy(inv, "rpo", guest.rpo, (*loc, "rpo"))
         for j, dep in enumerate(guest.depends_on):
             if dep not in names:
-                yield (*loc, "depends_on", j), f"unknown guest {dep!r}"
+                yield (*loc, "depends_on", j), unknown_name("guest", dep, names, "guests")
         if guest.pre_backup_borg and guest.pre_backup_borg not in repos:
-            yield (*loc, "pre_backup_borg"), f"unknown Borg repository {guest.pre_backup_borg!r}"
+            yield (*loc, "pre_backup_borg"), unknown_name("Borg repository", guest.pre_backup_borg, repos,
+                                                          "borg.repositories")
         if guest.config_export and guest.config_export not in exports:
-            yield (*loc, "config_export"), f"unknown config export {guest.config_export!r}"
+            yield (*loc, "config_export"), unknown_name("config export", guest.config_export, exports,
+                                                        "offsite.config_exports")
         if guest.strategy == "pbs" and guest.restore_from == "offsite" and not _offsite_storage(inv):
             yield (*loc, "restore_from"), ("restore_from offsite needs a proxmox.pbs.datastores[] entry with role "
                                            "offsite and pve_storage (the PVE storage pointing at it)")
@@ -94,8 +98,10 @@ def _pbs_references(inv: Inventory) -> Iterator[Problem]:
         loc = ("proxmox", "pbs", "datastores", i)
         yield from _policy(inv, "retention", store.retention, (*loc, "retention"))
         yield from _policy(inv, "rpo", store.rpo, (*loc, "rpo"))
-        if store.backend == "s3" and store.s3_target not in targets:
+        if store.backend == "s3" and store.s3_target is None:
             yield (*loc, "s3_target"), "a datastore with backend s3 needs s3_target naming an offsite.s3 entry"
+        elif store.s3_target is not None and store.s3_target not in targets:
+            yield (*loc, "s3_target"), unknown_name("S3 target", store.s3_target, targets, "offsite.s3")
 
 
 def _offsite_references(inv: Inventory) -> Iterator[Problem]:
@@ -103,3 +109,7 @@ def _offsite_references(inv: Inventory) -> Iterator[Problem]:
         loc = ("offsite", "config_exports", i)
         yield from _box(inv, export.storage_box, (*loc, "storage_box"))
         yield from _policy(inv, "rpo", export.rpo, (*loc, "rpo"))
+    for i, target in enumerate(inv.offsite.s3):     # read by fixtures/offsite.py resolve_offsite_policy:
+        loc = ("offsite", "s3", i)                  # a name that matched nothing fell back to defaults
+        yield from _policy(inv, "retention", target.retention, (*loc, "retention"))
+        yield from _policy(inv, "rpo", target.rpo, (*loc, "rpo"))

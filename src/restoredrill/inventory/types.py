@@ -55,6 +55,36 @@ def parse_secret(value: Any) -> SecretRef:
     return SecretRef.parse(value)
 
 
+# A SHA-256 fingerprint as PVE and PBS write and accept it: 32 hex pairs joined by colons
+# (pve-common src/PVE/JSONSchema.pm, standard option 'fingerprint-sha256'; proxmox-backup
+# pbs-api-types FINGERPRINT_SHA256_REGEX). Key fingerprints are shown in the same form.
+_FINGERPRINT = re.compile(r"^[0-9A-Fa-f]{2}(:[0-9A-Fa-f]{2}){31}$")
+FINGERPRINT_FORMAT = ("32 hex pairs joined by colons, 95 characters, e.g. "
+                      "3F:1A:" + ":".join(["00"] * 29) + ":9C")
+TLS_HINT = ("on the node: `pvenode cert info` (PVE, fingerprint of pve-ssl.pem or pveproxy-ssl.pem) or "
+            "`proxmox-backup-manager cert info` (PBS); or `openssl s_client -connect HOST:PORT </dev/null | "
+            "openssl x509 -noout -fingerprint -sha256`; `restoredrill preflight` shows the one the server presents")
+KEY_HINT = "`proxmox-backup-client key show KEYFILE` prints it"
+
+
+def fingerprint_parser(hint: str):
+    def parse(value: Any) -> str:
+        text = str(value).strip() if isinstance(value, str) else None
+        if text is not None and _FINGERPRINT.match(text):
+            return text
+        if text is None:
+            found = f"a {type(value).__name__}"
+        else:
+            pairs = [p for p in text.split(":") if p]
+            found = (f"{len(pairs)} hex pair(s)" if all(re.fullmatch(r"[0-9A-Fa-f]{2}", p) for p in pairs)
+                     and pairs else f"{len(text)} characters that are not hex pairs")
+            if re.fullmatch(r"[0-9A-Fa-f]{64}", text):
+                found = "64 hex digits without colons"
+        raise ValueError(f"must be a SHA-256 fingerprint: {FINGERPRINT_FORMAT}; found {found} (truncated or "
+                         f"another hash?); {hint}")
+    return parse
+
+
 def parse_zone(value: Any) -> str:
     try:
         ZoneInfo(str(value))
@@ -69,3 +99,7 @@ Size = Annotated[int, BeforeValidator(parse_size), WithJsonSchema({"type": ["str
 Secret = Annotated[SecretRef, BeforeValidator(parse_secret), PlainSerializer(str),
                    WithJsonSchema({"type": "string", "pattern": "^(env|file|command):.+"})]
 TimeZone = Annotated[str, BeforeValidator(parse_zone)]
+TlsFingerprint = Annotated[str, BeforeValidator(fingerprint_parser(TLS_HINT)),
+                           WithJsonSchema({"type": "string", "pattern": _FINGERPRINT.pattern})]
+KeyFingerprint = Annotated[str, BeforeValidator(fingerprint_parser(KEY_HINT)),
+                           WithJsonSchema({"type": "string", "pattern": _FINGERPRINT.pattern})]

@@ -84,7 +84,10 @@ def proxmox_inventory(double, offsite_target: str | None = None) -> dict:
              "snapshot": "latest-verified", "rpo": "daily", "access": "agent", "address": "10.199.0.110/24",
              "health": vm_checks},
             {"name": "app-ct", "vmid": 120, "type": "lxc", "node": GUEST_NODES[120], "strategy": "pbs",
-             "snapshot": "latest", "rpo": "daily", "access": "pct", "address": "10.199.0.120/24",
+             "snapshot": "latest", "rpo": "daily", "address": "10.199.0.120/24",
+             # pct needs the node's SSH (check-inventory refuses it without); a double without real
+             # guests has none, and its drills never reach a guest
+             "access": "pct" if endpoints.get("node_ssh") else "agent",
              "health": ct_checks},
         ],
     }

@@ -33,7 +33,7 @@ td.num{text-align:right;white-space:nowrap}
 .badge{display:inline-block;padding:1px 8px;border-radius:10px;font-weight:700;font-size:12px;color:#fff}
 .PASS,.pass,.passed{background:#1f883d}
 .FAIL,.fail,.failed,.error{background:#cf222e}
-.skipped,.NOTRUN,.interrupted,.empty{background:#8c959f}
+.skipped,.SKIPPED,.NOTRUN,.interrupted,.empty{background:#8c959f}
 .verdict{font-size:18px;padding:3px 14px}
 .notice{background:#fff8c5;border:1px solid #d4a72c;padding:6px 10px;margin:6px 0;border-radius:4px}
 .failure{background:#ffebe9;border:1px solid #ff818266;padding:6px 10px;margin:6px 0;border-radius:4px}

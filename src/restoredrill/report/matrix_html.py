@@ -32,7 +32,7 @@ def matrix_section(m: Matrix, now: datetime, e, age, stamp) -> list[str]:
     out = ["<h2>Recovery matrix (3-2-1 with proof)</h2>",
            '<p class="meta">Each cell: age of the newest point in that copy; the strongest proof reached '
            "(listed &lt; verified &lt; read back offsite &lt; extracted and checked &lt; restored, booted and "
-           f"healthy) and when; the last restore time (RTO) measured from that copy. Colours: "
+           "healthy) and when; the last restore time (RTO) measured from that copy. Colours: "
            + "; ".join(f'<span class="key {k}">{e(k)}</span> {e(text)}' for k, text in LEGEND)
            + f". Restore-test limit: {m.max_untested_days:g} days.</p>",
            '<table class="matrix"><tr><th>protected</th>' + "".join(

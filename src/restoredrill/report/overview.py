@@ -14,7 +14,7 @@ class DrillStatus:
     drill: str
     label: str
     cases: list[Case]
-    verdict: str                                # PASS | FAIL | NOT RUN
+    verdict: str                                # PASS | FAIL | SKIPPED | NOT RUN
     passing: bool | None                        # from history: state of the current streak
     since: datetime | None                      # ... and its first run
     last_success: datetime | None
@@ -48,7 +48,9 @@ def drill_statuses(run: RunReport, history: hist.History) -> list[DrillStatus]:
         rpo = next((to_float(c.properties.get("rpo_hours")) for c in cases if "rpo_hours" in c.properties), None)
         statuses.append(DrillStatus(
             drill=drill, label=drill_label(drill), cases=cases,
-            verdict="FAIL" if failed else ("PASS" if cases else "NOT RUN"),
+            # every case skipped (e.g. blocked by a failed preflight) passed nothing: SKIPPED, never PASS
+            verdict="FAIL" if failed else ("PASS" if any(c.outcome == PASSED for c in cases) else
+                                           "SKIPPED" if cases else "NOT RUN"),
             passing=passing, since=since, last_success=hist.last_success(history, drill),
             last_restore_test=hist.last_restore_tested(history, drill),
             points=hist.proven_points(history, drill), rpo_hours=rpo, rto=rto,

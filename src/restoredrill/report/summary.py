@@ -25,8 +25,11 @@ def summary_lines(reports) -> list[str]:
     for name, items in drills.items():
         failed = [r for r in items if r.outcome == "failed"]
         passed = sum(1 for r in items if r.outcome == "passed" and r.when == "call")
-        verdict = "FAIL" if failed else "PASS"
-        facts = _headline(items)
+        skipped = [r for r in items if r.outcome == "skipped"]
+        # a target whose every case was skipped passed nothing: SKIP, or BLOCKED by a failed preflight
+        verdict = "FAIL" if failed else ("PASS" if passed or not skipped else
+                                         "BLOCKED" if any(_blocked(r) for r in skipped) else "SKIP")
+        facts = _headline(items) + (f"  ({len(skipped)} skipped)" if skipped else "")
         lines.append(f"{verdict:4}  {name:<{width}}  {passed}/{passed + len(failed)} checks{facts}")
     for name, items in drills.items():
         for report in items:
@@ -35,6 +38,12 @@ def summary_lines(reports) -> list[str]:
                 message = _first_line(report)
                 lines.append(f"  FAILED {name} {check}: {message}")
     return lines
+
+
+def _blocked(report) -> bool:
+    longrepr = report.longrepr
+    reason = longrepr[2] if isinstance(longrepr, tuple) and len(longrepr) == 3 else str(longrepr or "")
+    return "blocked by preflight" in str(reason)
 
 
 def _headline(items) -> str:

@@ -10,6 +10,10 @@ token is never ``root@pam`` (its ACL decides; ``*`` here stands for every privil
 Documented limit: the double answers only for the
 calling token itself (``userid`` omitted or its own id); another user's answer needs a
 user database it does not keep.
+
+PBS has the same call (``proxmox-backup-manager user permissions AUTHID [--path PATH]``;
+pbs-api.json ``GET /access/permissions``: ``auth-id``, ``path``, answering "Map of ACL path
+to Map of privilege to propagate bit", a JSON boolean from the Rust server).
 """
 from __future__ import annotations
 
@@ -47,17 +51,35 @@ def add_access_routes(router: Router, service: PveService) -> None:
         return effective_permissions(service, call.token)
 
 
-def privileges_on(service: PveService, token: ApiToken, path: str) -> dict[str, int]:
-    """privilege -> propagate (1/0) on ``path``; the deeper ACL entry decides propagate."""
+def add_pbs_access_routes(router: Router) -> None:
+    @router.route("GET", "/access/permissions", declare(**{"auth-id": optional(STRING), "path": optional(STRING)}))
+    def permissions(call: Call) -> dict[str, Any]:
+        authid = call.get("auth-id")
+        if authid is not None and authid != call.authid:
+            raise param_error("auth-id", "the test double answers only for the calling token itself")
+        paths = [call.get("path")] if call.get("path") else sorted({"/", *(e.path for e in call.token.acl)})
+        answer = {path: {priv: propagate == 1 for priv, propagate in acl_privileges(call.token, path).items()}
+                  for path in paths}
+        return {path: privs for path, privs in answer.items() if privs or call.get("path")}
+
+
+def acl_privileges(token: ApiToken, path: str, extra: list | None = None) -> dict[str, int]:
+    """privilege -> propagate (1/0) on ``path`` from the token's ACL (and ``extra`` entries)."""
     found: dict[str, int] = {}
-    entries = [e for e in token.acl if e.covers(path)]
-    if path.startswith("/vms/") and path[5:].isdigit():
-        for pool in service.state.pools_of(int(path[5:])):
-            entries += [e for e in token.acl if e.covers(f"/pool/{pool}")]
+    entries = [e for e in token.acl if e.covers(path)] + list(extra or [])
     for entry in sorted(entries, key=lambda e: len(e.path)):
         for priv in (PVE_PRIVILEGES if ALL in entry.privs else sorted(entry.privs)):
             found[priv] = int(entry.propagate)
     return found
+
+
+def privileges_on(service: PveService, token: ApiToken, path: str) -> dict[str, int]:
+    """privilege -> propagate (1/0) on ``path``; the deeper ACL entry decides propagate."""
+    pooled = []
+    if path.startswith("/vms/") and path[5:].isdigit():
+        for pool in service.state.pools_of(int(path[5:])):
+            pooled += [e for e in token.acl if e.covers(f"/pool/{pool}")]
+    return acl_privileges(token, path, pooled)
 
 
 def effective_permissions(service: PveService, token: ApiToken) -> dict[str, dict[str, int]]:

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from restoredrill.lab.proxmox import homelab, store_ops
+from restoredrill.lab.proxmox.access_routes import add_pbs_access_routes
 from restoredrill.lab.proxmox.http import RawDownload
 from restoredrill.lab.proxmox.names import check_backup_id, check_datastore
 from restoredrill.lab.proxmox.pbs_node_routes import add_pbs_node_routes
@@ -90,6 +91,7 @@ def build_pbs_router(service: PbsService) -> Router:
     _job_routes(router, service)
     _task_routes(router, service)
     add_pbs_node_routes(router, service)
+    add_pbs_access_routes(router)
 
     @router.route("GET", "/version")
     def version(call: Call) -> dict[str, Any]:

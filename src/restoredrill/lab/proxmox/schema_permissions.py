@@ -136,6 +136,7 @@ IN_CODE[("pbs", "GET", "/nodes/{node}/status")] = _pbs("/system/status", "Sys.Au
 for _method, _template in (
         ("GET", "/version"), ("GET", "/admin/datastore"), ("GET", "/nodes/{node}/tasks"),
         ("GET", "/config/datastore"), ("GET", "/config/remote"), ("PUT", "/access/acl"),
+        ("GET", "/access/permissions"),      # pbs-api.json: user all (own privileges; others need Sys.Audit)
         ("GET", "/nodes/{node}/tasks/{upid}/status"), ("GET", "/nodes/{node}/tasks/{upid}/log"),
         *(("GET", f"/admin/datastore/{{store}}/{name}") for name in (
             "status", "groups", "snapshots", "download")),
