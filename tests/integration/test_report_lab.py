@@ -69,7 +69,7 @@ def run_cli(inventory: Path, out: Path, state: Path, receiver: Receiver, *extra:
     env = {**os.environ, "RESTOREDRILL_TEST_HEARTBEAT": f"{receiver.base}/ping/{TOKEN}"}
     started = time.monotonic()
     proc = subprocess.run([sys.executable, "-m", "restoredrill.cli", "run", "--inventory", str(inventory),
-                           "--select", "borg", "--out", str(out), "--state-dir", str(state), *extra],
+                           "--select", "borg", "--out", str(out), "--state-dir", str(state), "--notify", *extra],
                           capture_output=True, text=True, env=env, timeout=600)
     return LabRun(proc.returncode, proc.stdout, proc.stderr, out, time.monotonic() - started)
 
