@@ -106,7 +106,7 @@ def run_drills(request: RunRequest) -> int:
     # pytest writes its JUnit file even when nothing ran: then the one from before is put back
     previous = junit.read_bytes() if junit is not None and junit.is_file() else None
     status = int(pytest.main(pytest_args(request), plugins=list(request.plugins)))
-    if status == NO_TESTS_COLLECTED and junit is not None:
+    if status in (NO_TESTS_COLLECTED, USAGE_ERROR) and junit is not None:
         if previous is None:
             junit.unlink(missing_ok=True)
         else:
@@ -138,6 +138,7 @@ def junit_has_failures(path: Path) -> bool:
 
 
 NO_TESTS_COLLECTED = 5      # pytest.ExitCode.NO_TESTS_COLLECTED: also when -k/-m deselected every case
+USAGE_ERROR = 4             # pytest.ExitCode.USAGE_ERROR, e.g. a -m expression that does not parse
 
 
 def map_exit_code(code: int) -> int:

@@ -17,6 +17,7 @@ import time
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 import yaml
@@ -25,7 +26,7 @@ from restoredrill.clients.proxmox_api import ApiChokePoint
 from restoredrill.fixtures.pbs_restore import pve_endpoint
 from restoredrill.inventory import load_inventory
 from tests.conftest import parse_junit
-from tests.integration.test_notify_heartbeat import TOKEN, Receiver
+from tests.integration.test_notify_heartbeat import Receiver
 
 pytestmark = pytest.mark.e2e
 SNAPSHOT = re.compile(r"(vm|ct)/\d+/\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ")
@@ -63,7 +64,7 @@ class Run:
 def run(inventory: Path, folder: Path, *extra: str, env: dict | None = None, out: str = "out") -> Run:
     target = folder / out
     proc = subprocess.run([sys.executable, "-m", "restoredrill.cli", "run", "--inventory", str(inventory),
-                           "--out", str(target), "--state-dir", str(folder / "state"), *extra],
+                           "--out", str(target), "--state-dir", str(folder / "state"), "--debug", *extra],
                           capture_output=True, text=True, timeout=900, env={**os.environ, **(env or {})})
     return Run(proc.returncode, proc.stdout, proc.stderr, target)
 
@@ -92,21 +93,24 @@ def test_each_guest_is_restored_once_whatever_the_workers(lab, lab_inventory, tm
 
 @pytest.fixture
 def signalled(lab_inventory, tmp_path):
-    """The lab's inventory with a heartbeat (a local receiver) and a metrics_file."""
+    """The lab's inventory with a metrics_file and its heartbeat sent to a local receiver under
+    the path of the lab Kuma's push monitor (same token: the monitoring drill still finds it)."""
+    kuma_url = Path(lab_inventory["notifications"]["heartbeat_url"].removeprefix("file:")).read_text().strip()
     with Receiver() as receiver:
         lab_inventory["notifications"] = {"heartbeat_url": "env:RESTOREDRILL_TEST_HEARTBEAT"}
         lab_inventory["reports"] = {**lab_inventory.get("reports", {}),
                                     "metrics_file": str(tmp_path / "textfile" / "restoredrill.prom")}
         (tmp_path / "textfile").mkdir()
-        env = {"RESTOREDRILL_TEST_HEARTBEAT": f"{receiver.base}/ping/{TOKEN}"}
-        yield write(lab_inventory, tmp_path / "inventory.yaml"), receiver, env, tmp_path / "textfile" / "restoredrill.prom"
+        env = {"RESTOREDRILL_TEST_HEARTBEAT": receiver.base + urlsplit(kuma_url).path}
+        yield (write(lab_inventory, tmp_path / "inventory.yaml"), receiver, env,
+               tmp_path / "textfile" / "restoredrill.prom", urlsplit(kuma_url).path)
 
 
 def test_only_the_scheduled_run_touches_the_heartbeat_and_the_metrics_file(signalled, tmp_path):
-    inventory, receiver, env, metrics = signalled
+    inventory, receiver, env, metrics, push_path = signalled
     nightly = run(inventory, tmp_path, "--mode", "scheduled", env=env, out="nightly")
     assert nightly.code == 0, nightly.stdout[-4000:] + nightly.stderr[-2000:]
-    assert [ping.path for ping in receiver.pings] == [f"/ping/{TOKEN}/start", f"/ping/{TOKEN}"]
+    assert [(ping.path, ping.query["status"]) for ping in receiver.pings] == [(push_path, ["up"])]
     assert "restoredrill_drill_success" in metrics.read_text()
     left = (metrics.read_bytes(), metrics.stat().st_mtime_ns, len(receiver.pings))
 
@@ -129,7 +133,7 @@ def test_only_the_scheduled_run_touches_the_heartbeat_and_the_metrics_file(signa
 
     opted_in = run(inventory, tmp_path, "--select", "lint", "--notify", env=env, out="lint")
     assert opted_in.code in (0, 1)
-    assert len(receiver.pings) == left[2] + 2 and metrics.read_bytes() != left[0]
+    assert len(receiver.pings) == left[2] + 1 and metrics.read_bytes() != left[0]
 
 
 def test_a_marker_per_kind_and_last_failed_with_the_cache_in_the_state_folder(lab_inventory, tmp_path):

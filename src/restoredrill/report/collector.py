@@ -172,8 +172,8 @@ class ReportCollector(Deliveries, CaseNamer):
                   f"{type(exc).__name__}: {exc}", file=sys.stderr)
 
     def finish(self, exitstatus: int) -> None:
-        if not self.cases and exitstatus == int(pytest.ExitCode.NO_TESTS_COLLECTED):
-            return            # nothing matched: no history, no report overwritten, no heartbeat
+        if not self.cases and exitstatus in (int(pytest.ExitCode.NO_TESTS_COLLECTED), int(pytest.ExitCode.USAGE_ERROR)):
+            return            # nothing matched, or a bad -k/-m: no history, no report overwritten, no heartbeat
         self.begin()          # e.g. only collection errors: they are this run's verdict
         begun = time.monotonic()
         run = self.run
@@ -197,6 +197,8 @@ class ReportCollector(Deliveries, CaseNamer):
         if (len(run.notices), run.deliveries) != before:   # fallback folder, deliveries: the reports say so
             self.write_reports(self.render(statuses, calendars), folder)
         run.outputs["report time"] = f"{time.monotonic() - begun:.2f} s"
+        run.outputs["signals"] = ("heartbeat, mail and metrics file speak for the site" if self.signals else
+                                  f"none sent, {self.not_signalling}: heartbeat, mail and metrics file untouched")
         for notice in run.notices:
             print(f"restoredrill: NOTE {notice.topic}: {notice.text}", file=sys.stderr)
 
