@@ -98,8 +98,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 @pytest.hookimpl(optionalhook=True)
 def pytest_xdist_make_scheduler(config: pytest.Config, log):
     """``--workers N``: every case of one restore target on one worker (restoredrill.grouping)."""
-    if INVENTORY_KEY not in config.stash:
-        return None
+    if INVENTORY_KEY not in config.stash or config.getvalue("dist") == "each":
+        return None            # --dist each: every worker runs every case, on purpose
     from restoredrill.grouping import make_scheduler
     return make_scheduler(config, log, config.stash[INVENTORY_KEY].model)
 
