@@ -30,7 +30,7 @@ from tests.unit.test_report_metrics import check_exposition
 
 pytestmark = pytest.mark.integration
 XSD = Path(__file__).resolve().parents[3] / "shared" / "junit" / "junit-10.xsd"
-OUTPUTS = ["drill-report.xml", "junit.xml", "metrics.prom", "report.html"]
+OUTPUTS = ["drill-report.xml", "junit.xml", "metrics.prom", "report.html", "summary.json"]
 HOSTILE_ARCHIVE = "app-<img src=x onerror=alert(1)>"
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                   "--disable-background-networking", "--disable-component-update", "--disable-sync"]
