@@ -190,12 +190,25 @@ def test_s3_retention(s3_drill, inventory, evidence):
         audits = audit_retention(s3_drill.catalog, policy.policy, zone, datetime.now(timezone.utc),
                                  policy.rpo_limit)
     evidence(policy=policy.policy.describe(), groups=len(audits),
-             retention=" | ".join(f"{group}: {a.summary()}" for group, a in audits.items()))
+             retention=" | ".join(f"{group}: {a.summary()}" for group, a in audits.items()),
+             points=retention_points(s3_drill.catalog, policy.policy, zone))
     problems = [f"{group}: {problem}" for group, a in audits.items() for problem in a.problems]
     if problems:
         fail(f"S3 target {t.name}: retention {policy.retention_name} ({policy.policy.describe()}) does not "
              f"hold: {list_some(problems)}")
     require_some(s3_drill, evidence, len(audits), "groups")
+
+
+def retention_points(catalog, policy, zone: str) -> str:
+    """Every group's points with the PBS engine's decision, for the report's retention calendar."""
+    import json
+
+    from restoredrill import retention
+    from restoredrill.checks.pbs_offsite import group_points
+    return json.dumps([{"group": group, "time": d.point.time.isoformat(), "name": d.point.name, "keep": d.keep,
+                        "rule": d.rule, "rank": d.rank}
+                       for group, points in group_points(catalog).items()
+                       for d in retention.simulate("pbs", points, policy, zone)])
 
 
 def test_s3_fresh(s3_drill, evidence):

@@ -20,6 +20,9 @@ APT_PACKAGES=(
   chromium
   # the lab's Uptime Kuma: node-gyp builds its SQLite driver (with make and python3 above)
   g++
+  # promtool: the tests check contrib/prometheus/restoredrill.rules.yml and a lab run's metrics.prom
+  # (the Prometheus server in the package is never started: policy-rc.d below, and disabled after)
+  prometheus
 )
 
 missing=()
@@ -37,6 +40,10 @@ if [ "${#missing[@]}" -gt 0 ]; then
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
   if [ "$created_policy" = 1 ]; then $SUDO rm -f /usr/sbin/policy-rc.d; fi
+  # Only promtool is wanted: keep the Prometheus server from starting at the next boot too.
+  if [[ " ${missing[*]} " == *" prometheus "* ]] && [ -d /run/systemd/system ]; then
+    $SUDO systemctl disable --now prometheus >/dev/null 2>&1 || true
+  fi
 fi
 
 PYTHON="${PYTHON:-python3}"

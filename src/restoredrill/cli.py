@@ -86,6 +86,13 @@ def build_parser() -> argparse.ArgumentParser:
     reap.add_argument("--inventory", type=Path, required=True)
     reap.add_argument("--state-dir", type=Path)
 
+    from restoredrill.onboard import init_cmd, setup_cmd
+    init_cmd.add_arguments(sub.add_parser("init", help="draft an inventory from the PVE and PBS APIs and "
+                                                       "borgmatic's configuration (never overwrites)"))
+    setup_cmd.add_arguments(sub.add_parser("setup", help="the pveum / proxmox-backup-manager commands creating "
+                                                         "the drill users, tokens, roles, pool and ACLs (--apply: "
+                                                         "send them through the API)"))
+
     from restoredrill import prune_sim
     sim = sub.add_parser("prune-sim", help="simulate a PBS or Borg prune on points read from stdin")
     prune_sim.add_arguments(sim)
@@ -220,7 +227,23 @@ def cmd_prune_sim(args) -> int:
     return prune_sim.run(args, sys.stdin, sys.stdout, sys.stderr)
 
 
-COMMANDS = {"check-inventory": cmd_check_inventory, "run": cmd_run, "lint": cmd_lint, "lab": cmd_lab, "reap": cmd_reap,
+def cmd_init(args) -> int:
+    from restoredrill.onboard.init_cmd import InitUsage, run_init
+    try:
+        return run_init(args)
+    except InitUsage as exc:
+        raise UsageError(str(exc)) from None
+
+
+def cmd_setup(args) -> int:
+    from restoredrill.onboard.setup_cmd import SetupUsage, run_setup
+    try:
+        return run_setup(args, validated(args.inventory))
+    except SetupUsage as exc:
+        raise UsageError(str(exc)) from None
+
+
+COMMANDS = {"init": cmd_init, "setup": cmd_setup, "check-inventory": cmd_check_inventory, "run": cmd_run, "lint": cmd_lint, "lab": cmd_lab, "reap": cmd_reap,
             "prune-sim": cmd_prune_sim}
 
 if __name__ == "__main__":

@@ -75,6 +75,31 @@ WIRE_DEVIATIONS = (
               r"exists|bridge_ports|address|netmask|cidr|gateway): not in schema",
               "the whole parsed interface (the schema lists only type and method)",
               "pve-manager PVE/API2/Network.pm (network_config returns $ifaces->{$iface})"),
+    Deviation("pve", "GET", "/nodes", r"\.(id|type): not in schema",
+              "each node carries id (node/NAME) and type (node)",
+              "pve-manager PVE/API2/Nodes.pm (NodeIndex index -> PVE/API2Tools.pm extract_node_stats)"),
+    Deviation("pve", "GET", "/nodes/{node}/network", r"\.(bridge_fd|bridge_stp): not in schema",
+              "the whole parsed interface", "pve-manager PVE/API2/Network.pm (index returns "
+              "the parsed interfaces file entries)"),
+    Deviation("pve", "GET", "/nodes/{node}/status", r"\.cpuinfo\.(flags|hvm|mhz|user_hz): not in schema",
+              "cpuinfo is read_cpuinfo's whole hash",
+              "pve-common src/PVE/ProcFSTools.pm (read_cpuinfo: user_hz, model, sockets, cpus, mhz, hvm, flags)"),
+    Deviation("pve", "GET", "/storage", r"\.(type|content|digest|nodes|shared|path|pool|sparse|datastore|"
+              r"server|username|fingerprint|namespace): not in schema",
+              "each item is the storage's storage.cfg section with its digest",
+              "pve-storage src/PVE/API2/Storage/Config.pm (index: the section config, sensitive "
+              "properties dropped)"),
+    Deviation("pve", "GET", "/cluster/tasks", r"\.(node|pid|pstart|starttime|type|id|user|tokenid|"
+              r"endtime|status): not in schema", "each item is pmxcfs's whole task entry",
+              "pve-manager PVE/API2/Cluster.pm (tasks returns PVE::Cluster::get_tasklist items)"),
+    Deviation("pve", "GET", "/cluster/ha/resources",
+              r"\.(type|digest|state|max_restart|max_relocate|failback): not in schema",
+              "each item is the resource's config with sid, type and digest",
+              "pve-ha-manager src/PVE/API2/HA/Resources.pm ($api_copy_config)"),
+    Deviation("pve", "GET", "/cluster/ha/rules",
+              r"\.(type|digest|resources|nodes|strict|disable): not in schema",
+              "each item is the rule's config with rule and digest",
+              "pve-ha-manager src/PVE/API2/HA/Rules.pm ($get_api_ha_rule)"),
     Deviation("pve", "GET", "/nodes/{node}/qemu/{vmid}/status/current", r"\.disk: not in schema",
               "qemu status carries disk (always 0)",
               "qemu-server src/PVE/QemuServer.pm (vmstatus: $d->{disk} = 0)"),
@@ -145,6 +170,12 @@ def walk_pve(double: ProxmoxDouble) -> None:
     admin.pools.post(poolid="drill-extra", comment="walk")
     admin.pools.put(poolid="drill-extra", comment="walked")
     pve.pools.get(), pve.pools.get(poolid="restoredrill"), pve.pools("restoredrill").get()
+    pve.storage.get(), node.network.get(type="any_bridge")                 # restoredrill init
+    admin.access.users.post(userid="walk@pve", comment="walk")              # restoredrill setup --apply
+    admin.access.users("walk@pve").token("walk").post(privsep=1, comment="walk")
+    admin.access.roles.post(roleid="Walk", privs="VM.Audit")
+    admin.access.roles("Walk").put(privs="VM.Audit,Sys.Audit")
+    admin.access.acl.put(path="/vms", roles="Walk", users="walk@pve", tokens="walk@pve!walk", propagate=1)
 
     def wait(upid: str) -> dict:
         return Tasks.blocking_status(pve, upid, timeout=60, polling_interval=0.05)
@@ -176,6 +207,10 @@ def walk_pve(double: ProxmoxDouble) -> None:
 def walk_pbs(double: ProxmoxDouble) -> None:
     pbs, admin = pbs_api(double), pbs_api(double, double.pbs_admin_token)
     pbs.version.get(), pbs.admin.datastore.get()
+    pbs.config.datastore.get(), pbs.config.remote.get()                     # restoredrill init
+    admin.access.users.post(userid="walk@pbs", comment="walk")              # restoredrill setup --apply
+    admin.access.users("walk@pbs").token("walk").post(comment="walk")
+    admin.access.acl.put(path="/datastore", role="DatastoreAudit", propagate=1, **{"auth-id": "walk@pbs!walk"})
     pbs.config.notifications.targets.get()
     store = pbs.admin.datastore("local")
     store.status.get(verbose=1), store.groups.get(), store.snapshots.get()
@@ -201,9 +236,27 @@ def walk_pbs(double: ProxmoxDouble) -> None:
     admin.nodes("localhost").tasks(tasks[0]["upid"]).log.get(limit=0)
 
 
+def walk_monitoring(double: ProxmoxDouble) -> None:
+    """What monitoring clients read (tests/integration/test_outside_clients.py runs them)."""
+    admin, pbs = pve_api(double, double.admin_token), pbs_api(double, double.pbs_admin_token)
+    node = admin.nodes(NODE)
+    admin.cluster.status.get(), admin.cluster.tasks.get(), admin.cluster.config.qdevice.get()
+    admin.cluster.ha.resources.get(), admin.cluster.ha.resources.get(type="ct")
+    admin.cluster.ha.groups.get(), admin.cluster.ha.rules.get(resource="ct:120")
+    admin.cluster.ha.status.manager_status.get()
+    admin.access.acl.get(), admin.access.users.get(full=1), admin.access.groups.get()
+    admin.access.roles.get()
+    node.status.get(), node.version.get(), node.subscription.get(), node.replication.get()
+    node.network.get(), node.network.get(type="any_bridge")
+    admin.storage.get(), admin.storage("pbs").get()
+    node.storage("local-zfs").content.get(content="rootdir")
+    pbs.nodes("localhost").status.get()
+
+
 def test_walk_every_route_in_strict_mode(double):
     walk_pve(double)
     walk_pbs(double)
+    walk_monitoring(double)
     routes = {(api, r.method, r.template) for api, s in double.servers.items()
               for r in s.router.routes}
     assert routes - set(double.served) == set(), "routes the walk did not reach"

@@ -63,9 +63,9 @@ def test_three_nodes_with_guests_on_each(double, pve):
     placed = {r["vmid"]: r["node"] for r in pve.resources("vm")}
     assert placed == {100: "pve1", 110: "pve2", 120: "pve3"}
     assert [pve.node_of(v) for v in (100, 110, 120)] == ["pve1", "pve2", "pve3"]
-    storages = {(r["node"], r["storage"]) for r in pve.resources("storage")}
+    admin = pve_api(double, double.admin_token)     # storages need Datastore.Audit (Cluster.pm)
+    storages = {(r["node"], r["storage"]) for r in admin.cluster.resources.get(type="storage")}
     assert {("pve1", "local-zfs"), ("pve2", "local-zfs"), ("pve3", "local-zfs")} <= storages
-    admin = pve_api(double, double.admin_token)
     assert [g["vmid"] for g in admin.nodes("pve2").qemu.get()] == [110]
     assert admin.nodes("pve1").lxc.get() == []
     with pytest.raises(Exception, match="hostname lookup 'pve9' failed"):

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import socket
 import sqlite3
 import subprocess
@@ -212,7 +213,26 @@ def test_wall_clock_timeout_stops_everything_inside():
     assert processes_mentioning(token) == []
 
 
-def test_works_unprivileged_with_no_new_privs_like_the_systemd_unit(secret):
+@pytest.fixture
+def readable_package_copy():
+    """A copy of the package that uid 65534 can read wherever this clone lives.
+
+    The checkout may sit under a folder only root may enter (a `mktemp -d` folder, `/root`):
+    the unprivileged process imports this copy, as the shipped unit's user imports an install
+    it can read (README, "Install on your runner host")."""
+    base = Path(tempfile.mkdtemp(prefix="restoredrill-unpriv-", dir="/tmp"))
+    shutil.copytree(SRC / "restoredrill", base / "restoredrill",
+                    ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    for folder in [base, *[p for p in base.rglob("*") if p.is_dir()]]:
+        folder.chmod(0o755)
+    for path in base.rglob("*"):
+        if path.is_file():
+            path.chmod(0o644)
+    yield base
+    shutil.rmtree(base, ignore_errors=True)
+
+
+def test_works_unprivileged_with_no_new_privs_like_the_systemd_unit(secret, readable_package_copy):
     """The shipped unit runs the harness as a plain user with NoNewPrivileges=yes."""
     probe = f"import os; print(os.getuid(), os.path.exists({str(secret)!r}))"
     program = (
@@ -224,7 +244,7 @@ def test_works_unprivileged_with_no_new_privs_like_the_systemd_unit(secret):
 
     proc = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
                            "--no-new-privs", "--", PY, "-c", program],
-                          env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(SRC)}, cwd="/",
+                          env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(readable_package_copy)}, cwd="/",
                           capture_output=True, text=True, timeout=120, check=False)
 
     assert proc.returncode == 0, proc.stderr

@@ -72,3 +72,41 @@ def test_day_grid_rows_start_on_monday_and_cover_35_days():
 def test_period_lists():
     assert last_weeks(NOW.date(), 3) == ["2026-W12", "2026-W13", "2026-W14"]
     assert last_months(NOW.date(), 4) == ["2025-12", "2026-01", "2026-02", "2026-03"]
+
+
+def test_points_that_carry_a_group_give_one_calendar_per_group():
+    """The S3 copy's retention case records every backup group's points in one list."""
+    import json
+    from datetime import datetime, timezone
+
+    from restoredrill.report.calendar import build_calendar, split_by_group
+    points = [{"group": group, "time": f"2026-12-0{day}T01:00:00+00:00", "name": f"{group}/{day}", "keep": True,
+               "rule": "daily", "rank": 8 - day} for group in ("ns/homelab/vm/110", "ns/homelab/ct/120")
+              for day in range(1, 8)]
+    parts = split_by_group("offsite:lab-s3", {"points": json.dumps(points), "timezone": "Europe/Berlin",
+                                              "retention": "ns/homelab/vm/110: OK | ns/homelab/ct/120: no daily "
+                                                           "for 2026-12-03"})
+    assert [title for title, _ in parts] == ["offsite:lab-s3 ns/homelab/vm/110", "offsite:lab-s3 ns/homelab/ct/120"]
+    assert parts[1][1]["retention"] == "ns/homelab/ct/120: no daily for 2026-12-03"
+    cal = build_calendar(parts[0][0], parts[0][1], datetime(2026, 12, 7, 12, tzinfo=timezone.utc), "UTC")
+    assert cal.problem is None and (cal.points, cal.kept) == (7, 7)
+    assert split_by_group("borg:x", {"retention": "ok"}) == [("borg:x", {"retention": "ok"})]
+
+
+def test_a_pbs_guests_retention_case_gets_its_calendar_and_a_failing_one_says_why():
+    """pbs:local records retention:GUEST per guest (before, only check == 'retention' got one)."""
+    import json
+    from datetime import datetime, timezone
+
+    from restoredrill.report.calendar import calendars_of
+    from restoredrill.report.model import Case
+    points = json.dumps([{"time": "2026-12-07T01:00:03+00:00", "name": "vm/110/2026-12-07T01:00:03Z", "keep": True,
+                          "rule": "last", "rank": 1}])
+    cases = [Case("n1", "pbs:local", "retention:app-vm", "passed", properties={"points": points,
+                                                                                 "retention": "OK, 1 note(s)"}),
+             Case("n2", "pbs:offsite", "retention:app-ct", "failed", "no daily for 2026-12-03",
+                  properties={"points": points}),
+             Case("n3", "pbs:local", "retention-server:app-vm", "passed", properties={"points": points})]
+    cals = calendars_of(cases, datetime(2026, 12, 7, 12, tzinfo=timezone.utc), "UTC", lambda drill: (None, None))
+    assert [(c.drill, c.points, c.summary) for c in cals] == [("pbs:local app-vm", 1, "OK, 1 note(s)"),
+                                                             ("pbs:offsite app-ct", 1, "no daily for 2026-12-03")]

@@ -115,3 +115,16 @@ def test_an_auditing_drill_is_covered_by_a_fully_passing_run():
     history = history_of(audit(0, True), audit(20, True), audit(40, False))
     [fine] = hist.coverage_gaps(history, ["offsite:s3"], T0 + timedelta(days=40), Thresholds())
     assert fine.ok and "last run with every check passing 2026-03-21" in fine.message
+
+
+def test_a_pbs_datastore_has_a_newest_and_verified_point_from_its_per_guest_cases():
+    """pbs:local records fresh:GUEST and verified:GUEST: the newest of its guests' points is the
+    datastore's (it said "none proven" before)."""
+    started = datetime(2026, 12, 7, 19, 20, tzinfo=timezone.utc)
+    rows = [hist.Row("r1", started, "pbs:local", f"fresh:{guest}", "passed", 0.1,
+                     {"snapshot": snap, "snapshot_time": when})
+            for guest, snap, when in (("app-vm", "vm/110/2026-12-07T01:00:03Z", "2026-12-07T01:00:03+00:00"),
+                                      ("app-ct", "ct/120/2026-12-07T01:01:03Z", "2026-12-07T01:01:03+00:00"))]
+    rows += [hist.Row("r1", started, "pbs:local", f"verified:{g}", "passed", 0.1, {}) for g in ("app-vm", "app-ct")]
+    points = hist.proven_points(hist.History(rows, OrderedDict(r1=started)), "pbs:local")
+    assert points["newest"].name == "ct/120/2026-12-07T01:01:03Z" and points["verified"] == points["newest"]

@@ -69,7 +69,7 @@ def test_verdicts_points_rto_and_failures_are_shown():
     assert "restoredrill: site <script>" in text and "FAIL" in text
     assert "borg:app-local" in text and "Borg repository" in text and "RPO 27 h" in text
     assert "restore 2.9 s" in text                                   # RTO of this run
-    assert "newest restore-tested point (RPO)" in text and "2.0 h" in text
+    assert "Points per copy and how far they are proven: see the recovery matrix" in text
     assert "repository app-offsite: expected an archive younger than 1 day" in text
     assert "coverage:borg:app-offsite" in text and "at least every 35 days" in text
     assert "heartbeat failure ping to https://hc.example/*** failed" in text      # the notice

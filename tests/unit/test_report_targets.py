@@ -53,7 +53,7 @@ def audit(pytester):
 
 def glance(pytester) -> dict[str, str]:
     page = (pytester.path / "out" / "report.html").read_text()
-    table = page.split("<h2>At a glance</h2>")[1].split("</table>")[0]
+    table = page.split("<h2>Drills at a glance</h2>")[1].split("</table>")[0]
     return {row.split("<b>", 1)[1].split("</b>", 1)[0]: row for row in table.split("<tr>")[2:]}
 
 

@@ -72,6 +72,7 @@ HOLDERS = {
 
 # Dataclasses whose secret-sounding field holds no secret.
 NO_SECRET = {
+    "restoredrill.lab.proxmox.pve_service.PveService": "tokens is the TokenRegistry (its tokens' secrets are repr=False)",
     "restoredrill.checks.pbs_offsite.ChunkUse": "index_key is an S3 object key (a path)",
     "restoredrill.checks.postgres.psqllex.Statement": "tokens are the SQL lexer's (restored content, never printed)",
     "restoredrill.checks.pbs_offsite.LocalObject": "key is an S3 object key (a path)",

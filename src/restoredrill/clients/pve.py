@@ -154,6 +154,19 @@ class PveClient:
                 return node if isinstance(node, str) and node else None
         return None
 
+    def cluster_status(self) -> list[dict]:
+        """``pvecm status`` / ``pvesh get /cluster/status`` (Sys.Audit on /): one ``cluster``
+        item (name, nodes, quorate) and one ``node`` item per member (name, online, local);
+        a node that is no cluster member answers only its own ``node`` item (pve-manager
+        PVE/API2/Cluster.pm ``get_status``)."""
+        return self._get("/cluster/status", answer_list)
+
+    def ha_resources(self) -> list[dict]:
+        """``ha-manager config`` / ``pvesh get /cluster/ha/resources`` (Sys.Audit on /): the
+        guests HA manages, as ``sid`` ``vm:N`` / ``ct:N``. Read only: restoredrill never
+        adds, changes or removes an HA resource."""
+        return self._get("/cluster/ha/resources", answer_list)
+
     def nodes(self) -> list[str]:
         """``pvesh get /nodes``: the names of the cluster's nodes."""
         return sorted(str(item["node"]) for item in self._get("/nodes", answer_list)

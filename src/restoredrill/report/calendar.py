@@ -71,6 +71,7 @@ class Calendar:
     points: int = 0
     kept: int = 0
     problem: str | None = None       # why there is no calendar
+    summary: str = ""                # the retention audit's verdict: missing periods, extra points
 
 
 def load_points(raw) -> list[dict]:
@@ -183,3 +184,37 @@ def last_weeks(today: date, count: int) -> list[str]:
 def last_months(today: date, count: int) -> list[str]:
     index = today.year * 12 + today.month - 1
     return [f"{i // 12:04d}-{i % 12 + 1:02d}" for i in range(index - count + 1, index + 1)]
+
+
+def split_by_group(title: str, evidence: dict) -> list[tuple[str, dict]]:
+    """``(title, evidence)`` per backup group when the points carry one (an S3 copy's retention case
+    records every group's points in one list), else the case as it is."""
+    try:
+        items = load_points(evidence[POINTS_KEY]) if POINTS_KEY in evidence else None
+    except (ValueError, TypeError):
+        items = None
+    if not items or not all("group" in item for item in items):
+        return [(title, evidence)]
+    groups: dict[str, list[dict]] = {}
+    for item in items:
+        groups.setdefault(str(item["group"]), []).append(item)
+    verdicts = {part.split(": ", 1)[0]: part for part in str(evidence.get("retention") or "").split(" | ")}
+    return [(f"{title} {group}", {**evidence, POINTS_KEY: points, "retention": verdicts.get(group, "")})
+            for group, points in groups.items()]
+
+
+def calendars_of(cases, now: datetime, zone: str, policy_of) -> list[Calendar]:
+    """One calendar per retention case: a Borg repository, each guest in each PBS datastore
+    (``retention:GUEST``), each backup group of an S3 copy (its points carry the group), with the
+    audit's verdict under it. ``policy_of(drill)``: (engine, Policy) for points without decisions."""
+    out = []
+    for case in cases:
+        if case.check != "retention" and not case.check.startswith("retention:"):
+            continue
+        engine, policy = policy_of(case.drill)
+        title = case.drill + (f" {case.check.split(':', 1)[1]}" if ":" in case.check else "")
+        for name, evidence in split_by_group(title, case.properties):
+            calendar = build_calendar(name, evidence, now, zone, engine, policy)
+            calendar.summary = case.message if not case.ok and case.message else str(evidence.get("retention") or "")
+            out.append(calendar)
+    return out

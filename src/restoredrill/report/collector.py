@@ -188,14 +188,15 @@ class ReportCollector(Deliveries, CaseNamer):
         from restoredrill.report.overview import drill_statuses
         statuses = drill_statuses(run, history)
         calendars = self.calendars()
+        matrix = self.matrix(history)
         before = (len(run.notices), dict(run.deliveries))
-        folder = self.write_reports(self.render(statuses, calendars))
+        folder = self.write_reports(self.render(statuses, calendars, matrix))
         self.end_heartbeat()
         self.send_mail(folder)
-        self.write_metrics(statuses, folder)
+        self.write_metrics(statuses, folder, matrix)
         self.write_summary(statuses, folder)
         if (len(run.notices), run.deliveries) != before:   # fallback folder, deliveries: the reports say so
-            self.write_reports(self.render(statuses, calendars), folder)
+            self.write_reports(self.render(statuses, calendars, matrix), folder)
         run.outputs["report time"] = f"{time.monotonic() - begun:.2f} s"
         run.outputs["signals"] = ("heartbeat, mail and metrics file speak for the site" if self.signals else
                                   f"none sent, {self.not_signalling}: heartbeat, mail and metrics file untouched")
@@ -266,14 +267,18 @@ class ReportCollector(Deliveries, CaseNamer):
         return self.loaded.resolve_path(self.loaded.model.reports.out_dir)
 
     def calendars(self) -> list:
-        from restoredrill.report.calendar import build_calendar
-        out = []
-        for case in self.run.cases:
-            if case.check == "retention":
-                engine, policy = self.retention_policy(case.drill)
-                out.append(build_calendar(case.drill, case.properties, self.run.finished,
-                                          self.loaded.model.site.timezone, engine, policy))
-        return out
+        from restoredrill.report.calendar import calendars_of
+        return calendars_of(self.run.cases, self.run.finished, self.loaded.model.site.timezone,
+                            self.retention_policy)
+
+    def matrix(self, history):
+        from restoredrill.report.matrix import build_matrix
+        try:
+            return build_matrix(self.loaded.model, self.run.cases, history, self.run.finished,
+                                self.thresholds().max_untested_days, self.run.started)
+        except Exception as exc:  # noqa: BLE001 - the rest of the report must still be written
+            self.run.note("reports", f"the recovery matrix could not be built ({type(exc).__name__}: {exc})")
+            return None
 
     def retention_policy(self, drill: str):
         """(engine, Policy) from the inventory, for points recorded without decisions."""
@@ -286,7 +291,7 @@ class ReportCollector(Deliveries, CaseNamer):
                 return "borg", retention.Policy.from_mapping(model.policies.retention[repo.retention].options())
         return None, None
 
-    def render(self, statuses, calendars) -> dict[str, str]:
+    def render(self, statuses, calendars, matrix=None) -> dict[str, str]:
         from restoredrill.report.drill_report import build_drill_report
         from restoredrill.report.html import render_html
         run = self.run
@@ -294,7 +299,8 @@ class ReportCollector(Deliveries, CaseNamer):
                    "history.max_untested_days": f"{self.thresholds().max_untested_days:g}",
                    "history.rto_regression": f"{self.thresholds().rto_share:g}"}
         return {DRILL_REPORT: build_drill_report(run, self.findings, context),
-                HTML_REPORT: render_html(run, statuses, self.findings, calendars, run.finished, self.history_note)}
+                HTML_REPORT: render_html(run, statuses, self.findings, calendars, run.finished, self.history_note,
+                                          matrix)}
 
     def write_reports(self, files: dict[str, str], folder: Path | None = None) -> Path:
         from restoredrill.report.outputs import write_files
@@ -318,10 +324,10 @@ class ReportCollector(Deliveries, CaseNamer):
         except OSError as exc:
             self.run.note("reports", f"{folder / SUMMARY_FILE} could not be written ({exc.strerror or exc})")
 
-    def write_metrics(self, statuses, folder: Path) -> None:
+    def write_metrics(self, statuses, folder: Path, matrix=None) -> None:
         from restoredrill.report.metrics import render_metrics
         from restoredrill.report.outputs import write_atomically
-        text = render_metrics(self.run, statuses, self.findings, self.run.finished)
+        text = render_metrics(self.run, statuses, self.findings, self.run.finished, matrix)
         if self.signals:
             wanted = self.loaded.resolve_path(self.loaded.model.reports.metrics_file) or folder / METRICS_FILE
         elif self.config.getoption("--out-dir") or self.config.getoption("xmlpath", None):

@@ -85,7 +85,14 @@ class History:
         return sorted({row.drill for row in self.rows})
 
     def of_drill(self, drill: str) -> list[Row]:
-        return [row for row in self.rows if row.drill == drill]
+        """The drill's rows, oldest first (indexed once: the report asks for every drill several times)."""
+        index = self.__dict__.get("_by_drill")
+        if index is None or index[0] != len(self.rows):
+            by_drill: dict[str, list[Row]] = {}
+            for row in self.rows:
+                by_drill.setdefault(row.drill, []).append(row)
+            index = self.__dict__["_by_drill"] = (len(self.rows), by_drill)
+        return list(index[1].get(drill, ()))
 
 
 # --- the state database (I/O) ---------------------------------------------------------
@@ -228,11 +235,15 @@ def proven_points(history: History, drill: str) -> dict[str, ProvenPoint | None]
     newest = verified = restored = None
     for run_id, rows in runs_of(history.of_drill(drill)).items():
         checks = {row.check: row for row in rows}
-        fresh = next((checks[c] for c in FRESH_CHECKS if c in checks), None)
-        point = point_of(fresh, run_id) if fresh else None
+        point = None        # a PBS datastore has one fresh:GUEST case per guest: its newest point
+        for row in rows:
+            if row.check in FRESH_CHECKS or row.check.split(":", 1)[0] in FRESH_CHECKS:
+                point = newer(point, point_of(row, run_id))
         if point:
             newest = point
-            if any(c in checks and checks[c].outcome == PASSED for c in VERIFY_CHECKS):
+            verifies = [row for row in rows if row.check.split(":", 1)[0] == "verified"]
+            if any(c in checks and checks[c].outcome == PASSED for c in VERIFY_CHECKS) or (
+                    verifies and all(row.outcome == PASSED for row in verifies)):
                 verified = newer(verified, point)
         for row in rows:
             if row.check in RTO_PHASES and row.outcome == PASSED:

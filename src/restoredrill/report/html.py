@@ -12,7 +12,9 @@ from datetime import datetime
 
 from restoredrill.report.calendar import Calendar, Cell
 from restoredrill.report.history import Finding
-from restoredrill.report.model import ERROR, FAILED, RTO_NOTE, SKIPPED, RunReport
+from restoredrill.report.matrix import Matrix
+from restoredrill.report.matrix_html import MATRIX_CSS, findings_section, matrix_section
+from restoredrill.report.model import ERROR, FAILED, RTO_NOTE, SKIPPED, RunReport, drill_kind
 from restoredrill.report.overview import DrillStatus
 
 CSP = "default-src 'none'; style-src 'unsafe-inline'; img-src data:; base-uri 'none'; form-action 'none'"
@@ -63,7 +65,7 @@ def e(value) -> str:
 
 
 def render_html(run: RunReport, statuses: list[DrillStatus], findings: list[Finding],
-                calendars: list[Calendar], now: datetime, history_note: str = "") -> str:
+                calendars: list[Calendar], now: datetime, history_note: str = "", matrix: Matrix | None = None) -> str:
     failing_findings = [f for f in findings if not f.ok]
     overall = "FAIL" if run.verdict != "pass" or failing_findings else "PASS"
     parts = [
@@ -71,14 +73,18 @@ def render_html(run: RunReport, statuses: list[DrillStatus], findings: list[Find
         f'<meta http-equiv="Content-Security-Policy" content="{CSP}">',
         '<meta name="viewport" content="width=device-width, initial-scale=1">',
         f"<title>restoredrill {e(overall)}: {e(run.site)} ({e(run.run_id)})</title>",
-        f"<style>{CSS}</style></head><body>",
+        f"<style>{CSS}{MATRIX_CSS}</style></head><body>",
         f'<h1>restoredrill: {e(run.site)} <span class="badge verdict {e(overall)}">{e(overall)}</span></h1>',
         f'<div class="meta">run <span class="mono">{e(run.run_id)}</span>, started '
         f"{e(stamp(run.started))}, {run.seconds:.1f} s, pytest exit status {run.exitstatus} "
         f"({e(run.verdict)}); {e(history_note)}</div>",
     ]
     parts += [f'<div class="notice"><b>{e(n.topic)}</b>: {e(n.text)}</div>' for n in run.notices]
-    parts += glance(statuses, now)
+    if matrix is not None:
+        parts += matrix_section(matrix, now, e, age, stamp)
+    parts += glance([s for s in statuses if drill_kind(s.drill) != "lint"], now)
+    if matrix is not None:
+        parts += findings_section(matrix.findings, e)
     parts += failures(run, failing_findings)
     parts += trends(statuses)
     parts += calendar_sections(calendars)
@@ -107,19 +113,9 @@ def age(seconds: float | None) -> str:
     return f"{int(hours // 24)} d {int(hours % 24)} h"
 
 
-def point_cell(status: DrillStatus, which: str, now: datetime) -> str:
-    point = status.points.get(which)
-    if point is None:
-        return '<td class="meta">none proven</td>'
-    late = status.rpo_hours is not None and (now - point.time).total_seconds() > status.rpo_hours * 3600
-    flag = ' <span class="badge FAIL">over RPO</span>' if late else ""
-    return (f'<td><b>{e(age(status.age_seconds(which, now)))}</b>{flag}<br>'
-            f'<span class="mono">{e(point.name)}</span><br><span class="meta">{e(stamp(point.time))}</span></td>')
-
-
 def glance(statuses: list[DrillStatus], now: datetime) -> list[str]:
-    rows = ["<h2>At a glance</h2>", "<table><tr><th>target</th><th>verdict</th><th>checks</th>"
-            "<th>newest point</th><th>newest verified point</th><th>newest restore-tested point (RPO)</th>"
+    """One row per drill (lint drills are in the findings list): verdict, checks, RTO, streak."""
+    rows = ["<h2>Drills at a glance</h2>", "<table><tr><th>target</th><th>verdict</th><th>checks</th>"
             "<th>restore time (RTO)</th><th>since</th><th>last passing restore test</th></tr>"]
     for s in statuses:
         verdict = s.verdict.replace(" ", "")
@@ -130,11 +126,11 @@ def glance(statuses: list[DrillStatus], now: datetime) -> list[str]:
             f'<tr><td><b>{e(s.drill)}</b><br><span class="meta">{e(s.label)}</span>{rpo}</td>'
             f'<td><span class="badge {e(verdict)}">{e(s.verdict)}</span></td>'
             f'<td class="num">{s.passed} / {len(s.cases)}</td>'
-            + point_cell(s, "newest", now) + point_cell(s, "verified", now) + point_cell(s, "restore_tested", now)
-            + f"<td>{e(rto)}</td><td>{e(since)}</td><td>{e(stamp(s.last_restore_test))}</td></tr>")
+            f"<td>{e(rto)}</td><td>{e(since)}</td><td>{e(stamp(s.last_restore_test))}</td></tr>")
     rows.append("</table>")
-    rows.append(f'<p class="meta">Restore time (RTO): {e(RTO_NOTE)}. NOT RUN: a collected check of that '
-                f"target never ran in this run.</p>")
+    rows.append(f'<p class="meta">Points per copy and how far they are proven: see the recovery matrix. '
+                f"Restore time (RTO): {e(RTO_NOTE)}. NOT RUN: a collected check of that target never ran in "
+                f"this run.</p>")
     return rows
 
 
@@ -201,6 +197,8 @@ def calendar_sections(calendars: list[Calendar]) -> list[str]:
             continue
         out.append(f"<p class='meta'>{cal.points} points, {cal.kept} kept; times in {e(cal.zone)}; "
                    f"{e(cal.source)}</p>")
+        if cal.summary:
+            out.append(f"<p>Retention audit: {e(cal.summary)}</p>")
         out.append('<p class="legend">' + "".join(f'<span style="background:{c};color:{t}">{k}</span>'
                                                   for k, c, t in LEGEND) + "</p>")
         out.append("<table class='cal'><tr><th></th>" + "".join(f"<th>{d}</th>" for d in DAYS) + "</tr>")

@@ -81,6 +81,14 @@ class PveState:
         self.node_networks: dict[str, dict[str, dict[str, Any]]] = {n: {} for n in self.nodes}
         self.backup_jobs: list[dict[str, Any]] = []
         self.ssl_fingerprint = ""
+        # corosync/pmxcfs membership as /cluster/status reports it (faults switch these)
+        self.cluster_name = "homelab"
+        self.offline: set[str] = set()           # members that are not online
+        self.quorate = True
+        # pve-ha-manager: ha/resources.cfg (sid "vm:110" -> its options) and ha/rules.cfg
+        self.ha_resources: dict[str, dict[str, Any]] = {}
+        self.ha_rules: dict[str, dict[str, Any]] = {}
+        self.user_groups: dict[str, tuple[str, ...]] = {}    # user.cfg groups -> members
         self.lock = threading.RLock()
         self._serving = threading.local()
         (root / "images").mkdir(parents=True, exist_ok=True)
@@ -94,6 +102,21 @@ class PveState:
 
     def serving_node(self) -> str:
         return getattr(self._serving, "node", None) or self.node
+
+    def online(self, node: str) -> bool:
+        return node in self.nodes and node not in self.offline
+
+    def ha_sid(self, vmid: int) -> str | None:
+        """The HA resource id of a guest (``vm:N`` / ``ct:N``) when HA manages it."""
+        for sid in (f"vm:{int(vmid)}", f"ct:{int(vmid)}"):
+            if sid in self.ha_resources:
+                return sid
+        return None
+
+    def ha_digest(self) -> str:
+        """The HA config files' digest (SHA-1 of their content, as cfs_read_file gives)."""
+        text = repr(sorted(self.ha_resources.items())) + repr(sorted(self.ha_rules.items()))
+        return hashlib.sha1(text.encode()).hexdigest()
 
     def node_of(self, vmid: int) -> str:
         return self.placement.get(int(vmid), self.node)

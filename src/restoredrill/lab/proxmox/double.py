@@ -26,6 +26,7 @@ from typing import Any
 
 from restoredrill.lab.lifecycle import StartStop
 from restoredrill.lab.proxmox import homelab, seed
+from restoredrill.lab.proxmox.admin_routes import AccessAdmin, add_pbs_admin_routes, add_pve_admin_routes
 from restoredrill.lab.proxmox.certs import make_identity
 from restoredrill.lab.proxmox.cluster import PveState
 from restoredrill.lab.proxmox.faults import Faults
@@ -93,7 +94,7 @@ class ProxmoxDouble(StartStop):
     def __init__(self, base_dir: Path, *, strict_schema: bool | None = None,
                  zone: str = "Europe/Berlin", auth_failure_delay: float = 0.0,
                  keep_files: bool = False, real_guests: bool = False,
-                 pve_version: str = "9.1.1", pbs_version: str = "4.0.14"):
+                 pve_version: str = "9.1.1", pbs_version: str = "4.0.14", drill_tokens: bool = True):
         """``strict_schema``: None validates requests against the schema files when they
         exist (else against the routes' declarations in code); True also checks every
         response and records departures in ``violations`` (the files must exist).
@@ -101,13 +102,16 @@ class ProxmoxDouble(StartStop):
         reachable by agent, by SSH on the drill bridge and by ``pct exec`` over the
         node's SSH; otherwise the state-only runtime runs nothing.
         ``pve_version`` / ``pbs_version``: what ``GET /version`` answers ("9.1.1", "3.1.2"...);
-        routes and privilege rules that changed between releases follow it."""
+        routes and privilege rules that changed between releases follow it.
+        ``drill_tokens=False``: only the admin tokens exist (no restoredrill user), as on a
+        site before ``restoredrill setup --apply`` (``lab/proxmox/admin_routes.py``)."""
         self.base_dir = Path(base_dir).resolve()
         self.strict = bool(strict_schema)
         self.zone = zone
         self.auth_failure_delay = auth_failure_delay
         self.keep_files = keep_files
         self.real_guests = real_guests
+        self.drill_tokens = drill_tokens
         self.pve_version = version_answer(pve_version, PVE_VERSION)
         self.pbs_version = version_answer(pbs_version, PBS_VERSION)
         self.network = None
@@ -176,13 +180,17 @@ class ProxmoxDouble(StartStop):
         self.pbs_tokens = TokenRegistry("pbs")
         secrets = self.base_dir / "secrets"
         self.pbs_admin = self.pbs_tokens.create(homelab.ADMIN_TOKEN, homelab.admin_acl(), secrets)
-        self.pbs_drill = self.pbs_tokens.create(homelab.PBS_DRILL_TOKEN, homelab.pbs_drill_acl(),
-                                                secrets)
-        self.pbs_audit = self.pbs_tokens.create(homelab.PBS_AUDIT_TOKEN, homelab.pbs_audit_acl(), secrets)
+        if self.drill_tokens:
+            self.pbs_drill = self.pbs_tokens.create(homelab.PBS_DRILL_TOKEN, homelab.pbs_drill_acl(),
+                                                    secrets)
+            self.pbs_audit = self.pbs_tokens.create(homelab.PBS_AUDIT_TOKEN, homelab.pbs_audit_acl(), secrets)
         service = PbsService(self.pbs_node, self.stores, tasks, self.pbs_jobs, self.zone,
-                             version=self.pbs_version)
+                             version=self.pbs_version, fingerprint=self.pbs_fingerprint)
+        router = build_pbs_router(service)
+        self.pbs_access = AccessAdmin("pbs", self.pbs_tokens, secrets)
+        add_pbs_admin_routes(router, service, self.pbs_access)
         self.servers["pbs"] = ApiServer(
-            "pbs", build_pbs_router(service), self.pbs_tokens, self.pbs_identity, self.schemas,
+            "pbs", router, self.pbs_tokens, self.pbs_identity, self.schemas,
             strict=self.strict, faults=self.faults,
             auth_failure_delay=self.auth_failure_delay).start()
 
@@ -199,12 +207,18 @@ class ProxmoxDouble(StartStop):
         self.pve_tokens = TokenRegistry("pve")
         secrets = self.base_dir / "secrets"
         self.pve_admin = self.pve_tokens.create(homelab.ADMIN_TOKEN, homelab.admin_acl(), secrets)
-        self.pve_drill = self.pve_tokens.create(
-            homelab.PVE_DRILL_TOKEN, homelab.pve_drill_acl(version_tuple(self.pve_version)), secrets)
+        if self.drill_tokens:
+            self.pve_drill = self.pve_tokens.create(
+                homelab.PVE_DRILL_TOKEN, homelab.pve_drill_acl(version_tuple(self.pve_version)), secrets)
         service = PveService(self.pve_state, registries, self.stores, self.restorer, self.faults,
-                             version=self.pve_version)
+                             version=self.pve_version, tokens=self.pve_tokens)
+        homelab.record_nightly_backups(self.pve_state, registries)
+        self.faults.pve_state = self.pve_state
+        router = build_pve_router(service)
+        self.pve_access = AccessAdmin("pve", self.pve_tokens, secrets)
+        add_pve_admin_routes(router, service, self.pve_access)
         self.servers["pve"] = ApiServer(
-            "pve", build_pve_router(service), self.pve_tokens, self.pve_identity, self.schemas,
+            "pve", router, self.pve_tokens, self.pve_identity, self.schemas,
             strict=self.strict, faults=self.faults,
             auth_failure_delay=self.auth_failure_delay).start()
 
@@ -325,6 +339,10 @@ class ProxmoxDouble(StartStop):
 
     def endpoints(self) -> dict[str, Any]:
         """The served-lab contract (absolute paths)."""
+        if not self.drill_tokens:
+            return {"pve": {"url": self.pve_url, "node": self.node, "nodes": list(self.nodes),
+                            "fingerprint": self.fingerprint},
+                    "pbs": {"url": self.pbs_url, "fingerprint": self.pbs_fingerprint}}
         return {
             "pve": {"url": self.pve_url, "node": self.node, "nodes": list(self.nodes),
                     "token_id": self.pve_drill.authid,

@@ -28,7 +28,13 @@ from restoredrill.lab.proxmox.tasks import TaskPrelude
 from restoredrill.pbsformat import SnapshotRef, parse_snapshot_path
 
 
-HTTP_KINDS = ("500", "502", "503", "504", "reset")
+HTTP_KINDS = ("500", "502", "503", "504", "595", "596", "597", "reset")
+# AnyEvent::HTTP's own statuses, which pveproxy passes on when it cannot reach the node it
+# proxies to (pve-http-server src/PVE/APIServer/AnyEvent.pm ``proxy_request``): 595
+# connection establishment, 596 TLS/request/headers, 597 body (AnyEvent::HTTP docs)
+PROXY_REASONS = {"595": "Errors during connection establishment, proxy handshake",
+                 "596": "Errors during TLS negotiation, request sending and header processing",
+                 "597": "Errors during body receiving or processing"}
 
 
 @dataclass
@@ -58,6 +64,7 @@ class Faults:
         self._ids = itertools.count(1)
         self._lock = threading.Lock()
         self._hits: dict[int, int] = {}
+        self.pve_state = None      # the PVE cluster state (node and quorum faults), once started
 
     def _add(self, kind: str, undo: Callable[[], None] | None = None, **details: Any) -> Fault:
         with self._lock:
@@ -123,7 +130,8 @@ class Faults:
                    kind: str = "500", method: str | None = None, times: int = 1,
                    after: bool = False) -> Fault:
         """The ``nth`` request whose API path matches ``path_pattern`` (a regex searched in
-        e.g. ``/nodes/pve1/qemu``) gets HTTP ``kind`` (500, 502, 503, 504) or a reset
+        e.g. ``/nodes/pve1/qemu``) gets HTTP ``kind`` (500, 502, 503, 504; 595, 596, 597 as
+        pveproxy relays a proxied call that failed, see ``PROXY_REASONS``) or a reset
         connection (kind "reset"), for ``times`` consecutive matching calls. ``after``: the
         request is served first (a POST is applied) and only its answer is replaced, as a
         proxy in front of the API does when it gives up waiting. 502/503/504 and ``after``
@@ -145,6 +153,28 @@ class Faults:
         """Changes nothing; ``fault.hits`` counts the matching requests (retries included)."""
         return self._add("http", api=api, pattern=re.compile(path_pattern), nth=1,
                          action="watch", method=method, times=0, after=False)
+
+    def node_offline(self, node: str) -> Fault:
+        """Cluster member ``node`` goes offline: ``/cluster/status`` shows it ``online`` 0,
+        ``/cluster/resources`` ``offline`` (its guests ``unknown``), and calls to it fail
+        with 595 as pveproxy's do. Clear brings it back."""
+        state = self._cluster()
+        if node not in state.nodes:
+            raise ValueError(f"no cluster member {node!r}")
+        state.offline.add(node)
+        return self._add("node", lambda: state.offline.discard(node), node=node)
+
+    def quorum_lost(self) -> Fault:
+        """The cluster loses quorum: ``/cluster/status`` says quorate 0 and creating a guest
+        (a restore) fails as pve-cluster ``check_cfs_quorum`` does. Clear restores it."""
+        state = self._cluster()
+        state.quorate = False
+        return self._add("quorum", lambda: setattr(state, "quorate", True))
+
+    def _cluster(self):
+        if self.pve_state is None:
+            raise ValueError("the PVE side of the double is not started")
+        return self.pve_state
 
     def damage_chunk(self, store: str, snapshot: SnapshotRef | str, archive: str | None = None,
                      position: int = 0) -> Fault:

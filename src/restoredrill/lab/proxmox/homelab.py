@@ -29,6 +29,7 @@ from restoredrill.lab.proxmox.cluster import Pool, PveState, StorageConfig, inte
 from restoredrill.lab.proxmox.guests import Guest, parse_config
 from restoredrill.lab.proxmox.pbs_jobs import Job, PbsJobs
 from restoredrill.lab.proxmox.permissions import ALL, AclEntry, acl
+from restoredrill.lab.proxmox.tasks import TaskRegistry
 from restoredrill.lab.proxmox.seed import (CT_CONFIG, LOCAL_POLICY, OFFSITE_POLICY,
                                            OPNSENSE_CONFIG, VM_CONFIG)
 from restoredrill.pbsformat import CryptConfig
@@ -117,12 +118,40 @@ def configure_pve(state: PveState, crypt: CryptConfig | None, pbs_fingerprint: s
         config, _hints = parse_config(text)
         guest = state.add_guest(Guest(vmid, kind, config), GUEST_NODES.get(vmid, state.node))
         # production guests are modelled as running; the lab runs only restored guests
-        guest.status, guest.started_at = "running", time.time()
+        guest.status, guest.started_at = "running", time.time() - 3 * 86400   # up 3 days
     state.backup_jobs = [{"id": "backup-9d0c6a1f-5e2b", "schedule": "01:00",
                           "storage": "pbs", "vmid": "110,120", "mode": "snapshot",
                           "enabled": 1, "notes-template": "{{guestname}}",
                           "comment": "daily to PBS local"}]
     state.notification_targets = notification_targets()
+    state.user_groups = {"drill-operators": (PVE_DRILL_TOKEN.split("!")[0],)}
+    # HA manages the app container (pve-ha-manager ha/resources.cfg ``ct: 120``), kept on
+    # pve2/pve3 by a node-affinity rule (PVE 9 rules.cfg)
+    state.ha_resources = {"ct:120": {"state": "started", "max_restart": 1, "max_relocate": 1,
+                                     "failback": 1}}
+    state.ha_rules = {"app-ct-nodes": {"type": "node-affinity", "resources": "ct:120",
+                                       "nodes": "pve2,pve3", "strict": 0, "disable": 0}}
+
+
+def record_nightly_backups(state: PveState, registries: dict[str, TaskRegistry],
+                           nights: int = 3) -> None:
+    """The backup job's vzdump tasks of the last ``nights`` nights (01:00, as its schedule),
+    finished OK, in the task list of the node each backed-up guest lives on: a node with a
+    nightly vzdump has tasks (``/nodes/{node}/tasks``, ``/cluster/tasks``)."""
+    today = time.time() - time.time() % 86400
+    for job in state.backup_jobs:
+        nodes = sorted({state.node_of(int(v)) for v in str(job.get("vmid", "")).split(",")
+                        if v.isdigit() and int(v) in state.guests})
+        for night in range(nights, 0, -1):
+            start = int(today - night * 86400 + 3600)
+            for node in nodes:
+                vmids = [v for v in job["vmid"].split(",") if state.node_of(int(v)) == node]
+                lines = [f"INFO: starting new backup job: vzdump {' '.join(vmids)} "
+                         f"--storage {job['storage']} --mode {job['mode']}"]
+                lines += [f"INFO: Finished Backup of VM {v} (00:01:0{i})" for i, v in enumerate(vmids)]
+                lines += ["INFO: Backup job finished successfully", "TASK OK"]
+                worker_id = vmids[0] if len(vmids) == 1 else ""   # PVE/API2/VZDump.pm taskid
+                registries[node].record("vzdump", worker_id, "root@pam", start, start + 95, lines)
 
 
 def node_networks(number: int) -> dict[str, dict[str, Any]]:

@@ -29,7 +29,7 @@ from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from restoredrill.lab.proxmox.certs import TlsIdentity
-from restoredrill.lab.proxmox.faults import Faults
+from restoredrill.lab.proxmox.faults import PROXY_REASONS, Faults
 from restoredrill.lab.proxmox.names import UnsafeValue
 from restoredrill.lab.proxmox.permissions import AuthFailed, PermissionDenied, TokenRegistry
 from restoredrill.lab.proxmox.routing import ApiError, Call, Router
@@ -169,8 +169,8 @@ class ApiServer:
         if action == RESET:
             return RESET
         status = int(action)
-        return self._error(ApiError(status, f"{_STANDARD_REASONS.get(status, 'Error')} "
-                                            f"(fault injected by the test double)"))
+        reason = PROXY_REASONS.get(action) or _STANDARD_REASONS.get(status, "Error")
+        return self._error(ApiError(status, f"{reason} (fault injected by the test double)"))
 
     def _serve(self, method, segments, shown, query, headers, body, token) -> Answer:
         if any(s in ("", ".", "..") or "/" in s or "\0" in s for s in segments):

@@ -15,6 +15,9 @@ from typing import Any
 from restoredrill.lab.proxmox import homelab, store_ops
 from restoredrill.lab.proxmox.http import RawDownload
 from restoredrill.lab.proxmox.names import check_backup_id, check_datastore
+from restoredrill.lab.proxmox.pbs_node_routes import add_pbs_node_routes
+from restoredrill.lab.proxmox.pbs_task_list import in_store, may_see, status_matches
+from restoredrill.lab.proxmox.pbs_task_list import page as task_page
 from restoredrill.lab.proxmox.pbs_jobs import PbsJobs, gc_counters
 from restoredrill.lab.proxmox.permissions import has_privs, require
 from restoredrill.lab.proxmox.routing import (BOOLEAN, INTEGER, PBS_BACKUP_ID, PBS_BACKUP_TYPE,
@@ -48,6 +51,7 @@ class PbsService:
     notification_targets: list[dict[str, Any]] = field(
         default_factory=homelab.notification_targets)
     version: dict[str, str] = field(default_factory=lambda: dict(PBS_VERSION))
+    fingerprint: str = ""       # the server certificate's (node status ``info``)
 
     def release(self) -> tuple[int, int]:
         major, minor = self.version["version"].split(".")[:2]
@@ -85,6 +89,7 @@ def build_pbs_router(service: PbsService) -> Router:
     _datastore_routes(router, service)
     _job_routes(router, service)
     _task_routes(router, service)
+    add_pbs_node_routes(router, service)
 
     @router.route("GET", "/version")
     def version(call: Call) -> dict[str, Any]:
@@ -123,7 +128,9 @@ def _datastore_routes(router: Router, service: PbsService) -> None:
     @router.route("GET", "/admin/datastore/{store}/groups", declare(store=PBS_STORE,
                                                                     ns=optional(PBS_NS)))
     def groups(call: Call) -> list[dict[str, Any]]:
-        return service.store(call).group_entries(call.get("ns"))
+        store = service.store(call)
+        check_namespace_listing(store, call.get("ns"), None)    # list_groups: iter_backup_groups
+        return store.group_entries(call.get("ns"))
 
     @router.route("GET", "/admin/datastore/{store}/snapshots", declare(
         store=PBS_STORE, ns=optional(PBS_NS), backup_type=optional(PBS_BACKUP_TYPE),
@@ -133,6 +140,7 @@ def _datastore_routes(router: Router, service: PbsService) -> None:
         backup_id = call.get("backup-id")
         if backup_id is not None:
             check_backup_id(backup_id)
+        check_namespace_listing(store, call.get("ns"), backup_id)
         infos = store.snapshot_infos(call.get("backup-type"), backup_id, call.get("ns"))
         return [store.snapshot_entry(info) for info in infos]
 
@@ -278,6 +286,21 @@ def _job_routes(router: Router, service: PbsService) -> None:
         _run_job_route(router, service, kind, privilege)
 
 
+def check_namespace_listing(store: PbsStore, ns: str | None, backup_id: str | None) -> None:
+    """proxmox-backup src/api2/admin/datastore.rs ``list_snapshots_blocking``: without
+    ``backup-id`` the groups are listed by reading the namespace's directory (pbs-datastore
+    src/hierarchy.rs ``ListGroups::new`` / ``ListGroupsType::new`` -> proxmox-sys
+    ``read_subdir``), which fails for a namespace that does not exist (400, the errno text);
+    with ``backup-id`` a missing group is skipped (its owner cannot be read) and the answer
+    is empty. A namespace exists here when a snapshot lives in it or below it (the double
+    creates no empty namespaces)."""
+    if not ns or backup_id is not None:
+        return
+    if not any(info.ns == ns or (info.ns or "").startswith(ns + "/")
+               for info in store.all_snapshot_infos()):
+        raise ApiError(400, "ENOENT: No such file or directory")
+
+
 def _run_job_route(router: Router, service: PbsService, kind: str, privilege: str) -> None:
     @router.route("POST", f"/admin/{kind}/{{id}}/run", declare(id=JOB_ID))
     def run_job(call: Call) -> str:
@@ -297,11 +320,12 @@ def _task_routes(router: Router, service: PbsService) -> None:
         store=optional(PBS_STORE), typefilter=optional(STRING), until=optional(INTEGER),
         userfilter=optional(STRING)))
     def tasks(call: Call) -> list[dict[str, Any]]:
+        """proxmox-backup src/api2/node/tasks.rs ``list_tasks`` (see pbs_task_list)."""
         audit = has_privs(call.token, "/system/tasks", ["Sys.Audit"])
         chosen = [t for t in service.tasks.listing() if _task_matches(call, t, audit)]
-        start, limit = call.get("start", 0), call.get("limit", 50)
-        call.attributes["total"] = len(chosen)
-        return [_task_item(t) for t in chosen[start:start + limit if limit else None]]
+        items, call.attributes["total"] = task_page(chosen, call.get("start", 0),
+                                                    call.get("limit", 50))
+        return [_task_item(t) for t in items]
 
     @router.route("GET", "/nodes/{node}/tasks/{upid}/status",
                   declare(node=PBS_NODE, upid=PBS_UPID))
@@ -332,6 +356,7 @@ def _task_routes(router: Router, service: PbsService) -> None:
         first = max(start - 1, 0)
         chosen = lines[first:first + limit if limit else None]
         call.attributes["total"] = len(lines)
+        call.attributes["success"] = 1
         if call.get("test-status"):
             call.attributes["active"] = task.status == "running"
         return [{"n": first + i + 1, "t": text} for i, text in enumerate(chosen)]
@@ -339,7 +364,9 @@ def _task_routes(router: Router, service: PbsService) -> None:
 
 def _task_matches(call: Call, task: Task, audit: bool) -> bool:
     upid = task.upid
-    if not audit and upid.authid != call.authid:
+    if not audit and not may_see(call.token, upid):
+        return False
+    if not status_matches(task, call.get("statusfilter")):
         return False
     if call.get("running") and task.status != "running":
         return False
@@ -353,7 +380,7 @@ def _task_matches(call: Call, task: Task, audit: bool) -> bool:
         return False
     if call.get("until") is not None and upid.starttime > call.get("until"):
         return False
-    if call.get("store") and not upid.worker_id.startswith(call.get("store")):
+    if call.get("store") and not in_store(upid, call.get("store")):
         return False
     return True
 

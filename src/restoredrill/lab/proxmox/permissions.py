@@ -153,8 +153,10 @@ def require_vm(token: ApiToken, vmid: int, privs: Iterable[str], pools: Iterable
 
 # --- guest config options: which privilege each needs (qemu-server / pve-container) ---
 QEMU_OPTION_PRIVS = {
-    "VM.Config.CPU": ("cores", "cpu", "cpulimit", "cpuunits", "numa", "smp", "sockets",
-                      "vcpus", "affinity"),
+    # qemu-server src/PVE/API2/Qemu.pm $cpuoptions: ``affinity`` is not in it, so only root
+    # may set it ("only root can set 'affinity' config")
+    "VM.Config.CPU": ("cores", "cpu", "runningcpu", "cpulimit", "cpuunits", "numa", "smp",
+                      "sockets", "vcpus"),
     "VM.Config.Memory": ("memory", "balloon", "shares", "allow-ksm"),
     "VM.Config.HWType": ("acpi", "hotplug", "kvm", "machine", "scsihw", "smbios1", "tablet",
                          "vga", "watchdog", "audio0", "rng0"),
@@ -192,9 +194,27 @@ def check_qemu_option(option: str, value: str | None, require_priv: Callable[[li
     elif re.fullmatch(r"ipconfig\d+", option) or option in (
             "cicustom", "cipassword", "citype", "ciuser", "ciupgrade", "nameserver",
             "searchdomain", "sshkeys"):
-        require_priv(["VM.Config.Cloudinit"])
+        # $check_vm_modify_config_perm: check_vm_perm(..., ['VM.Config.Cloudinit',
+        # 'VM.Config.Network'], 1): either privilege; the message joins them with "|"
+        require_any(require_priv, ["VM.Config.Cloudinit", "VM.Config.Network"])
+    elif option == "vmstate":
+        require_priv(["VM.Config.Disk", "VM.PowerMgmt"])
     else:
         raise PermissionDenied(f"only root can set '{option}' config", status=500)
+
+
+def require_any(require_priv: Callable[[list[str]], None], privs: list[str]) -> None:
+    """One of ``privs`` through a require-all callback; the refusal names them all as
+    pve-access-control RPCEnvironment.pm ``check_full`` with ``any`` does (``A|B``)."""
+    refused: PermissionDenied | None = None
+    for priv in privs:
+        try:
+            require_priv([priv])
+            return
+        except PermissionDenied as exc:
+            refused = refused or exc
+    assert refused is not None
+    raise PermissionDenied(str(refused).replace(privs[0], "|".join(privs), 1), refused.status)
 
 
 def device_part(value: str, default_key: str, key: str | None = None) -> str | None:

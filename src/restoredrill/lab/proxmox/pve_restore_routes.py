@@ -65,6 +65,7 @@ def check_allocate(service: PveService, call: Call, vmid: int, pool: str | None,
 def restore_vm(service: PveService, call: Call) -> str:
     """``qm create VMID --archive VOLID`` / ``qmrestore``."""
     service.check_node(call)
+    service.check_quorum()
     vmid, pool, storage = check_vmid(call.get("vmid")), call.get("pool"), call.get("storage")
     if call.get("archive") is None:
         raise param_error("archive", "the test double creates VMs only from a backup "
@@ -92,6 +93,16 @@ def restore_vm(service: PveService, call: Call) -> str:
             perms.require(call.token, path, ["SDN.Use"])
     overrides = rc.add_random_macs(overrides, "qemu")
     create_and_lock(service, vmid, "qemu", bool(call.get("force")))
+    if exists:
+        # qemu-server src/PVE/API2/Qemu.pm create_vm: $emsg is "unable to restore VM $vmid -"
+        # and $restorefn (run before the worker forks) calls check_protection($conf, $emsg),
+        # which appends " - protection mode enabled" (pve-guest-common AbstractConfig.pm):
+        # upstream's double dash; then "$emsg vm is running". The lock stays set, as there.
+        guest = service.state.guests[vmid]
+        if guest.protected:
+            raise ApiError(500, f"unable to restore VM {vmid} - - protection mode enabled")
+        if service.state.runtime.status(guest) == "running":
+            raise ApiError(500, f"unable to restore VM {vmid} - vm is running")
     request = RestoreRequest("qemu", vmid, volume, call.token, storage=storage, pool=pool,
                              unique=bool(call.get("unique")), start=bool(call.get("start")),
                              options=overrides, existed=exists,
@@ -103,6 +114,7 @@ def restore_vm(service: PveService, call: Call) -> str:
 def restore_ct(service: PveService, call: Call) -> str:
     """``pct restore VMID VOLID`` / ``pct create --restore 1``."""
     service.check_node(call)
+    service.check_quorum()
     vmid, pool = check_vmid(call.get("vmid")), call.get("pool")
     if not call.get("restore"):
         raise param_error("restore", "the test double creates containers only from a backup "

@@ -8,12 +8,14 @@ Manual equivalents: ``pvesh get /version``, ``pvesh get /cluster/resources --typ
 """
 from __future__ import annotations
 
-import os
 from typing import Any
 
 from restoredrill.lab.proxmox import permissions as perms
 from restoredrill.lab.proxmox.names import check_pool_id, check_storage_id, check_vmid
+from restoredrill.lab.proxmox.access_read_routes import add_access_read_routes
 from restoredrill.lab.proxmox.access_routes import add_access_routes
+from restoredrill.lab.proxmox.pve_cluster_routes import add_cluster_routes, task_item
+from restoredrill.lab.proxmox.pve_node_routes import add_node_routes
 from restoredrill.lab.proxmox.pve_guest_routes import add_guest_routes, guest_resource, pve_release
 from restoredrill.lab.proxmox.schema_permissions import AclContext
 from restoredrill.lab.proxmox.pve_service import (PveService, guest_volumes,
@@ -31,11 +33,14 @@ UPID = {"type": "string"}
 def build_pve_router(service: PveService) -> Router:
     router = Router("pve")
     _cluster_routes(router, service)
+    add_cluster_routes(router, service)
+    add_node_routes(router, service)
     _node_routes(router, service)
     _pool_routes(router, service)
     _task_routes(router, service)
     add_guest_routes(router, service)
     add_access_routes(router, service)
+    add_access_read_routes(router, service)
     # the central privilege check (http -> schema_permissions) needs the guests' pools and the release
     router.acl = AclContext(service.state.pools_of, lambda: pve_release(service))
     return router
@@ -45,45 +50,6 @@ def _cluster_routes(router: Router, service: PveService) -> None:
     @router.route("GET", "/version")
     def version(call: Call) -> dict[str, Any]:
         return dict(service.version)
-
-    @router.route("GET", "/cluster/resources", declare(type=optional(
-        STRING, enum=["vm", "storage", "node", "sdn"])))
-    def resources(call: Call) -> list[dict[str, Any]]:
-        kind = call.get("type")
-        state, found = service.state, []
-        if kind in (None, "vm"):
-            for guest in sorted(state.guests.values(), key=lambda g: g.vmid):
-                if perms.has_privs(call.token, f"/vms/{guest.vmid}", ["VM.Audit"],
-                                   pools=state.pools_of(guest.vmid)):
-                    entry = guest_resource(service, guest)
-                    # pve-manager PVE/API2/Cluster.pm (resources): "delete $entry->{pool}" unless
-                    # the caller has Pool.Audit on /pool/<pool>
-                    if "pool" in entry and not perms.has_privs(call.token, f"/pool/{entry['pool']}",
-                                                               ["Pool.Audit"]):
-                        del entry["pool"]
-                    found.append(entry)
-        if kind in (None, "storage"):     # one entry per node the storage is available on
-            for node in state.nodes:
-                for storage in sorted(state.storages.values(), key=lambda s: s.storage):
-                    if storage.available_on(node) and perms.has_privs(
-                            call.token, f"/storage/{storage.storage}",
-                            ["Datastore.Audit", "Datastore.AllocateSpace"], any_of=True):
-                        usage = storage_status(service, storage)
-                        found.append({"id": f"storage/{node}/{storage.storage}",
-                                      "type": "storage", "storage": storage.storage,
-                                      "node": node, "status": "available",
-                                      "content": storage.content, "plugintype": storage.type,
-                                      "shared": int(storage.shared), "disk": usage["used"],
-                                      "maxdisk": usage["total"]})
-        if kind in (None, "node"):
-            found += [{"id": f"node/{node}", "type": "node", **node_entry(node)}
-                      for node in state.nodes
-                      if perms.has_privs(call.token, f"/nodes/{node}", ["Sys.Audit"])]
-        if kind is None:
-            found += [{"id": f"/pool/{p.poolid}", "type": "pool", "pool": p.poolid}
-                      for p in sorted(state.pools.values(), key=lambda p: p.poolid)
-                      if perms.has_privs(call.token, f"/pool/{p.poolid}", ["Pool.Audit"])]
-        return found
 
     @router.route("GET", "/cluster/nextid", declare(vmid=optional(PVE_VMID)))
     def next_id(call: Call) -> str:
@@ -115,24 +81,7 @@ def _cluster_routes(router: Router, service: PveService) -> None:
         return sorted((dict(target) for target in targets), key=lambda t: t["name"])
 
 
-def node_entry(node: str) -> dict[str, Any]:
-    return {"node": node, "status": "online", "cpu": 0.02, "maxcpu": os.cpu_count() or 2,
-            "mem": 2 * 1024 ** 3, "maxmem": 16 * 1024 ** 3, "uptime": 86400 * 12,
-            "level": "", "disk": 8 * 1024 ** 3, "maxdisk": 64 * 1024 ** 3}
-
-
 def _node_routes(router: Router, service: PveService) -> None:
-    @router.route("GET", "/nodes")
-    def nodes(call: Call) -> list[dict[str, Any]]:
-        """Every cluster member (pve-manager PVE/API2/Nodes.pm ``index``); the double serves
-        them all from one address, so they share its certificate."""
-        result = []
-        for node in service.state.nodes:
-            entry = node_entry(node)
-            entry.pop("disk"), entry.pop("maxdisk")
-            result.append({**entry, "ssl_fingerprint": service.state.ssl_fingerprint})
-        return result
-
     @router.route("GET", "/nodes/{node}/network/{iface}", declare(node=PVE_NODE, iface=IFACE))
     def network(call: Call) -> dict[str, Any]:
         node = service.check_node(call)
@@ -189,7 +138,7 @@ def _node_routes(router: Router, service: PveService) -> None:
         pools = service.state.pools_of
         if storage.type != "pbs":
             return [] if wanted == "backup" else [
-                v for v in guest_volumes(service, storage_id, call.get("vmid"))
+                v for v in guest_volumes(service, storage_id, call.get("vmid"), wanted)
                 if _may_see_volume(call, storage_id, v["vmid"], pools(v["vmid"]), "images")]
         if wanted not in (None, "backup"):
             return []
@@ -306,7 +255,7 @@ def _task_routes(router: Router, service: PveService) -> None:
         chosen = [t for t in service.tasks.listing() if _pve_task_matches(call, t, audit)]
         start, limit = call.get("start", 0), call.get("limit", 50)
         call.attributes["total"] = len(chosen)
-        return [_pve_task_item(t) for t in chosen[start:start + limit if limit else None]]
+        return [task_item(t) for t in chosen[start:start + limit if limit else None]]
 
     @router.route("GET", "/nodes/{node}/tasks/{upid}/status", declare(node=PVE_NODE, upid=UPID))
     def task_status(call: Call) -> dict[str, Any]:
@@ -352,13 +301,3 @@ def _pve_task_matches(call: Call, task: Task, audit: bool) -> bool:
     if call.get("since") is not None and upid.starttime < call.get("since"):
         return False
     return call.get("until") is None or upid.starttime <= call.get("until")
-
-
-def _pve_task_item(task: Task) -> dict[str, Any]:
-    upid = task.upid
-    item = {"upid": task.text, "node": upid.node, "pid": upid.pid, "pstart": upid.pstart,
-            "starttime": upid.starttime, "type": upid.worker_type, "id": upid.worker_id,
-            "user": upid.authid}
-    if task.exitstatus is not None:
-        item["endtime"], item["status"] = task.endtime, task.exitstatus
-    return item

@@ -14,6 +14,7 @@ from restoredrill.lab.proxmox import permissions as perms
 from restoredrill.lab.proxmox.cluster import PveState, StorageConfig
 from restoredrill.lab.proxmox.faults import Faults
 from restoredrill.lab.proxmox.guests import Guest
+from restoredrill.lab.proxmox.permissions import TokenRegistry
 from restoredrill.lab.proxmox.names import BackupVolume, check_node, check_vmid, parse_backup_volid
 from restoredrill.lab.proxmox.restore import Restorer
 from restoredrill.lab.proxmox.routing import ApiError, Call, param_error
@@ -32,6 +33,7 @@ class PveService:
     restorer: Restorer
     faults: Faults
     version: dict[str, str] = field(default_factory=lambda: dict(PVE_VERSION))
+    tokens: TokenRegistry | None = None     # the tokens the server accepts (access reads)
 
     @property
     def node(self) -> str:
@@ -48,11 +50,27 @@ class PveService:
         name through the cluster's node list, then DNS: an unknown name fails the
         address lookup); the request then runs on it (``proxyto => 'node'``)."""
         node = check_node(call.get("node"))
+        if node == "localhost":
+            # pve-http-server src/PVE/APIServer/AnyEvent.pm: 'localhost' is never proxied, the
+            # answering node (the first one here, ``local`` in /cluster/status) serves it
+            node = self.state.node
         if node not in self.state.nodes:
             raise ApiError(500, f"hostname lookup '{node}' failed - failed to get address info "
                                 f"for: {node}: Name or service not known")
+        if not self.state.online(node):
+            # pveproxy forwards the call (``proxyto``) to the node's address and passes on
+            # AnyEvent::HTTP's status and reason (pve-http-server APIServer/AnyEvent.pm
+            # ``proxy_request``): 595 for a connection that cannot be made, the errno text
+            raise ApiError(595, "No route to host")
         self.state.serve_on(node)
         return node
+
+    def check_quorum(self) -> None:
+        """pve-cluster src/PVE/Cluster.pm ``check_cfs_quorum``: without quorum /etc/pve is
+        read-only and a guest cannot be created (qemu-server API2/Qemu.pm ``create_vm``,
+        pve-container API2/LXC.pm ``create_vm`` call it first)."""
+        if not self.state.quorate:
+            raise ApiError(500, "cluster not ready - no quorum?")
 
     def guest(self, call: Call, kind: str) -> Guest:
         node = self.check_node(call)
@@ -156,22 +174,42 @@ def storage_status(service: PveService, config: StorageConfig) -> dict[str, int]
     return {"total": total, "used": used, "avail": avail}
 
 
-def guest_volumes(service: PveService, storage: str, vmid: int | None) -> list[dict[str, Any]]:
-    """Images/rootdir volumes of the double's restored guests on a local storage (a storage
-    that is not ``shared`` holds only the volumes of the node's own guests)."""
+def guest_volumes(service: PveService, storage: str, vmid: int | None,
+                  content: str | None = None) -> list[dict[str, Any]]:
+    """Images/rootdir volumes of the double's guests on a local storage (a storage that is
+    not ``shared`` holds only the volumes of the node's own guests). pve-storage
+    src/PVE/Storage/Plugin.pm ``list_volumes``: a volume's content is ``rootdir`` when its
+    owner is a container, else ``images``, and an item whose content differs from the one
+    asked for is skipped (``next if $type ne $item->{content}``). Sizes as
+    ZFSPoolPlugin.pm ``list_images`` reports them: a zvol's volsize, a subvol's refquota
+    (the config's ``size=``), not what a file on this machine happens to hold."""
     result, shared = [], service.state.storage(storage).shared
     for guest in service.state.guests.values():
         if (vmid is not None and guest.vmid != vmid) or \
                 (not shared and service.state.node_of(guest.vmid) != service.node):
+            continue
+        kind = "images" if guest.kind == "qemu" else "rootdir"
+        if content not in (None, kind):
             continue
         for key, value in guest.config.items():
             if not (re.fullmatch(r"(scsi|virtio|sata|ide|mp)\d+|rootfs", key) and
                     value.startswith(f"{storage}:")):
                 continue
             volid = value.split(",", 1)[0]
-            path = guest.disks.get(key) or guest.disks.get("rootfs")
-            size = path.stat().st_size if path is not None and path.is_file() else 0
+            size = config_size(value)
+            if size is None:
+                path = guest.disks.get(key) or guest.disks.get("rootfs")
+                size = path.stat().st_size if path is not None and path.is_file() else 0
             result.append({"volid": volid, "vmid": guest.vmid, "size": size,
                            "format": "raw" if guest.kind == "qemu" else "subvol",
-                           "content": "images" if guest.kind == "qemu" else "rootdir"})
+                           "content": kind})
     return result
+
+
+def config_size(value: str) -> int | None:
+    """Bytes of a drive/mount point's ``size=`` option (``8G``, ``512M``, ``32``: GiB)."""
+    match = re.search(r"(?:^|,)size=(\d+(?:\.\d+)?)([KMGT]?)(?:,|$)", value)
+    if match is None:
+        return None
+    unit = {"K": 1, "M": 2, "G": 3, "T": 4}.get(match.group(2), 3)
+    return int(float(match.group(1)) * 1024 ** unit)

@@ -83,6 +83,16 @@ IN_CODE: dict[tuple[str, str, str], dict[str, Any] | None] = {
     ("pve", "GET", "/pools/{poolid}"): _perm("/pool/{poolid}", "Pool.Audit"),
     ("pve", "POST", "/pools"): _perm("/pool/{poolid}", "Pool.Allocate"),
     ("pve", "PUT", "/pools"): _perm("/pool/{poolid}", "Pool.Allocate"),
+    ("pve", "POST", "/access/users"): {"check": ["and", ["userid-param", "Realm.AllocateUser"], [
+        "userid-group", ["User.Modify"], "groups_param", "create"]]},
+    ("pve", "POST", "/access/roles"): _perm("/access", "Sys.Modify"),
+    ("pve", "PUT", "/access/roles/{roleid}"): _perm("/access", "Sys.Modify"),
+    ("pve", "PUT", "/access/acl"): {"check": ["perm-modify", "{path}"]},
+    ("pve", "POST", "/access/users/{userid}/token/{tokenid}"): {"check": [
+        "or", ["userid-param", "self"], ["userid-group", ["User.Modify"]]]},
+    ("pbs", "POST", "/access/users"): _pbs("/access/users", "Permissions.Modify"),
+    ("pbs", "POST", "/access/users/{userid}/token/{token-name}"): {"or": [
+        _pbs("/access/users", "Permissions.Modify"), {"userParam": "userid"}]},
     ("pbs", "POST", "/admin/datastore/{store}/gc"): _pbs("/datastore/{store}", "Datastore.Modify"),
     ("pbs", "GET", "/config/notifications/targets"): _pbs("/system/notifications", "Sys.Audit"),
 }
@@ -108,12 +118,24 @@ for _template in ("/version", "/cluster/resources", "/cluster/nextid", "/nodes",
                   "/nodes/{node}/storage", "/nodes/{node}/vzdump/extractconfig", "/pools",
                   "/nodes/{node}/tasks", "/nodes/{node}/tasks/{upid}/status",
                   "/nodes/{node}/tasks/{upid}/log", "/nodes/{node}/qemu", "/nodes/{node}/lxc",
-                  "/access/permissions"):
+                  "/access/permissions", "/storage", "/nodes/{node}/network"):
     IN_CODE[("pve", "GET", _template)] = ANYBODY
 IN_CODE[("pve", "POST", "/nodes/{node}/qemu")] = IN_CODE[("pve", "POST", "/nodes/{node}/lxc")] \
     = ANYBODY
+# what monitoring clients read (issue 25)
+for _template in ("/cluster/status", "/cluster/config/qdevice", "/cluster/ha/resources",
+                  "/cluster/ha/groups", "/cluster/ha/rules", "/cluster/ha/status/manager_status"):
+    IN_CODE[("pve", "GET", _template)] = _perm("/", "Sys.Audit")
+for _template in ("/cluster/tasks", "/nodes/{node}/version", "/nodes/{node}/subscription",
+                  "/nodes/{node}/replication", "/nodes/{node}/network", "/storage",
+                  "/access/acl", "/access/users", "/access/groups", "/access/roles"):
+    IN_CODE[("pve", "GET", _template)] = ANYBODY
+IN_CODE[("pve", "GET", "/nodes/{node}/status")] = _perm("/nodes/{node}", "Sys.Audit")
+IN_CODE[("pve", "GET", "/storage/{storage}")] = _perm("/storage/{storage}", "Datastore.Allocate")
+IN_CODE[("pbs", "GET", "/nodes/{node}/status")] = _pbs("/system/status", "Sys.Audit")
 for _method, _template in (
         ("GET", "/version"), ("GET", "/admin/datastore"), ("GET", "/nodes/{node}/tasks"),
+        ("GET", "/config/datastore"), ("GET", "/config/remote"), ("PUT", "/access/acl"),
         ("GET", "/nodes/{node}/tasks/{upid}/status"), ("GET", "/nodes/{node}/tasks/{upid}/log"),
         *(("GET", f"/admin/datastore/{{store}}/{name}") for name in (
             "status", "groups", "snapshots", "download")),

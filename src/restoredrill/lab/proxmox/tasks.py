@@ -166,6 +166,20 @@ class TaskRegistry:
         thread.start()
         return task
 
+    def record(self, worker_type: str, worker_id: str, authid: str, starttime: int,
+               endtime: int, lines: list[str], exitstatus: str = "OK") -> Task:
+        """A task that ran before the double started (the night's vzdump), already finished."""
+        with self._lock:
+            pid = next(self._pids)
+            upid = Upid(self.node, pid, self._pstart + 1, starttime, worker_type, worker_id,
+                        authid) if self.api == "pve" else Upid(
+                self.node, self._pid, self._pstart, starttime, worker_type, worker_id, authid,
+                next(self._task_ids))
+            task = Task(upid, list(lines), "stopped", exitstatus, endtime)
+            task.done.set()
+            self.tasks[task.text] = task
+        return task
+
     def _run(self, task: Task, work: Work) -> None:
         before = self.delay(task.upid.worker_type)
         prelude = before if isinstance(before, TaskPrelude) else TaskPrelude(float(before or 0.0))
