@@ -27,6 +27,7 @@ class Parser(argparse.ArgumentParser):
 def build_parser() -> argparse.ArgumentParser:
     parser = Parser(prog="restoredrill", description="Prove that backups restore.")
     parser.add_argument("--version", action="version", version=f"restoredrill {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show the Python traceback of an unexpected error")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
 
     lab = sub.add_parser("lab", help="build a throwaway lab, run the drills against it, tear it down")
@@ -57,6 +58,24 @@ def build_parser() -> argparse.ArgumentParser:
                      help="run drills in N pytest-xdist workers (at most scratch.budgets.max_parallel)")
     run.add_argument("--no-preflight", action="store_true",
                      help="skip the preflight: every case meets a dead endpoint itself (one failure each)")
+    run.add_argument("-m", dest="markexpr", metavar="MARKEXPR",
+                     help="only drills matching this pytest marker expression: a marker per kind (-m borg, "
+                          "-m 'pbs and not offsite')")
+    run.add_argument("--lf", "--last-failed", dest="last_failed", action="store_true",
+                     help="rerun only the cases that failed last run (pytest's cache, kept in the state folder)")
+    run.add_argument("--ff", "--failed-first", dest="failed_first", action="store_true",
+                     help="run every case, those that failed last run first")
+    run.add_argument("--plan", "--collect-only", dest="plan", action="store_true",
+                     help="show the cases, their targets and the snapshot or archive each restore would use; "
+                          "restore nothing, send nothing, write no report")
+    signals = run.add_mutually_exclusive_group()
+    signals.add_argument("--notify", action="store_true",
+                         help="push the heartbeat, mail failures and write reports.metrics_file although this "
+                              "is not the scheduled run (default: only --mode scheduled with every kind, no -k/-m)")
+    signals.add_argument("--no-notify", action="store_true", help="send no heartbeat and no mail, whatever the run")
+    run.add_argument("--keep-on-failure", action="store_true",
+                     help="keep the scratch guest of a failed restore drill for inspection (reap removes it "
+                          "after scratch.expiry)")
 
     check = sub.add_parser("check-inventory", help="validate an inventory (never runs command: references)")
     check.add_argument("file", type=Path)
@@ -87,6 +106,9 @@ def build_parser() -> argparse.ArgumentParser:
     from restoredrill import prune_sim
     sim = sub.add_parser("prune-sim", help="simulate a PBS or Borg prune on points read from stdin")
     prune_sim.add_arguments(sim)
+    for command in sub.choices.values():      # `restoredrill reap --debug` as well as `restoredrill --debug reap`
+        command.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                             help="show the Python traceback of an unexpected error")
     return parser
 
 
@@ -103,6 +125,27 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("restoredrill: interrupted", file=sys.stderr)
         return EXIT_FAILED
+    except Exception as exc:  # noqa: BLE001 - every command ends on one readable line, never a traceback
+        if args.debug:
+            raise
+        print(f"restoredrill {args.command}: {failure_line(exc)}", file=sys.stderr)
+        return EXIT_FAILED
+
+
+def failure_line(exc: BaseException) -> str:
+    """One line per cause. The clients' own errors (PVE/PBS, Borg, secrets, commands) already
+    name the call, the cause and the fix, and never hold a secret; anything else is a bug,
+    shown by type and first line, with the way to its traceback."""
+    from restoredrill.clients.borg import BorgError
+    from restoredrill.clients.proxmox_api import ApiError
+    from restoredrill.clients.pve import GuardError, TaskFailed
+    from restoredrill.execute import CommandError
+    from restoredrill.secrets import SecretError
+    text = " ".join(str(exc).split())[:1000]
+    if isinstance(exc, (ApiError, GuardError, TaskFailed, BorgError, CommandError, SecretError, OSError)):
+        return text or type(exc).__name__
+    return (f"unexpected {type(exc).__name__}: {text} (a bug in restoredrill; run again with --debug for the "
+            f"traceback and report it)")
 
 
 def validated(path: Path, *, check_files: bool = True):
@@ -133,18 +176,27 @@ def cmd_lint(args) -> int:
 
 
 def cmd_run(args) -> int:
+    from restoredrill.runner import run_scope, selection_text
     from restoredrill.scheduling import worker_count
     loaded = validated(args.inventory)
     kinds = select_kinds(args.select)
-    extra = ["-k", args.keyword] if args.keyword else []
+    extra = (["-k", args.keyword] if args.keyword else []) + (["-m", args.markexpr] if args.markexpr else [])
+    extra += [flag for flag, on in (("--lf", args.last_failed), ("--ff", args.failed_first),
+                                    ("--no-notify", args.no_notify), ("--notify", args.notify),
+                                    ("--keep-on-failure", args.keep_on_failure)) if on]
     if args.workers < 1:
         raise UsageError(f"--workers must be at least 1, not {args.workers}")
+    if args.plan:
+        from restoredrill.preview import show_plan
+        return show_plan(loaded, kinds, args, extra)
     workers, note = worker_count(args.workers, loaded.model.scratch.budgets.max_parallel)
     if note:
         print(f"restoredrill: {note}", file=sys.stderr)
+    selection = selection_text(args.select, args.keyword, args.markexpr, args.last_failed)
     request = RunRequest(inventory=args.inventory, kinds=kinds, junit=args.junit, out_dir=args.out,
                          state_dir=args.state_dir, run_id=args.run_id, workers=workers, extra_args=extra,
-                         preflight=not args.no_preflight)
+                         preflight=not args.no_preflight,
+                         scope=run_scope(args.mode, selection), selection=selection)
     if args.mode:
         from restoredrill.modes import run_in_mode
         return run_in_mode(args.mode, request, loaded, yes=args.yes)

@@ -13,6 +13,7 @@ import pytest
 from restoredrill.checks.redact import terminal
 
 from restoredrill.inventory import InventoryError, load_inventory
+from restoredrill.plan import KINDS
 from restoredrill.report.collector import add_report_options, register_report_collector
 from restoredrill.state import DEFAULT_STATE_DIR, StateStore
 
@@ -36,6 +37,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "drill_kind(kind): the drill KIND (borg, pbs, offsite, lint, monitoring)")
+    for kind in KINDS:
+        config.addinivalue_line("markers", f"{kind}: a {kind} drill (-m {kind} selects what --select {kind} does)")
     config.addinivalue_line("markers", f"{ABSENT}: the inventory has nothing for this drill")
     path = config.getoption("--inventory")
     if path:
@@ -95,6 +98,14 @@ def parametrize_from(metafunc: pytest.Metafunc, argnames: list[str], rows: list[
 TARGET_PARAMS = ("borg_repo", "pbs_guest")
 
 
+def pytest_itemcollected(item: pytest.Item) -> None:
+    """A marker per drill kind beside ``drill_kind(KIND)``, so ``-m borg`` / ``-m "pbs and not
+    offsite"`` work as pytest users expect (before -m deselects anything)."""
+    kind = item.get_closest_marker("drill_kind")
+    if kind and kind.args and kind.args[0] in KINDS:
+        item.add_marker(getattr(pytest.mark, kind.args[0]))
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     absent = [item for item in items if item.get_closest_marker(ABSENT)]
     if absent:
@@ -102,9 +113,19 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         items[:] = [item for item in items if not item.get_closest_marker(ABSENT)]
 
 
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log):
+    """``--workers N``: every case of one restore target on one worker (restoredrill.grouping)."""
+    if INVENTORY_KEY not in config.stash or config.getvalue("dist") == "each":
+        return None            # --dist each: every worker runs every case, on purpose
+    from restoredrill.grouping import make_scheduler
+    return make_scheduler(config, log, config.stash[INVENTORY_KEY].model)
+
+
 def keep_targets_together(items: list[pytest.Item]) -> None:
     """Keep each target's cases together (pytest's own reordering interleaves them), so a
-    module-scoped extract or scratch guest is made once and removed before the next one's."""
+    module-scoped extract or scratch guest is made once and removed before the next one's.
+    (Which worker runs them under ``--workers`` is decided by the controller: restoredrill.grouping.)"""
     def target_of(item) -> str | None:
         callspec = getattr(item, "callspec", None)
         for param in TARGET_PARAMS:
@@ -113,9 +134,6 @@ def keep_targets_together(items: list[pytest.Item]) -> None:
                 return f"{param}:{getattr(value, 'name', value)}"
         return None
     positions = [i for i, item in enumerate(items) if target_of(item) is not None]
-    for i in positions:        # with --workers, one target's cases stay on one xdist worker
-        if items[i].get_closest_marker("xdist_group") is None:
-            items[i].add_marker(pytest.mark.xdist_group(name=target_of(items[i])))
     def line_of(item) -> int:
         function = getattr(item, "function", None)
         return getattr(getattr(function, "__code__", None), "co_firstlineno", 0)

@@ -11,6 +11,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from restoredrill import drills_dir
+from restoredrill.state import DEFAULT_STATE_DIR
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 KIND_FILES = {"borg": "test_borg*.py", "pbs": "test_pbs*.py", "offsite": "test_offsite*.py", "lint": "test_lint*.py",
@@ -30,6 +31,38 @@ class RunRequest:
     plugins: list = field(default_factory=list)     # plugin objects a mode registers (restoredrill.modes)
     preflight: bool = True           # probe every endpoint first; the cases of a failed one are blocked
     preflight_file: Path | None = None               # the failed endpoints, for the blocking plugin
+    scope: str | None = None         # "scheduled", or why this run is not (run_scope): production signals
+    selection: str = ""              # what narrowed the run (selection_text), for "no drill matched"
+
+
+SCHEDULED = "scheduled"
+
+
+def selection_text(select: list[str] | None, keyword: str | None, markexpr: str | None,
+                   last_failed: bool = False) -> str:
+    """What narrows a run to part of the inventory (``--select lint, -k 'x'``); "" for every drill."""
+    from restoredrill.plan import IMPLEMENTED_KINDS
+    parts = []
+    if select and not set(IMPLEMENTED_KINDS) <= set(select):
+        parts.append("--select " + " --select ".join(dict.fromkeys(select)))
+    if keyword:
+        parts.append(f"-k {keyword!r}")
+    if markexpr:
+        parts.append(f"-m {markexpr!r}")
+    if last_failed:
+        parts.append("--lf")
+    return ", ".join(parts)
+
+
+def run_scope(mode: str | None, selection: str) -> str:
+    """``scheduled`` for the one run whose verdict production signals carry (``--mode scheduled``,
+    every kind, no -k/-m/--lf): it pushes the heartbeat, mails failures and writes
+    ``reports.metrics_file``. Any other run says why it is not (``--notify`` opts it in)."""
+    if selection:
+        return f"partial run ({selection})"
+    if mode == SCHEDULED:
+        return SCHEDULED
+    return f"{mode} run (not --mode scheduled)" if mode else "manual run (not --mode scheduled)"
 
 
 def pytest_args(request: RunRequest) -> list[str]:
@@ -46,11 +79,15 @@ def pytest_args(request: RunRequest) -> list[str]:
         args.append(f"--out-dir={request.out_dir}")
     if request.state_dir:
         args.append(f"--state-dir={request.state_dir}")
+    if request.scope:
+        args.append(f"--run-scope={request.scope}")
+    # pytest's cache (--lf, --ff) lives in the state folder: the drills may sit in a read-only install
+    args += ["-o", f"cache_dir={Path(request.state_dir or DEFAULT_STATE_DIR).expanduser() / 'pytest-cache'}"]
     run_id = request.run_id or (new_run_id() if request.workers > 1 else None)
     if run_id:      # every xdist worker must record the same run
         args.append(f"--run-id={run_id}")
     if request.workers > 1:
-        # one group per target (see fixtures/pbs_restore.py): a worker restores its guest once
+        # every case of one restore target on one worker (restoredrill.grouping): restored once
         args += ["-n", str(request.workers), "--dist", "loadgroup"]
     if request.preflight_file:
         args += ["-p", "restoredrill.preflight.blocking", f"--preflight-blocked={request.preflight_file}"]
@@ -71,9 +108,23 @@ def run_drills(request: RunRequest) -> int:
     if request.out_dir:
         request.out_dir.mkdir(parents=True, exist_ok=True)
     import pytest       # here, not at the top: the other subcommands never pay for it (issue 26)
-    with preflight_first(request) as request:
-        code = map_exit_code(int(pytest.main(pytest_args(request), plugins=list(request.plugins))))
     junit = request.junit or (request.out_dir / "junit.xml" if request.out_dir else None)
+    # pytest writes its JUnit file even when nothing ran: then the one from before is put back
+    previous = junit.read_bytes() if junit is not None and junit.is_file() else None
+    with preflight_first(request) as request:
+        status = int(pytest.main(pytest_args(request), plugins=list(request.plugins)))
+    if status in (NO_TESTS_COLLECTED, USAGE_ERROR) and junit is not None:
+        if previous is None:
+            junit.unlink(missing_ok=True)
+        else:
+            junit.write_bytes(previous)
+    if status == NO_TESTS_COLLECTED:
+        what = request.selection or f"--select {' --select '.join(request.kinds)}"
+        print(f"restoredrill: no drill matched {what} in {request.inventory}: nothing ran, no report was "
+              f"written and no heartbeat sent. See the case names with `restoredrill run --plan` and fix the "
+              f"-k/-m expression or --select", file=sys.stderr)
+        return EXIT_USAGE
+    code = map_exit_code(status)
     if code == EXIT_OK and junit is not None and junit_has_failures(junit):
         # seen with a pytest-xdist INTERNALERROR: exit 0 although cases failed
         print(f"restoredrill: pytest exited 0 but {junit} is missing or records failed cases; exit 1",
@@ -111,6 +162,10 @@ def junit_has_failures(path: Path) -> bool:
         return True
     suites = [root] if root.tag == "testsuite" else list(root.iter("testsuite"))
     return any(int(s.get("failures", 0)) + int(s.get("errors", 0)) > 0 for s in suites)
+
+
+NO_TESTS_COLLECTED = 5      # pytest.ExitCode.NO_TESTS_COLLECTED: also when -k/-m deselected every case
+USAGE_ERROR = 4             # pytest.ExitCode.USAGE_ERROR, e.g. a -m expression that does not parse
 
 
 def map_exit_code(code: int) -> int:

@@ -158,7 +158,7 @@ def test_canary(record_property):
     record_property("drill", "borg:demo"); record_property("check", "canary")
     pytest.fail("repository demo: expected canary 'ok' in app/.canary; found 'gone'", pytrace=False)
 ''')
-    result = pytester.runpytest("-p", "no:cacheprovider", f"--inventory={inventory}",
+    result = pytester.runpytest("-p", "no:cacheprovider", f"--inventory={inventory}", "--notify",
                                 f"--state-dir={pytester.path / 'state'}", f"--out-dir={pytester.path / 'out'}")
     assert result.ret == 1
     [received] = inbox.messages
@@ -172,7 +172,7 @@ def test_canary(record_property):
 
     inbox.messages.clear()                         # a passing run sends no mail
     pytester.makepyfile(test_demo="def test_ok(record_property):\n    record_property('drill', 'borg:demo')\n")
-    result = pytester.runpytest("-p", "no:cacheprovider", f"--inventory={inventory}",
+    result = pytester.runpytest("-p", "no:cacheprovider", f"--inventory={inventory}", "--notify",
                                 f"--state-dir={pytester.path / 'state'}", f"--out-dir={pytester.path / 'out'}")
     assert result.ret == 0 and inbox.messages == []
 
@@ -190,7 +190,7 @@ def test_canary(record_property):
     record_property("drill", "borg:demo"); record_property("check", "canary")
     pytest.fail("repository demo: expected canary 'ok'; found 'gone'", pytrace=False)
 ''')
-    result = pytester.runpytest("-p", "no:cacheprovider", f"--inventory={inventory}",
+    result = pytester.runpytest("-p", "no:cacheprovider", f"--inventory={inventory}", "--notify",
                                 f"--state-dir={pytester.path / 'state'}", f"--out-dir={pytester.path / 'out'}")
     assert result.ret == 1                                  # the drill's verdict, nothing more
     assert any("NOTE email: mail via 127.0.0.1:" in line and "refused" in line for line in result.errlines)

@@ -33,7 +33,7 @@ from tests.unit.test_report_metrics import check_exposition
 
 pytestmark = pytest.mark.integration
 XSD = Path(__file__).resolve().parents[3] / "shared" / "junit" / "junit-10.xsd"
-OUTPUTS = ["drill-report.xml", "junit.xml", "metrics.prom", "report.html"]
+OUTPUTS = ["drill-report.xml", "junit.xml", "metrics.prom", "report.html", "summary.json"]
 HOSTILE_ARCHIVE = "app-<img src=x onerror=alert(1)>"
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                   "--disable-background-networking", "--disable-component-update", "--disable-sync"]
@@ -72,7 +72,7 @@ def run_cli(inventory: Path, out: Path, state: Path, receiver: Receiver, *extra:
     env = {**os.environ, "RESTOREDRILL_TEST_HEARTBEAT": f"{receiver.base}/ping/{TOKEN}"}
     started = time.monotonic()
     proc = subprocess.run([sys.executable, "-m", "restoredrill.cli", "run", "--inventory", str(inventory),
-                           "--select", "borg", "--out", str(out), "--state-dir", str(state), *extra],
+                           "--select", "borg", "--out", str(out), "--state-dir", str(state), "--notify", *extra],
                           capture_output=True, text=True, env=env, timeout=600)
     return LabRun(proc.returncode, proc.stdout, proc.stderr, out, time.monotonic() - started)
 

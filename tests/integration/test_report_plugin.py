@@ -77,7 +77,8 @@ def test_outputs_history_and_names(demo, pytester):
     result = demo("--junitxml=out/junit.xml")
     result.assert_outcomes(passed=3, errors=1)
     out = pytester.path / "out"
-    assert sorted(p.name for p in out.iterdir()) == ["drill-report.xml", "junit.xml", "metrics.prom", "report.html"]
+    assert sorted(p.name for p in out.iterdir()) == ["drill-report.xml", "junit.xml", "metrics.prom", "report.html",
+                                                     "summary.json"]
     found = suites(out / "drill-report.xml")
     assert list(found) == ["borg:demo", "history", "restoredrill"]
     demo_suite = found["borg:demo"]
@@ -143,7 +144,7 @@ def test_unwritable_metrics_file_goes_to_the_reports_folder(demo, pytester):
     blocker = pytester.path / "blocker"
     blocker.write_text("")
     inv = inventory(pytester.path, reports={"metrics_file": str(blocker / "textfile" / "restoredrill.prom")})
-    result = demo(inv=inv)
+    result = demo("--notify", inv=inv)           # metrics_file: the scheduled run's, or one given --notify
     assert (pytester.path / "out" / "metrics.prom").is_file()
     assert any("NOTE metrics: the metrics file" in line for line in result.errlines)
 
@@ -181,7 +182,7 @@ def test_delivery_failure_does_not_change_the_exit_code(demo, pytester, monkeypa
     monkeypatch.setenv("HB_URL", f"http://127.0.0.1:{free_port()}/ping/{TOKEN}")
     inv = inventory(pytester.path, notifications={"heartbeat_url": "env:HB_URL"})
     pytester.makepyfile(test_ok="def test_ok(record_property):\n    record_property('drill', 'borg:x')\n")
-    result = pytester.runpytest("-p", "no:cacheprovider", "test_ok.py", f"--inventory={inv}",
+    result = pytester.runpytest("-p", "no:cacheprovider", "test_ok.py", f"--inventory={inv}", "--notify",
                                 f"--state-dir={pytester.path / 'state'}", f"--out-dir={pytester.path / 'out'}")
     assert result.ret == 0
     output = result.stdout.str() + result.stderr.str()

@@ -1,7 +1,7 @@
 """The report collector: a pytest plugin object that gathers every drill case of the
 session and, when the session ends, writes what people and machines read.
 
-    session start -> heartbeat start ping
+    first case    -> the run recorded as started, heartbeat start ping
     each case     -> nodeid, drill, check, outcome, message, seconds, evidence
     session end   -> history (state database) -> regressions and coverage gaps
                   -> drill-report.xml, report.html, metrics.prom (OUT, or a fallback folder)
@@ -26,6 +26,7 @@ import pytest
 from restoredrill.checks.redact import terminal
 from restoredrill.report import history as hist
 from restoredrill.report.model import ERROR, FAILED, PASSED, SKIPPED, Case, RunReport
+from restoredrill.report.signals import Deliveries, production_signals
 from restoredrill.report.targets import Collected, settle_drills, sibling_keys
 
 DRILL_REPORT = "drill-report.xml"
@@ -46,6 +47,12 @@ def add_report_options(group) -> None:
                          f"this share is a regression (default {hist.RTO_REGRESSION_SHARE})")
     group.addoption("--no-notify", action="store_true",
                     help="send no heartbeat ping and no mail (reports are still written)")
+    group.addoption("--notify", action="store_true",
+                    help="push the heartbeat, mail failures and write reports.metrics_file although this is "
+                         "not the scheduled run")
+    group.addoption("--run-scope", default=None, metavar="SCOPE",
+                    help="'scheduled' for the run whose verdict production signals carry (restoredrill run "
+                         "--mode scheduled, every kind); else why this run is not it (default: a manual run)")
 
 
 def register_report_collector(config: pytest.Config) -> None:
@@ -91,7 +98,7 @@ class CaseNamer:
         return drill, check
 
 
-class ReportCollector(CaseNamer):
+class ReportCollector(Deliveries, CaseNamer):
     def __init__(self, config: pytest.Config):
         super().__init__()
         from restoredrill.plugin import loaded_inventory
@@ -106,12 +113,24 @@ class ReportCollector(CaseNamer):
         self.heartbeat = None
         self.findings: list[hist.Finding] = []
         self.history_note = ""
+        self.signals, self.not_signalling = production_signals(config)
+        self.started = False
 
     # --- during the session ---------------------------------------------------------------
     def pytest_sessionstart(self, session) -> None:
         self.store = self.open_store()
+
+    def pytest_runtest_logstart(self, nodeid, location) -> None:
+        self.begin()
+
+    def begin(self) -> None:
+        """At the first case (never for a selection that matched nothing): the run is recorded
+        as started, so a run that never finishes stays visible, and the heartbeat starts."""
+        if self.started:
+            return
+        self.started = True
         if self.store is not None:
-            try:   # a run that never finishes stays visible as started
+            try:
                 self.store.start_run(self.run.run_id, "drills", str(self.loaded.path))
             except Exception as exc:  # noqa: BLE001 - a history problem must not stop the drills
                 self.run.note("history", f"the run could not be recorded in {self.store.path}: {exc}")
@@ -154,13 +173,17 @@ class ReportCollector(CaseNamer):
                   f"{type(exc).__name__}: {exc}", file=sys.stderr)
 
     def finish(self, exitstatus: int) -> None:
+        if not self.cases and exitstatus in (int(pytest.ExitCode.NO_TESTS_COLLECTED), int(pytest.ExitCode.USAGE_ERROR)):
+            return            # nothing matched, or a bad -k/-m: no history, no report overwritten, no heartbeat
+        self.begin()          # e.g. only collection errors: they are this run's verdict
         begun = time.monotonic()
         run = self.run
         run.finished, run.exitstatus, run.cases = datetime.now(timezone.utc), exitstatus, list(self.cases.values())
         # targets from the drills' own evidence; NOT RUN only for cases that never ran
         run.expected_drills = settle_drills(run.cases, self.collected)
         history = self.update_history()
-        self.findings = (hist.regressions(history, run.run_id, self.thresholds())
+        self.findings = (hist.regressions(history, run.run_id, self.thresholds(),
+                                          run.expected_drills or list(run.by_drill()))
                          + hist.coverage_gaps(history, run.expected_drills or list(run.by_drill()),
                                               run.finished, self.thresholds()))
         from restoredrill.report.overview import drill_statuses
@@ -172,9 +195,12 @@ class ReportCollector(CaseNamer):
         self.end_heartbeat()
         self.send_mail(folder)
         self.write_metrics(statuses, folder, matrix)
+        self.write_summary(statuses, folder)
         if (len(run.notices), run.deliveries) != before:   # fallback folder, deliveries: the reports say so
             self.write_reports(self.render(statuses, calendars, matrix), folder)
         run.outputs["report time"] = f"{time.monotonic() - begun:.2f} s"
+        run.outputs["signals"] = ("heartbeat, mail and metrics file speak for the site" if self.signals else
+                                  f"none sent, {self.not_signalling}: heartbeat, mail and metrics file untouched")
         for notice in run.notices:
             print(terminal(f"restoredrill: NOTE {notice.topic}: {notice.text}"), file=sys.stderr)
 
@@ -288,11 +314,30 @@ class ReportCollector(CaseNamer):
                                  "html report": str(written.get(HTML_REPORT, "not written"))})
         return used
 
+    def write_summary(self, statuses, folder: Path) -> None:
+        """``summary.json`` beside the reports (restoredrill.report.summary_json)."""
+        from restoredrill.report.outputs import write_atomically
+        from restoredrill.report.summary_json import SUMMARY_FILE, render_summary
+        scope = self.config.getoption("--run-scope") or self.not_signalling or "manual run"
+        try:
+            write_atomically(folder / SUMMARY_FILE, render_summary(self.run, statuses, self.findings, scope,
+                                                                   self.signals))
+            self.run.outputs["summary"] = str(folder / SUMMARY_FILE)
+        except OSError as exc:
+            self.run.note("reports", f"{folder / SUMMARY_FILE} could not be written ({exc.strerror or exc})")
+
     def write_metrics(self, statuses, folder: Path, matrix=None) -> None:
         from restoredrill.report.metrics import render_metrics
         from restoredrill.report.outputs import write_atomically
         text = render_metrics(self.run, statuses, self.findings, self.run.finished, matrix)
-        wanted = self.loaded.resolve_path(self.loaded.model.reports.metrics_file) or folder / METRICS_FILE
+        if self.signals:
+            wanted = self.loaded.resolve_path(self.loaded.model.reports.metrics_file) or folder / METRICS_FILE
+        elif self.config.getoption("--out-dir") or self.config.getoption("xmlpath", None):
+            wanted = folder / METRICS_FILE            # only where this run was told to write
+        else:
+            self.run.outputs["metrics"] = (f"not written, {self.not_signalling}: the metrics of the scheduled run "
+                                           f"stay; give --out DIR for this run's")
+            return
         try:
             write_atomically(wanted, text)
             self.run.outputs["metrics"] = str(wanted)
@@ -305,77 +350,6 @@ class ReportCollector(CaseNamer):
                 self.run.outputs["metrics"] = str(fallback)
             except OSError as again:
                 self.run.note("metrics", f"{fallback} cannot be written either ({again.strerror or again})")
-
-    # --- deliveries -----------------------------------------------------------------------
-    def start_heartbeat(self) -> None:
-        from restoredrill.notify.heartbeat import Heartbeat, HeartbeatError
-        from restoredrill.secrets import SecretError
-        ref = self.loaded.model.notifications.heartbeat_url
-        if ref is None:
-            return
-        if self.config.getoption("--no-notify"):
-            self.run.deliveries["heartbeat"] = "not sent (--no-notify)"
-            return
-        try:
-            self.heartbeat = Heartbeat(ref.resolve(base_dir=self.loaded.base_dir))
-            sent = self.heartbeat.start()
-            self.run.deliveries["heartbeat"] = f"{self.heartbeat.style} {self.heartbeat.where}: " + (
-                "start" if sent else "no start ping (not in this style)")
-        except (HeartbeatError, SecretError) as exc:
-            self.run.deliveries["heartbeat"] = "start ping failed"
-            self.run.note("heartbeat", str(exc))
-
-    def end_heartbeat(self) -> None:
-        from restoredrill.notify.heartbeat import HeartbeatError
-        from restoredrill.report.text import body, headline
-        if self.heartbeat is None:
-            return
-        what = "success" if self.run.verdict == "pass" else "failure"
-        sent_at, problem = datetime.now(timezone.utc), ""
-        try:
-            if what == "success":
-                self.heartbeat.success(body(self.run, self.findings))
-            else:
-                self.heartbeat.failure(headline(self.run, self.findings) if self.heartbeat.style == "uptime-kuma"
-                                       else body(self.run, self.findings))
-            self.run.deliveries["heartbeat"] = self.run.deliveries.get("heartbeat", "") + f", {what}"
-        except HeartbeatError as exc:
-            problem = str(exc)
-            self.run.deliveries["heartbeat"] = self.run.deliveries.get("heartbeat", "") + f", {what} ping failed"
-            self.run.note("heartbeat", problem)
-        self.record_heartbeat(sent_at, problem)
-
-    def record_heartbeat(self, sent_at: datetime, problem: str) -> None:
-        """Keep when this run pushed, and whether it was taken, for the next run's monitoring
-        drill (test_harness_heartbeat). Keyed by a hash of the URL: its token is never stored."""
-        from restoredrill.notify.heartbeat import HEARTBEAT_SCOPE, heartbeat_key
-        if self.store is None:
-            return
-        try:
-            self.store.put_json(HEARTBEAT_SCOPE, heartbeat_key(self.heartbeat.url), {
-                "run_id": self.run.run_id, "sent_at": sent_at.isoformat(timespec="seconds"),
-                "delivered": not problem, "problem": problem})
-        except Exception as exc:  # noqa: BLE001 - the state database is a notice here, never a failure
-            self.run.note("heartbeat", f"this run's push could not be recorded for the next run ({exc})")
-
-    def send_mail(self, folder: Path) -> None:
-        from restoredrill.notify import email as mail
-        from restoredrill.report.text import body, headline
-        settings = mail.settings_from_inventory(self.loaded.model.notifications, self.loaded.base_dir)
-        bad_history = any(not f.ok for f in self.findings)
-        if settings is None or (self.run.verdict == "pass" and not bad_history):
-            return
-        if self.config.getoption("--no-notify"):
-            self.run.deliveries["email"] = "not sent (--no-notify)"
-            return
-        message = mail.compose(settings, f"[restoredrill] {headline(self.run, self.findings)}",
-                               body(self.run, self.findings), [folder / HTML_REPORT])
-        try:
-            mail.send(settings, message)
-            self.run.deliveries["email"] = f"sent to {len(settings.recipients)} recipient(s) via {settings.where}"
-        except mail.MailError as exc:
-            self.run.deliveries["email"] = "failed"
-            self.run.note("email", str(exc))
 
 
 # --- naming cases ------------------------------------------------------------------------

@@ -98,6 +98,8 @@ def history_suite(TestSuite, findings: list[Finding], run: RunReport, host: str,
         if not finding.ok:
             item.add_failure_info(message=finding.message, output=finding.message,
                                   failure_type=f"history {finding.kind}")
+        elif getattr(finding, "skipped", False):
+            item.add_skipped_info(message=finding.message)
         cases.append(item)
     properties = {key: value for key, value in context.items() if key.startswith("history.")}
     failing = [f for f in findings if not f.ok]

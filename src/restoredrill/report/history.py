@@ -62,6 +62,7 @@ class Finding:
     ok: bool
     message: str
     facts: dict = field(default_factory=dict)
+    skipped: bool = False       # nothing to judge this run (ok stays True): a JUnit skipped case with the reason
 
 
 @dataclass
@@ -271,16 +272,32 @@ def newer(current: ProvenPoint | None, candidate: ProvenPoint | None) -> ProvenP
     return candidate if current is None or candidate.time >= current.time else current
 
 
-def regressions(history: History, run_id: str, limits: Thresholds = Thresholds()) -> list[Finding]:
-    """One finding per drill and RTO phase measured in this run: slower than the recent median?"""
+# the RTO phases each restoring drill kind measures: one regression case each, in every run
+RTO_PHASES_OF_KIND = {"borg": ("restore",), "guest": ("restore", "boot")}
+
+
+def regressions(history: History, run_id: str, limits: Thresholds = Thresholds(),
+                expected_drills: list[str] = ()) -> list[Finding]:
+    """One finding per drill and RTO phase: slower than the recent median? Every restoring drill
+    of this run (``expected_drills``) has its cases in every run, so case counts stay stable: a
+    phase not measured this run (the restore failed, or the rotation left it out) is skipped,
+    saying why, never left out."""
     findings = []
+    wanted = [(drill, phase) for drill in expected_drills for phase in RTO_PHASES_OF_KIND.get(drill_kind(drill), ())]
     for drill in history.drills():
-        for phase, points in rto_series(history, drill).items():
-            now = [seconds for rid, _, seconds in points if rid == run_id]
-            if not now:
-                continue
-            earlier = [seconds for rid, _, seconds in points if rid != run_id][-limits.rto_window:]
-            findings.append(judge_rto(drill, phase, now[-1], earlier, run_id, limits))
+        wanted += [(drill, phase) for phase, points in rto_series(history, drill).items()
+                   if any(rid == run_id for rid, _, _ in points)]
+    for drill, phase in dict.fromkeys(wanted):
+        points = rto_series(history, drill).get(phase, [])
+        now = [seconds for rid, _, seconds in points if rid == run_id]
+        if not now:
+            findings.append(Finding("regression", drill, f"rto:{drill}:{phase}", True,
+                                    f"{drill}: no {phase} time measured in run {run_id} (its restore case did not "
+                                    f"run or did not pass), so no trend to judge", {"earlier_runs": len(points)},
+                                    skipped=True))
+            continue
+        earlier = [seconds for rid, _, seconds in points if rid != run_id][-limits.rto_window:]
+        findings.append(judge_rto(drill, phase, now[-1], earlier, run_id, limits))
     return findings
 
 

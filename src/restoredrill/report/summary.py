@@ -1,6 +1,7 @@
 """The one-screen terminal summary: a line per drill, then one per failure."""
 from __future__ import annotations
 
+import re
 from collections import OrderedDict
 
 
@@ -66,6 +67,8 @@ def _first_line(report) -> str:
         line = line.strip()
         if line.startswith("E "):
             line = line[2:].strip()
+        if re.match(r"\[gw\d+\] ", line):     # pytest-xdist's "[gw0] linux -- Python ..." header
+            continue
         if line and not line.startswith(("def ", "@", ">", "_")):
             return line[:200]
     return "failed"
