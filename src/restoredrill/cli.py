@@ -267,7 +267,8 @@ def cmd_init(args) -> int:
 def cmd_setup(args) -> int:
     from restoredrill.onboard.setup_cmd import SetupUsage, run_setup
     try:
-        return run_setup(args, validated(args.inventory))
+        # the token secret files do not exist yet: setup --apply writes them
+        return run_setup(args, validated(args.inventory, check_files=False))
     except SetupUsage as exc:
         raise UsageError(str(exc)) from None
 
