@@ -131,6 +131,33 @@ def _node_processes_with_data_dir(data_dir: Path) -> list[int]:
     return found
 
 
+def test_a_rate_limited_login_waits_for_kuma_instead_of_failing(kuma):
+    """Kuma answers every login past 20 a minute "Too frequently, try again later."
+    (server/rate-limiter.js). Spend the limit with raw logins, then the drill's client still
+    logs in: it waits the limit out, as a drill run after the preflight's login must."""
+    from uptime_kuma_api import UptimeKumaApi
+    from restoredrill.clients.kuma import KumaClient
+
+    password = kuma.password_file.read_text().strip()
+    limited = False
+    api = UptimeKumaApi(kuma.url, timeout=30)
+    try:
+        for _ in range(40):
+            try:
+                api.login(kuma.username, password)
+            except Exception as exc:  # noqa: BLE001 - the library's own exception type
+                assert "Too frequently" in str(exc), exc
+                limited = True
+                break
+    finally:
+        api.disconnect()
+    assert limited, "40 logins in a row were never rate-limited: the test proves nothing"
+    started = time.monotonic()
+    with KumaClient(kuma.url, kuma.username, password) as client:
+        assert client.view().monitors
+    assert time.monotonic() - started > 1       # it really waited for the limiter
+
+
 def test_stop_ends_kuma_and_frees_its_port(kuma):   # last: the module's Kuma is gone after it
     data_dir = kuma.root / "data"
     assert _node_processes_with_data_dir(data_dir), "the running Kuma should be found by its DATA_DIR"

@@ -14,6 +14,7 @@ used once for the login and never kept in a message or repr. TLS is verified by 
 """
 from __future__ import annotations
 
+import time
 import warnings
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -82,6 +83,27 @@ def to_monitor(raw: dict, beat: dict | None) -> Monitor:
         message=text_of((beat or {}).get("msg")), last_beat=parse_time((beat or {}).get("time")))
 
 
+RATE_LIMITED = "Too frequently"      # Kuma's rate limiters' errorMessage (server/rate-limiter.js)
+RATE_LIMIT_WAIT = 75                 # seconds: the login limiter refills within a minute
+RATE_LIMIT_PAUSE = 3
+
+
+def login(api, username: str, password: str) -> None:
+    """Log in, waiting out Kuma's login rate limit: 20 logins a minute for all clients
+    together (Kuma's ``server/rate-limiter.js``, ``loginRateLimiter``), answered "Too
+    frequently, try again later." at once. Another tool's logins (or the preflight's just
+    before) must not fail a drill, so a rate-limited login is tried again for up to
+    ``RATE_LIMIT_WAIT`` seconds; any other error is raised at once."""
+    deadline = time.monotonic() + RATE_LIMIT_WAIT
+    while True:
+        try:
+            api.login(username, password)
+            return
+        except Exception as exc:  # noqa: BLE001 - the library raises its own exception type
+            if RATE_LIMITED not in str(exc) or time.monotonic() >= deadline:
+                raise
+            time.sleep(RATE_LIMIT_PAUSE)
+
 class KumaClient:
     def __init__(self, url: str, username: str, password: str, *, verify_tls: bool = True,
                  ca_file: str | None = None, timeout: float = 30):
@@ -116,7 +138,7 @@ class KumaClient:
         api = None
         try:
             api = Api(self.url, timeout=self.timeout, ssl_verify=self.verify_tls)
-            api.login(self.username, self._password)
+            login(api, self.username, self._password)
         except Exception as exc:  # noqa: BLE001 - socket.io, HTTP and Kuma's own errors alike
             if api is not None:
                 try:

@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Iterator
 
 from restoredrill.lab.lifecycle import StartStop
-from restoredrill.clients.kuma import beats_of
+from restoredrill.clients.kuma import beats_of, login as kuma_login
 from restoredrill.lab.dataset import KUMA_DB_FILE
 from restoredrill.lab.guests.image import WEB_PORT
 from restoredrill.lab.storagebox import free_port
@@ -271,7 +271,7 @@ class LabKuma(StartStop):
                 raise KumaLabError(f"Uptime Kuma at {self.url} already has an admin account; "
                                    f"its data folder {self.root / 'data'} was not fresh")
             api.setup(self.username, self._password())
-            api.login(self.username, self._password())
+            kuma_login(api, self.username, self._password())
             self.version = str(api.info().get("version", ""))
             self.notification_id = api.add_notification(
                 name="lab mail", type=NotificationType.SMTP, isDefault=False, smtpHost="127.0.0.1",
@@ -294,7 +294,7 @@ class LabKuma(StartStop):
 
         api = UptimeKumaApi(self.url, timeout=API_TIMEOUT)
         try:
-            api.login(self.username, self._password())
+            kuma_login(api, self.username, self._password())
             yield api
         finally:
             api.disconnect()
