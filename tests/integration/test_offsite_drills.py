@@ -168,8 +168,7 @@ def test_faults_fail_the_right_cases_naming_what_is_wrong(offsite, tmp_path):
             assert blocked[f"{case}[{target}]"]["outcome"] == "skipped"
             assert f"blocked by preflight: S3 target {target}" in blocked[f"{case}[{target}]"]["message"]
     assert {n for n, c in blocked.items() if c["outcome"] == "failure" and not n.startswith("preflight[")} == {
-        "test_s3_hardening[unlocked]", "test_s3_chunks_present[lab-s3]", "test_s3_encrypted[must-encrypt]",
-        "test_s3_chunk_sample[must-encrypt]", "test_s3_chunks_present[must-encrypt]"}
+        "test_s3_hardening[unlocked]", "test_s3_chunks_present[lab-s3]"}
 
 
 def test_an_archive_that_differs_offsite_fails_the_cross_copy_case(offsite, tmp_path):

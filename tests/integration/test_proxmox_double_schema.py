@@ -212,6 +212,7 @@ def walk_pbs(double: ProxmoxDouble) -> None:
     admin.access.users("walk@pbs").token("walk").post(comment="walk")
     admin.access.acl.put(path="/datastore", role="DatastoreAudit", propagate=1, **{"auth-id": "walk@pbs!walk"})
     pbs.config.notifications.targets.get()
+    pbs.access.permissions.get(path="/datastore/local")                     # restoredrill preflight
     store = pbs.admin.datastore("local")
     store.status.get(verbose=1), store.groups.get(), store.snapshots.get()
     newest = max((s for s in store.snapshots.get(**{"backup-type": "ct", "backup-id": "120"})
