@@ -298,8 +298,9 @@ def test_guest_restores_reach_the_row_the_trend_and_the_metrics(full_run):
         cell = page.split(f'data-row="{guest}" data-copy="pbs:local"')[1].split("</td>")[0]
         assert restore["snapshot"].split(":", 1)[1].removeprefix("backup/") in cell and "RTO restore" in cell
         labels = f'site="restoredrill-lab",drill="{guest}"'
-        assert f'restoredrill_rto_seconds{{{labels},phase="restore"}} {format_value(seconds)}' in joined
-        assert f'restoredrill_rto_seconds{{{labels},phase="boot"}} {format_value(boot)}' in joined
+        copy = f',copy="{restore["copy"]}"' if restore.get("copy") else ""     # issue 23: the copy restored from
+        assert f'restoredrill_rto_seconds{{{labels},phase="restore"{copy}}} {format_value(seconds)}' in joined
+        assert f'restoredrill_rto_seconds{{{labels},phase="boot"{copy}}} {format_value(boot)}' in joined
         assert f'restoredrill_rpo_seconds{{{labels},point="restore_tested"}}' in joined
         assert f"{guest}: restore (1 run)" in page and f"{guest}: boot (1 run)" in page
 
