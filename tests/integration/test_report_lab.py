@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from html.parser import HTMLParser
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import pytest
 import yaml
@@ -192,7 +193,9 @@ def test_retention_calendar_from_the_labs_real_archives(lab, tmp_path):
     repo = LabRepo("app-local", str(lab.root / "repos" / "app-local"), lab.root / "secrets" / "app-local.pass")
     builder = BorgBuilder(tmp_path / "builder", "Europe/Berlin")
     archives = json.loads(builder.borg(repo, "list", "--json", repo.location).stdout)["archives"]
-    points = [{"time": datetime.fromisoformat(a["start"]).replace(tzinfo=timezone.utc).isoformat(),
+    # the builder runs borg with TZ=Europe/Berlin, so `start` is a naive Berlin time (borg 1.x
+    # helpers/time.py OutputTimestamp); read as UTC, summer month-ends slide into the next month
+    points = [{"time": datetime.fromisoformat(a["start"]).replace(tzinfo=ZoneInfo("Europe/Berlin")).isoformat(),
                "name": a["name"]} for a in archives]
     now = datetime.now(timezone.utc)
     cal = build_calendar("borg:app-local", {"points": json.dumps(points), "timezone": "Europe/Berlin"}, now,
