@@ -37,27 +37,15 @@ import yaml
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 from restoredrill.clients.borg import resolve_binary  # noqa: E402
-from restoredrill.lab.borg_history import BorgBuilder, LabRepo, archive_name  # noqa: E402
-from restoredrill.lab.dataset import build_dataset  # noqa: E402
+from restoredrill.lab.borg_history import LabRepo, archive_name, one_archive_repo  # noqa: E402
 
 TARGET_SECONDS = 1.0
 
 
 def build(root: Path, mib: int) -> tuple[Path, LabRepo, str]:
-    source = root / "source"
-    build_dataset(source)
-    padding = source / "app" / "padding"
-    padding.mkdir()
-    for index in range(mib):
-        (padding / f"blob-{index:03d}.bin").write_bytes(os.urandom(1 << 20))
-    secret = root / "repo.pass"
-    secret.write_text("bench-passphrase-not-secret\n")
-    secret.chmod(0o600)
-    repo = LabRepo("bench", str(root / "repo"), secret)
-    builder = BorgBuilder(root / "builder-base", "UTC")
-    builder.init(repo)
     when = datetime.now(timezone.utc).replace(second=0, microsecond=0)
-    builder.create(repo, source, when)
+    repo = one_archive_repo(root, mib, when, "bench-passphrase-not-secret")
+    secret = repo.passphrase_file
     inventory = {
         "version": 1,
         "site": {"name": "bench", "timezone": "UTC"},

@@ -71,7 +71,8 @@ def pytest_args(request: RunRequest) -> list[str]:
     ini = Path(__file__).with_name("pytest-drills.ini")
     args = [*files, "-c", str(ini), f"--rootdir={base.parent}", f"--inventory={request.inventory}",
             "-o", "junit_family=xunit1", "-o", "console_output_style=classic", "-rfE", "--tb=short",
-            "-p", "no:benchmark", "-p", "no:hypothesispytest"]
+            "-p", "no:benchmark", "-p", "no:hypothesispytest",
+            "-p", "no:pytest11.testinfra"]   # its plugin (fixture `host`) imports testinfra: the drills build their own
     junit = request.junit or (request.out_dir / "junit.xml" if request.out_dir else None)
     if junit:
         args.append(f"--junitxml={junit}")
