@@ -113,7 +113,11 @@ def run_drills(request: RunRequest) -> int:
     # pytest writes its JUnit file even when nothing ran: then the one from before is put back
     previous = junit.read_bytes() if junit is not None and junit.is_file() else None
     with preflight_first(request) as request:
-        status = int(pytest.main(pytest_args(request), plugins=list(request.plugins)))
+        finish = list_borg_ahead(request)
+        try:
+            status = int(pytest.main(pytest_args(request), plugins=list(request.plugins)))
+        finally:
+            finish()
     if status in (NO_TESTS_COLLECTED, USAGE_ERROR) and junit is not None:
         if previous is None:
             junit.unlink(missing_ok=True)
@@ -152,6 +156,23 @@ def preflight_first(request: RunRequest):
         path = Path(folder) / "blocked.json"
         path.write_text(json.dumps(failed), encoding="utf-8")
         yield replace(request, preflight_file=path)
+
+
+def list_borg_ahead(request: RunRequest):
+    """Start ``borg list`` of each local repository while pytest starts (clients/borg_ahead.py):
+    one process (no workers), Borg drills selected, the repository not blocked by the preflight.
+    Returns the function that waits for the listings (before the run ends)."""
+    if request.workers != 1 or "borg" not in request.kinds:
+        return lambda: None
+    from restoredrill.clients import borg_ahead
+    from restoredrill.clients.borg_target import build_target
+    from restoredrill.inventory import load_inventory
+    blocked = ({entry["key"] for entry in json.loads(request.preflight_file.read_text(encoding="utf-8"))}
+               if request.preflight_file else set())
+    loaded = load_inventory(request.inventory)
+    state_dir = Path(request.state_dir or DEFAULT_STATE_DIR).expanduser()
+    return borg_ahead.start([build_target(loaded, repo, state_dir) for repo in loaded.model.borg.repositories
+                             if f"borg:{repo.name}" not in blocked])
 
 
 def junit_has_failures(path: Path) -> bool:

@@ -117,3 +117,42 @@ def test_first_extract_stopped_when_scratch_fills_then_refused_up_front(site, tm
     assert case["outcome"] == "failure", case
     assert f"({written:,} for the archive, {reserve:,} reserve)" in case["message"], case["message"]
     assert started == ["list"], started          # refused before borg extract started
+
+
+def test_listing_ahead_is_taken_once_for_its_own_target_and_fresh(site, tmp_path, monkeypatch):
+    """clients/borg_ahead.py: the drill takes the listing `restoredrill run` started, with the
+    version borg logged (no `borg --version` later); a stale one or another target lists again."""
+    from restoredrill.clients import borg_ahead
+    from restoredrill.clients.borg import BorgClient, BorgError
+    from restoredrill.clients.borg_target import build_target
+    from restoredrill.inventory import load_inventory
+
+    loaded = load_inventory(inventory(site, "ahead", 1 << 20))
+    target = lambda: build_target(loaded, loaded.model.borg.repositories[0], tmp_path / "state")  # noqa: E731
+    calls = site / "borg-calls.log"
+    calls.unlink(missing_ok=True)
+    finish = borg_ahead.start([target()])
+    client = BorgClient(target())
+    found = borg_ahead.listing(client)
+    finish()
+    assert [a.name for a in found.archives] and client.seen_version is not None
+    assert calls.read_text().split() == ["list"]
+    assert len(borg_ahead.listing(BorgClient(target())).archives) == 1      # taken once: listed again
+    assert calls.read_text().split() == ["list", "list"]
+
+    monkeypatch.setattr(borg_ahead, "MAX_AGE", 0.0)
+    finish = borg_ahead.start([target()])
+    borg_ahead.listing(BorgClient(target()))
+    finish()
+    assert calls.read_text().split() == ["list"] * 4                         # too old: listed again
+
+    wrong = site / "wrong.pass"
+    wrong.write_text("not the passphrase\n")
+    wrong.chmod(0o600)
+    bad = inventory(site, "ahead-bad", 1 << 20)
+    bad.write_text(bad.read_text().replace(str(site / "repo.pass"), str(wrong)))
+    loaded = load_inventory(bad)
+    finish = borg_ahead.start([target()])
+    with pytest.raises(BorgError, match="passphrase"):
+        borg_ahead.listing(BorgClient(target()))                           # its error, as the drill's own
+    finish()
