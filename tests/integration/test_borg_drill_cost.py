@@ -11,6 +11,9 @@
 from __future__ import annotations
 
 import json
+import shutil
+import time
+from dataclasses import replace
 import subprocess
 import sys
 from datetime import datetime, timedelta, timezone
@@ -152,7 +155,27 @@ def test_listing_ahead_is_taken_once_for_its_own_target_and_fresh(site, tmp_path
     bad = inventory(site, "ahead-bad", 1 << 20)
     bad.write_text(bad.read_text().replace(str(site / "repo.pass"), str(wrong)))
     loaded = load_inventory(bad)
+    calls.unlink()
     finish = borg_ahead.start([target()])
     with pytest.raises(BorgError, match="passphrase"):
-        borg_ahead.listing(BorgClient(target()))                           # its error, as the drill's own
+        borg_ahead.listing(BorgClient(target()))        # failed ahead: the drill's own call, and its error
     finish()
+    assert calls.read_text().split() == ["list", "list"]
+
+    # a repository someone holds locked: the listing ahead does not wait (--lock-wait=0), the
+    # drill's own call waits as it always did (here: its lock_wait, then the lock error)
+    loaded = load_inventory(inventory(site, "ahead", 1 << 20))
+    lock = Path(loaded.model.borg.repositories[0].location) / "lock.exclusive"
+    lock.mkdir()
+    (lock / "otherhost@1234.5678-0").touch()
+    try:
+        calls.unlink()
+        started = time.monotonic()
+        finish = borg_ahead.start([target()])
+        with pytest.raises(BorgError, match="lock"):
+            borg_ahead.listing(BorgClient(replace(target(), lock_wait_seconds=2)))
+        finish()
+        assert calls.read_text().split() == ["list", "list"]
+        assert 2 <= time.monotonic() - started < 30, "the listing ahead waited for the lock, or the drill did not"
+    finally:
+        shutil.rmtree(lock)

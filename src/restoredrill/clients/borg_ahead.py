@@ -3,17 +3,19 @@
 A Borg drill's first borg call is the listing (the archive to restore, the repository id and
 encryption mode), and it waited for Python, the inventory and pytest to start: about 0.3 s of
 every run. ``restoredrill run`` (one process, no workers) starts the listing of each local
-repository as soon as the preflight has passed, in a thread; the drill takes it
-(:func:`listing`) when it was made for the same target and is at most ``MAX_AGE`` old, else
-lists again. It is the same read-only call the drill makes, moments earlier. ssh:// repositories
-are left out (the network dominates there, and a dead host would hold a connection for
-nothing); so are runs with workers (each worker is its own process).
+repository once the inventory is loaded, in a thread; the drill takes it (:func:`listing`)
+when it was made for the same target and is at most ``MAX_AGE`` old, else lists again. It is
+the same read-only call the drill makes, moments earlier, except that it never waits for a
+lock (``--lock-wait=0``): a listing ahead that failed for any reason is dropped and the drill
+lists itself, waiting and failing as it always did. ssh:// repositories are left out (the
+network dominates there, and a dead host would hold a connection for nothing); so are runs
+with workers (each worker is its own process).
 """
 from __future__ import annotations
 
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from restoredrill.clients.borg import BorgClient, BorgTarget, Listing, resolve_binary
 
@@ -48,7 +50,7 @@ def start(targets: list[BorgTarget]):
         return lambda: None
     pool = ThreadPoolExecutor(max_workers=min(4, len(local)), thread_name_prefix="borg-list-ahead")
     for target in local:
-        _AHEAD[_key(target)] = _Ahead(time.monotonic(), pool.submit(_list, target))
+        _AHEAD[_key(target)] = _Ahead(time.monotonic(), pool.submit(_list, replace(target, lock_wait_seconds=0)))
 
     def finish() -> None:
         pool.shutdown(wait=True)
@@ -58,12 +60,15 @@ def start(targets: list[BorgTarget]):
 
 
 def listing(client: BorgClient) -> Listing:
-    """The listing started ahead for this client's target (its error too: the drill fails with
-    it as it would have), else ``client.list_repository()``."""
+    """The listing started ahead for this client's target, else ``client.list_repository()``
+    (also when the one ahead failed: a lock it did not wait for, a dead repository)."""
     ahead = _AHEAD.pop(_key(client.target), None)
     if ahead is None or time.monotonic() - ahead.started > MAX_AGE:
         return client.list_repository()
-    found, version = ahead.future.result()
+    try:
+        found, version = ahead.future.result()
+    except Exception:  # noqa: BLE001 - the drill's own call fails (or waits) as it would have
+        return client.list_repository()
     if version is not None:
         client.seen_version = version       # what --show-version logged: no `borg --version` later
     return found
