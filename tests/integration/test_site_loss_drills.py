@@ -1,0 +1,107 @@
+"""The site-loss drill against the offsite lab (real SeaweedFS over HTTPS holding the double's
+encrypted offsite datastore in the PBS 4 S3 layout, the escrowed key file): PVE and PBS are
+not asked anything; the newest offsite snapshot of each guest is rebuilt from the bucket and the
+escrowed key, every chunk fetched, decrypted and digest-checked, and the VM's ext4 image read
+with debugfs in the sandbox. Faults: a deleted chunk object, a damaged one, a wrong escrowed key,
+an egress budget too small."""
+from __future__ import annotations
+
+import time
+
+import pytest
+import yaml
+
+from restoredrill.lab.offsite import LAB_BUCKET, LAB_STORE
+from restoredrill.lab.proxmox import homelab
+from restoredrill.pbsformat import CryptConfig, Layout, write_key_file
+from restoredrill.runner import RunRequest, run_drills
+from tests.conftest import parse_junit
+from tests.integration.test_offsite_drills import write_inventory
+
+pytestmark = pytest.mark.integration
+
+VM, CT = "test_site_loss[app-vm]", "test_site_loss[app-ct]"
+
+
+def run(tmp_path, name: str, site_loss: bool = True):
+    started = time.monotonic()
+    extra = (["--site-loss"] if site_loss else []) + ["-k", "site_loss or s3_reachable"]
+    code = run_drills(RunRequest(inventory=tmp_path / "inventory.yaml", kinds=["offsite"], junit=tmp_path / f"{name}.xml",
+                                 state_dir=tmp_path / "state", preflight=False, extra_args=extra))
+    return code, parse_junit(tmp_path / f"{name}.xml"), time.monotonic() - started
+
+
+def newest_vm_chunk(offsite) -> tuple[str, bytes]:
+    """(bucket key, digest) of a non-zero chunk of the newest offsite vm/110 snapshot's disk."""
+    store = offsite.double.stores["offsite"]
+    newest = max(store.snapshot_infos("vm", "110", homelab.OFFSITE_NAMESPACE), key=lambda i: i.epoch)
+    digests = [d for name, d in store.archive_digests(newest.ref) if name.endswith(".img.fidx")]
+    return Layout.s3(LAB_STORE).chunk_key(digests[0]), digests[0]
+
+
+def test_the_site_loss_drill_rebuilds_each_guest_from_the_bucket_and_the_escrowed_key(offsite_lab, tmp_path):
+    inventory = write_inventory(tmp_path / "inventory.yaml", offsite_lab)
+    code, cases, seconds = run(tmp_path, "healthy")
+    vm = cases[VM]
+    assert vm["outcome"] == "passed", vm["message"]
+    p = vm["properties"]
+    assert p["copy"] == "offsite" and p["drill"] == "guest:app-vm" and p["check"] == "site-loss"
+    assert p["snapshot"].startswith(f"ns/{homelab.OFFSITE_NAMESPACE}/vm/110/")
+    assert p["key_fingerprint"] == offsite_lab.double.key_fingerprint
+    assert int(p["unique_chunks"]) == int(p["encrypted_chunks"]) > 0
+    assert int(p["bytes_read"]) > 0 and int(p["chunks"]) >= int(p["unique_chunks"])
+    assert p["drive-scsi0.img.fidx:partition_table"] == "none (a bare filesystem)"
+    assert p["drive-scsi0.img.fidx:filesystems"].startswith("ext4 on whole disk")
+    assert p["files_found"] == "/srv/app/canary.txt,/srv/app/app.sqlite" and p["files_missing"] == ""
+    print(f"site loss run: {seconds:.2f} s; vm: {p['bytes_read']} bytes read, {p['unique_chunks']} chunks, "
+          f"{p['seconds']} s")
+    # without --site-loss (every other run) the cases are deselected, not skipped
+    code, cases, _ = run(tmp_path, "default", site_loss=False)
+    assert VM not in cases and CT not in cases and code == 0
+    assert inventory["proxmox"]["pbs"]["datastores"][1]["backend"] == "s3"
+
+
+def test_a_missing_or_damaged_chunk_fails_naming_it(offsite_lab, tmp_path):
+    write_inventory(tmp_path / "inventory.yaml", offsite_lab)
+    admin = offsite_lab.seaweed.client("admin")
+    victim, _digest = newest_vm_chunk(offsite_lab)
+    original = admin.get_object(Bucket=LAB_BUCKET, Key=victim)["Body"].read()
+    admin.delete_object(Bucket=LAB_BUCKET, Key=victim)
+    try:
+        code, missing, _ = run(tmp_path, "missing")
+        damaged = bytearray(original)
+        damaged[-1] ^= 0xFF
+        admin.put_object(Bucket=LAB_BUCKET, Key=victim, Body=bytes(damaged))
+        code2, broken, _ = run(tmp_path, "damaged")
+    finally:
+        admin.put_object(Bucket=LAB_BUCKET, Key=victim, Body=original)
+    assert code == code2 == 1
+    assert missing[VM]["outcome"] == "failure" and f"chunk {victim}" in missing[VM]["message"], missing[VM]["message"]
+    assert "missing" in missing[VM]["message"]
+    assert broken[VM]["outcome"] == "failure" and f"chunk {victim}" in broken[VM]["message"], broken[VM]["message"]
+
+
+def test_a_wrong_escrowed_key_fails_naming_both_fingerprints(offsite_lab, tmp_path):
+    inventory = write_inventory(tmp_path / "inventory.yaml", offsite_lab)
+    other = CryptConfig.generate()
+    write_key_file(tmp_path / "other.key", other)
+    (tmp_path / "other.key").chmod(0o600)
+    store = inventory["proxmox"]["pbs"]["datastores"][1]
+    store["key_escrow"] = {**store["key_escrow"], "key_file": str(tmp_path / "other.key")}
+    (tmp_path / "inventory.yaml").write_text(yaml.safe_dump(inventory, sort_keys=False))
+    code, cases, _ = run(tmp_path, "wrong-key")
+    assert code == 1
+    message = cases[VM]["message"]
+    assert other.fingerprint() in message and offsite_lab.double.key_fingerprint in message, message
+
+
+def test_an_egress_budget_too_small_fails_before_reading_a_chunk(offsite_lab, tmp_path):
+    inventory = write_inventory(tmp_path / "inventory.yaml", offsite_lab)
+    inventory["offsite"]["s3"][0]["egress_budget"] = "200KiB"
+    (tmp_path / "inventory.yaml").write_text(yaml.safe_dump(inventory, sort_keys=False))
+    code, cases, _ = run(tmp_path, "budget")
+    assert code == 1
+    case = cases[VM]
+    assert case["outcome"] == "failure" and "egress budget" in case["message"], case["message"]
+    assert "nothing was fetched" in case["message"]
+    assert int(case["properties"]["unique_chunks"]) == 0
