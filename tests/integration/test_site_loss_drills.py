@@ -53,8 +53,21 @@ def test_the_site_loss_drill_rebuilds_each_guest_from_the_bucket_and_the_escrowe
     assert p["drive-scsi0.img.fidx:partition_table"] == "none (a bare filesystem)"
     assert p["drive-scsi0.img.fidx:filesystems"].startswith("ext4 on whole disk")
     assert p["files_found"] == "/srv/app/canary.txt,/srv/app/app.sqlite" and p["files_missing"] == ""
+    # the evidence reaches the drill report and the HTML report too
+    drill_report = (tmp_path / "drill-report.xml").read_text()
+    html = (tmp_path / "report.html").read_text()
+    for text in (p["snapshot"], "site-loss", "/srv/app/canary.txt"):
+        assert text in drill_report and text in html, text
     print(f"site loss run: {seconds:.2f} s; vm: {p['bytes_read']} bytes read, {p['unique_chunks']} chunks, "
           f"{p['seconds']} s")
+    # a path a file check names that the image lacks fails the drill, naming it
+    vm_guest = next(g for g in inventory["guests"] if g["name"] == "app-vm")
+    vm_guest["health"].append({"name": "gone", "kind": "file", "target": "/srv/app/not-there"})
+    (tmp_path / "inventory.yaml").write_text(yaml.safe_dump(inventory, sort_keys=False))
+    code, cases, _ = run(tmp_path, "missing-path")
+    assert code == 1 and cases[VM]["outcome"] == "failure"
+    assert "missing: /srv/app/not-there (found: /srv/app/canary.txt, /srv/app/app.sqlite)" in cases[VM]["message"]
+    assert cases[VM]["properties"]["files_missing"] == "/srv/app/not-there"
     # without --site-loss (every other run) the cases are deselected, not skipped
     code, cases, _ = run(tmp_path, "default", site_loss=False)
     assert VM not in cases and CT not in cases and code == 0
@@ -105,3 +118,59 @@ def test_an_egress_budget_too_small_fails_before_reading_a_chunk(offsite_lab, tm
     assert case["outcome"] == "failure" and "egress budget" in case["message"], case["message"]
     assert "nothing was fetched" in case["message"]
     assert int(case["properties"]["unique_chunks"]) == 0
+
+
+def upload_ct_snapshot(offsite, tmp_path, split: bool, files: dict[str, bytes]):
+    """A newer ct/120 snapshot in the bucket whose archive is real pxar (the lab's pxar writer,
+    lab/pxarwrite.py): single root.pxar.didx, or the split pair PBS 3.3+ writes. Returns the keys."""
+    from datetime import datetime, timezone
+
+    from restoredrill.lab.offsite import tree_objects
+    from restoredrill.lab.pxarwrite import encode, tree_of_files
+    from restoredrill.pbsformat import DatastoreWriter
+    when = datetime.now(timezone.utc).replace(microsecond=0)
+    meta, payload = encode(tree_of_files(files, int(when.timestamp()) * 10**9), split=split)
+    archives = {"pct.conf.blob": b"hostname: app-ct\n"}
+    archives.update({"root.mpxar.didx": meta, "root.ppxar.didx": payload} if split else {"root.pxar.didx": meta})
+    tree = tmp_path / ("split" if split else "single")
+    ref = DatastoreWriter(tree, layout="s3", store=LAB_STORE, precreate_chunk_dirs=False).write_snapshot(
+        homelab.OFFSITE_NAMESPACE, "ct", "120", when, archives, crypt=offsite.double.crypt,
+        dynamic_avg_size=64 * 1024)
+    admin = offsite.seaweed.client("admin")
+    objects = [(key, path) for key, path in tree_objects(tree) if ref.time_string in key or "/.chunks/" in key]
+    new = [(key, path) for key, path in objects if not exists(admin, key)]   # the lab's own chunks stay
+    for key, path in new:
+        admin.put_object(Bucket=LAB_BUCKET, Key=key, Body=path.read_bytes())
+    return ref, [key for key, _ in new]
+
+
+def exists(admin, key: str) -> bool:
+    from botocore.exceptions import ClientError
+    try:
+        admin.head_object(Bucket=LAB_BUCKET, Key=key)
+        return True
+    except ClientError:
+        return False
+
+
+@pytest.mark.parametrize("split", [False, True], ids=["single", "split"])
+def test_a_container_archive_is_listed_through_the_pxar_reader(offsite_lab, tmp_path, split):
+    write_inventory(tmp_path / "inventory.yaml", offsite_lab)
+    files = {"etc/os-release": b"ID=debian\n", "srv/app/canary.txt": b"x" * 100_000,
+             "srv/app/big.bin": bytes(300_000)}
+    ref, keys = upload_ct_snapshot(offsite_lab, tmp_path, split, files)
+    admin = offsite_lab.seaweed.client("admin")
+    try:
+        code, cases, _ = run(tmp_path, "ct")
+    finally:
+        for key in keys:
+            admin.delete_object(Bucket=LAB_BUCKET, Key=key)
+    case = cases[CT]
+    assert case["outcome"] == "passed", case["message"]
+    p = case["properties"]
+    assert p["snapshot"] == ref.path
+    label = "root.mpxar.didx+root.ppxar.didx" if split else "root.pxar.didx"
+    assert p[f"{label}:entries"] == "7"                  # root, etc, srv, srv/app and three files
+    assert p[f"{label}:kinds"] == "4 dir, 3 file" and p[f"{label}:file_bytes"] == str(400_010)
+    assert int(p["unique_chunks"]) == int(p["encrypted_chunks"]) > 0
+    assert code == 0
