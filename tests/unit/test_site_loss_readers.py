@@ -195,6 +195,13 @@ def test_debugfs_finds_and_misses_paths_in_a_real_image_in_the_sandbox(tmp_path)
         ("/srv/app/canary.txt", True, "regular"), ("/srv/with space", True, "regular"),
         ("/srv/link", True, "symlink"), ("/srv/gone", False, ""), ("/srv/app/canary.txt/x", False, "")]
     assert not found[5].found and "not looked up" in found[5].note
+    # the same filesystem inside a GPT partition: debugfs reads it at the partition's offset
+    disk = image.with_name("gpt.img")
+    disk.write_bytes(gpt_disk(image.read_bytes()))
+    sandbox.give_to_sandbox(disk)
+    table = read_partition_table(reader(disk.read_bytes()), disk.stat().st_size)
+    [fs], _ = find_ext_filesystems(reader(disk.read_bytes()), table, disk.stat().st_size)
+    assert [r.found for r in look_up(disk, fs.offset, ["/srv/app/canary.txt", "/srv/gone"])] == [True, False]
 
 
 def test_debugfs_refuses_a_damaged_filesystem_without_showing_its_output(tmp_path):

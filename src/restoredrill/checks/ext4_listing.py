@@ -52,7 +52,12 @@ def path_problem(path: str) -> str | None:
 
 
 def debugfs_argv(image: Path, offset: int, path: str) -> list[str]:
-    source = f"{image}?offset={offset}" if offset else str(image)   # unix_io's offset= option
+    """``NAME?offset=N``: ext2fs_open2 hands what follows ``?`` to the I/O manager as options
+    (lib/ext2fs/openfs.c), unix_io's ``unix_set_option`` takes ``offset`` (lib/ext2fs/unix_io.c)."""
+    if "?" in str(image):
+        raise ListingError(f"the work folder {image.parent} holds a '?', which ext2fs reads as the start of "
+                           "I/O options: choose a scratch.work_dir without one")
+    source = f"{image}?offset={offset}" if offset else str(image)
     return [DEBUGFS, "-c", "-R", f'stat "{path}"', source]
 
 
