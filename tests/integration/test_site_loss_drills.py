@@ -6,7 +6,11 @@ with debugfs in the sandbox. Faults: a deleted chunk object, a damaged one, a wr
 an egress budget too small."""
 from __future__ import annotations
 
+import os
+import subprocess
+import tempfile
 import time
+from pathlib import Path
 
 import pytest
 import yaml
@@ -41,7 +45,14 @@ def newest_vm_chunk(offsite) -> tuple[str, bytes]:
 
 def test_the_site_loss_drill_rebuilds_each_guest_from_the_bucket_and_the_escrowed_key(offsite_lab, tmp_path):
     inventory = write_inventory(tmp_path / "inventory.yaml", offsite_lab)
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    stale = Path(tempfile.gettempdir()) / f"restoredrill-site-loss-{dead.pid}-stale"     # a killed run's
+    stale.mkdir()
+    (stale / "archive-0.img").write_bytes(b"x")
     code, cases, seconds = run(tmp_path, "healthy")
+    assert not stale.exists()                            # swept before this run's images
+    assert not list(Path(tempfile.gettempdir()).glob(f"restoredrill-site-loss-{os.getpid()}-*"))   # and its own gone
     vm = cases[VM]
     assert vm["outcome"] == "passed", vm["message"]
     p = vm["properties"]
