@@ -105,6 +105,29 @@ def test_a_missing_or_damaged_chunk_fails_naming_it(offsite_lab, tmp_path):
     assert broken[VM]["outcome"] == "failure" and f"chunk {victim}" in broken[VM]["message"], broken[VM]["message"]
 
 
+def test_a_damaged_index_or_config_fails_naming_it(offsite_lab, tmp_path):
+    write_inventory(tmp_path / "inventory.yaml", offsite_lab)
+    admin = offsite_lab.seaweed.client("admin")
+    store = offsite_lab.double.stores["offsite"]
+    newest = max(store.snapshot_infos("vm", "110", homelab.OFFSITE_NAMESPACE), key=lambda i: i.epoch)
+    layout = Layout.s3(LAB_STORE)
+    messages = {}
+    for name, at in (("drive-scsi0.img.fidx", 4096), ("qemu-server.conf.blob", -1)):
+        key = layout.content_key(newest.ref.file_path(name))
+        original = admin.get_object(Bucket=LAB_BUCKET, Key=key)["Body"].read()
+        damaged = bytearray(original)
+        damaged[at] ^= 0xFF
+        admin.put_object(Bucket=LAB_BUCKET, Key=key, Body=bytes(damaged))
+        try:
+            code, cases, _ = run(tmp_path, name)
+        finally:
+            admin.put_object(Bucket=LAB_BUCKET, Key=key, Body=original)
+        assert code == 1 and cases[VM]["outcome"] == "failure"
+        messages[name] = cases[VM]["message"]
+        assert f"{newest.ref.path}/{name}" in messages[name], messages[name]
+        assert int(cases[VM]["properties"]["unique_chunks"]) == 0         # found before any chunk was fetched
+
+
 def test_a_wrong_escrowed_key_fails_naming_both_fingerprints(offsite_lab, tmp_path):
     inventory = write_inventory(tmp_path / "inventory.yaml", offsite_lab)
     other = CryptConfig.generate()
