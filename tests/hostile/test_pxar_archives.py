@@ -60,11 +60,17 @@ def test_hostile_name_is_escaped_in_the_message() -> None:
     assert "\\x1b]0;owned\\x07\\x1b[2J\\x0aroot:x:0:0/.." in message
 
 
-@pytest.mark.parametrize("target", [b"../etc/passwd", b"/etc/shadow", b"etc/../../x",
-                                    b"etc/missing", b"etc"])
-def test_hardlink_out_of_the_archive_is_refused(target: bytes) -> None:
+@pytest.mark.parametrize(("target", "problem"), [
+    (b"../etc/passwd", "hardlink target has a bad component (file name '..')"),
+    (b"/etc/shadow", "hardlink target is absolute"),
+    (b"etc/../../x", "hardlink target has a bad component (file name '..')"),
+    (b"etc//hostname", "hardlink target has a bad component (empty file name)"),
+    (b"etc/missing", "hardlink to '/etc/missing' does not point to an earlier file of this archive"),
+    (b"etc", "hardlink to '/etc' does not point to an earlier file of this archive"),
+])
+def test_hardlink_out_of_the_archive_is_refused(target: bytes, problem: str) -> None:
     meta, _ = encode(tree_with(b"link", Node("hardlink", target=target)), unchecked=True)
-    assert "at '/link'" in refused(meta)
+    assert refused(meta) == f"pxar: {problem} at '/link'"
 
 
 def test_hardlink_whose_name_disagrees_with_its_offset_is_refused() -> None:
@@ -132,6 +138,14 @@ def test_trailing_bytes_and_unknown_versions_are_refused() -> None:
     version = struct.pack("<QQQ", fmt.PXAR_FORMAT_VERSION, 24, 2)
     assert "unknown pxar format version 3" in refused(
         meta.replace(version, struct.pack("<QQQ", fmt.PXAR_FORMAT_VERSION, 24, 3)), payload)
+
+
+@pytest.mark.parametrize("field", [1, 2])
+def test_goodbye_item_with_a_wrong_offset_or_size_is_refused(field: int) -> None:
+    meta, _ = encode(Node("dir", children={b"a": Node("file", data=b"12345")}))
+    at = meta.rindex(struct.pack("<Q", fmt.hash_filename(b"a"))) + 8 * field
+    value = struct.unpack_from("<Q", meta, at)[0]
+    assert "goodbye table item does not match" in refused(meta[:at] + struct.pack("<Q", value + 1) + meta[at + 8:])
 
 
 def test_goodbye_table_that_lies_is_refused() -> None:

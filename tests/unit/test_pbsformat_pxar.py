@@ -199,7 +199,8 @@ def test_every_kind_round_trips(split: bool, pipe: bool) -> None:
     assert entries["escape"].link_target == "../../../etc/shadow"   # reported, not followed
     assert entries["hostname2"].link_target == "etc/hostname"
     assert entries["etc/shadow"].mode == fmt.S_IFREG | 0o600 and entries["etc/shadow"].size == 5000
-    assert entries["dev/null"].mode == fmt.S_IFCHR | 0o666
+    assert entries["dev/null"].mode == fmt.S_IFCHR | 0o666 and entries["dev/null"].device == (1, 3)
+    assert entries["dev/sda"].mode & fmt.S_IFMT == fmt.S_IFBLK and entries["dev/sda"].device == (8, 0)
     streams = (io.BytesIO(meta), io.BytesIO(payload) if split else None)
     assert read_file(*streams, entries["hostname2"], 10) == b"ct\n"
     assert read_file(*streams, entries["etc/shadow"], 5000) == b"x" * 5000

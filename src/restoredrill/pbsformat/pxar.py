@@ -57,11 +57,13 @@ class PxarError(FormatError):
 class Entry:
     """One archived object. ``path`` is relative (``'a/b/c'``, ``''`` for the root), names
     decoded with ``os.fsdecode`` (bytes that are not UTF-8 survive as surrogates).
-    ``mode`` is the full ``st_mode`` (type and permission bits). ``size`` is set for files
-    (and hardlinks: the target's). ``link_target`` is a symlink's target (never followed,
-    may be absolute) or a hardlink's target path. ``payload_offset`` is where the content
+    ``mode`` is the full ``st_mode`` (type and permission bits). ``size`` is set for files.
+    ``link_target`` is a symlink's target (never followed, may be absolute) or a hardlink's
+    target path; a hardlink has no metadata of its own in pxar, so it carries its target's
+    mode, owner, mtime, size and payload offset. ``payload_offset`` is where the content
     starts: in a single archive the offset of the content bytes in ``meta``, in a split
-    archive the offset of the PAYLOAD header in ``payload`` (upstream ``PayloadRef.offset``)."""
+    archive the offset of the PAYLOAD header in ``payload`` (upstream ``PayloadRef.offset``).
+    ``device`` is a device node's (major, minor)."""
     path: str
     kind: str  # 'dir','file','symlink','hardlink','device','fifo','socket'
     mode: int
@@ -71,6 +73,7 @@ class Entry:
     size: int | None
     link_target: str | None
     payload_offset: int | None
+    device: tuple[int, int] | None = None
 
 
 @dataclass
@@ -242,8 +245,8 @@ class _Reader:
             fields.update(size=length, payload_offset=offset)
             return Entry(kind="file", **fields)
         if htype == PXAR_DEVICE:
-            self.meta.read_exact(DEVICE.size, path)
-            return Entry(kind="device", **fields)
+            major, minor = DEVICE.unpack(self.meta.read_exact(DEVICE.size, path))
+            return Entry(kind="device", device=(major, minor), **fields)
         data = self.meta.read_exact(size, path)
         if len(data) < 2 or not data.endswith(b"\0") or b"\0" in data[:-1]:
             raise self.fail(path, "symlink target empty, unterminated or with a NUL inside")
