@@ -64,6 +64,11 @@ def test_the_site_loss_drill_rebuilds_each_guest_from_the_bucket_and_the_escrowe
     assert p["drive-scsi0.img.fidx:partition_table"] == "none (a bare filesystem)"
     assert p["drive-scsi0.img.fidx:filesystems"].startswith("ext4 on whole disk")
     assert p["files_found"] == "/srv/app/canary.txt,/srv/app/app.sqlite" and p["files_missing"] == ""
+    ct = cases[CT]                      # the lab's container backups are real pxar (lab/pxarwrite.py)
+    assert ct["outcome"] == "passed", ct["message"]
+    kinds = {k: v for k, v in ct["properties"].items() if k.endswith(":kinds")}
+    assert len(kinds) == 1 and "dir" in next(iter(kinds.values())) and "file" in next(iter(kinds.values()))
+    assert code == 0
     # the evidence reaches the drill report and the HTML report too
     drill_report = (tmp_path / "drill-report.xml").read_text()
     html = (tmp_path / "report.html").read_text()
