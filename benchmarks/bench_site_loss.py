@@ -59,7 +59,7 @@ def main() -> None:
         def once():
             with (root / "out.img").open("w+b") as out:
                 return reassemble(plan, layout, fetch_sequential(LocalSource(root / "store"), keys,
-                                                                 decoder(layout, plan, crypt, require_encrypted=True)), out)
+                                                                 decoder(layout, plan, crypt, encrypted_index=True)), out)
         times, stored = [], 0
         for _ in range(args.rounds):
             started = time.perf_counter()

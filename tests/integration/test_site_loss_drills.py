@@ -17,7 +17,7 @@ import yaml
 
 from restoredrill.lab.offsite import LAB_BUCKET, LAB_STORE
 from restoredrill.lab.proxmox import homelab
-from restoredrill.pbsformat import CryptConfig, Layout, write_key_file
+from restoredrill.pbsformat import CryptConfig, Layout, decode_chunk, encode_blob, write_key_file
 from restoredrill.runner import RunRequest, run_drills
 from tests.conftest import parse_junit
 from tests.integration.test_offsite_drills import write_inventory
@@ -93,7 +93,7 @@ def test_the_site_loss_drill_rebuilds_each_guest_from_the_bucket_and_the_escrowe
 def test_a_missing_or_damaged_chunk_fails_naming_it(offsite_lab, tmp_path):
     write_inventory(tmp_path / "inventory.yaml", offsite_lab)
     admin = offsite_lab.seaweed.client("admin")
-    victim, _digest = newest_vm_chunk(offsite_lab)
+    victim, digest = newest_vm_chunk(offsite_lab)
     original = admin.get_object(Bucket=LAB_BUCKET, Key=victim)["Body"].read()
     admin.delete_object(Bucket=LAB_BUCKET, Key=victim)
     try:
@@ -102,12 +102,16 @@ def test_a_missing_or_damaged_chunk_fails_naming_it(offsite_lab, tmp_path):
         damaged[-1] ^= 0xFF
         admin.put_object(Bucket=LAB_BUCKET, Key=victim, Body=bytes(damaged))
         code2, broken, _ = run(tmp_path, "damaged")
+        plain = decode_chunk(original, digest, offsite_lab.double.crypt)
+        admin.put_object(Bucket=LAB_BUCKET, Key=victim, Body=encode_blob(plain, compress=True))
+        code3, readable, _ = run(tmp_path, "unencrypted")     # the provider could read this one
     finally:
         admin.put_object(Bucket=LAB_BUCKET, Key=victim, Body=original)
     assert code == code2 == 1
     assert missing[VM]["outcome"] == "failure" and f"chunk {victim}" in missing[VM]["message"], missing[VM]["message"]
     assert "missing" in missing[VM]["message"]
     assert broken[VM]["outcome"] == "failure" and f"chunk {victim}" in broken[VM]["message"], broken[VM]["message"]
+    assert code3 == 1 and f"chunk {victim}: stored unencrypted, but its index is encrypted" in readable[VM]["message"]
 
 
 def test_a_damaged_index_or_config_fails_naming_it(offsite_lab, tmp_path):

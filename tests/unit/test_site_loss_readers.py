@@ -37,10 +37,10 @@ def write_store(root: Path, image: bytes, crypt: CryptConfig | None):
     return reader, ref, reader.read_archive_index(ref, "drive-scsi0.img.fidx")
 
 
-def rebuild(root: Path, index, crypt, out: Path, require_encrypted: bool = True):
+def rebuild(root: Path, index, crypt, out: Path, encrypted_index: bool = True):
     layout = Layout.local()
     plan = plan_chunks("drive-scsi0.img.fidx", index)
-    process = decoder(layout, plan, crypt, require_encrypted=require_encrypted)
+    process = decoder(layout, plan, crypt, encrypted_index=encrypted_index)
     keys = [layout.chunk_key(d) for d in plan.ranges]
     with open(out, "w+b") as handle:
         return plan, reassemble(plan, layout, fetch_sequential(LocalSource(root), keys, process), handle)
@@ -76,8 +76,11 @@ def test_a_missing_damaged_or_plain_chunk_fails_naming_its_object(tmp_path):
         rebuild(tmp_path / "store", index, crypt, tmp_path / "out.img")
     plain = image[CHUNK:]
     path.write_bytes(encode_blob(plain, compress=True))       # the provider could read this one
-    with pytest.raises(FormatError, match=f"chunk {key}: stored unencrypted"):
+    with pytest.raises(FormatError, match=f"chunk {key}: stored unencrypted, but its index is encrypted"):
         rebuild(tmp_path / "store", index, crypt, tmp_path / "out.img")
+    path.write_bytes(original)                      # and encrypted chunks where the index says plain
+    with pytest.raises(FormatError, match=r"chunk \.chunks/[0-9a-f]{4}/[0-9a-f]{64}: stored encrypted, but its index is not"):
+        rebuild(tmp_path / "store", index, None, tmp_path / "out.img", encrypted_index=False)
     path.write_bytes(original)
     with pytest.raises(FormatError, match="decrypt|wrong key|tag"):     # another key cannot open it
         rebuild(tmp_path / "store", index, CryptConfig.generate(), tmp_path / "out.img")

@@ -73,18 +73,22 @@ class Reassembled:
     problems: list[str] = field(default_factory=list)
 
 
-def decoder(layout: Layout, plan: ChunkPlan, crypt: CryptConfig | None, *, require_encrypted: bool
+def decoder(layout: Layout, plan: ChunkPlan, crypt: CryptConfig | None, *, encrypted_index: bool
             ) -> Callable[[str, bytes], tuple[int, bool, bytes]]:
     """``process(key, raw) -> (stored size, encrypted, plain)`` for a bucket's ``read_many``:
-    runs in its worker thread, so only decoded chunks wait for the writer."""
+    runs in its worker thread, so only decoded chunks wait for the writer. A chunk must be
+    encrypted exactly when its index is (crypt-mode ``encrypt`` in the manifest), as
+    ``RemoteChunkReader::read_raw_chunk`` demands ("Index and chunk CryptMode don't match.",
+    pbs-client/src/remote_chunk_reader.rs)."""
     by_key = {layout.chunk_key(d): d for d in plan.ranges}
 
     def process(key: str, raw: bytes) -> tuple[int, bool, bytes]:
         digest = by_key[key]
         try:
             encrypted = check_blob(raw).encrypted
-            if require_encrypted and not encrypted:
-                raise FormatError("stored unencrypted, but the copy must be encrypted")
+            if encrypted != encrypted_index:
+                raise FormatError("stored unencrypted, but its index is encrypted" if encrypted_index else
+                                  "stored encrypted, but its index is not")
             return len(raw), encrypted, decode_chunk(raw, digest, crypt, plan.length(digest))
         except FormatError as exc:
             raise type(exc)(f"chunk {key}: {exc}") from None
