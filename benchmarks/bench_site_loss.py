@@ -7,8 +7,9 @@ writes; ``--zero-share`` of the image zeros, the rest incompressible) into a loc
 then reassembles its index as the drill does (``pbsformat/reconstruct.py``: each distinct chunk
 read once, decrypted, digest-checked, written into a sparse file) and prints MiB/s of image
 and of stored bytes, and the peak Python memory of one reassembly (tracemalloc: the drill
-streams, so it must not grow with the image). Reading from a local folder leaves the network out: over S3 the drill reads
-with 8 parallel GETs, so a link slower than the figure here sets the pace. Not a timed test.
+streams, so it must not grow with the image). Reading from a local folder leaves the network
+out: over S3 the drill reads with 8 parallel GETs, so a link slower than the figure here sets
+the pace. Not a timed test.
 """
 from __future__ import annotations
 
@@ -57,9 +58,9 @@ def main() -> None:
         plan = plan_chunks("drive-scsi0.img.fidx", index)
         keys = [layout.chunk_key(d) for d in plan.ranges]
         def once():
+            process = decoder(layout, plan, crypt, encrypted_index=True)
             with (root / "out.img").open("w+b") as out:
-                return reassemble(plan, layout, fetch_sequential(LocalSource(root / "store"), keys,
-                                                                 decoder(layout, plan, crypt, encrypted_index=True)), out)
+                return reassemble(plan, layout, fetch_sequential(LocalSource(root / "store"), keys, process), out)
         times, stored = [], 0
         for _ in range(args.rounds):
             started = time.perf_counter()

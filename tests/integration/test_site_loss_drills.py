@@ -30,7 +30,8 @@ VM, CT = "test_site_loss[app-vm]", "test_site_loss[app-ct]"
 def run(tmp_path, name: str, site_loss: bool = True):
     started = time.monotonic()
     extra = (["--site-loss"] if site_loss else []) + ["-k", "site_loss or s3_reachable"]
-    code = run_drills(RunRequest(inventory=tmp_path / "inventory.yaml", kinds=["offsite"], junit=tmp_path / f"{name}.xml",
+    code = run_drills(RunRequest(inventory=tmp_path / "inventory.yaml", kinds=["offsite"],
+                                 junit=tmp_path / f"{name}.xml",
                                  state_dir=tmp_path / "state", preflight=False, extra_args=extra))
     return code, parse_junit(tmp_path / f"{name}.xml"), time.monotonic() - started
 

@@ -79,7 +79,8 @@ def test_a_missing_damaged_or_plain_chunk_fails_naming_its_object(tmp_path):
     with pytest.raises(FormatError, match=f"chunk {key}: stored unencrypted, but its index is encrypted"):
         rebuild(tmp_path / "store", index, crypt, tmp_path / "out.img")
     path.write_bytes(original)                      # and encrypted chunks where the index says plain
-    with pytest.raises(FormatError, match=r"chunk \.chunks/[0-9a-f]{4}/[0-9a-f]{64}: stored encrypted, but its index is not"):
+    with pytest.raises(FormatError, match=r"chunk \.chunks/[0-9a-f]{4}/[0-9a-f]{64}: stored encrypted, but its "
+                                          r"index is not"):
         rebuild(tmp_path / "store", index, None, tmp_path / "out.img", encrypted_index=False)
     path.write_bytes(original)
     with pytest.raises(FormatError, match="decrypt|wrong key|tag"):     # another key cannot open it
