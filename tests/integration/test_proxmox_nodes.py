@@ -185,8 +185,8 @@ def test_a_production_guest_just_outside_the_scratch_range_on_the_bridge_is_foun
     is found (an off-by-one in the preflight's or the check's range would pass them over)."""
     first, last = inventory.scratch.vmid_range
     assert vmid in (first - 1, last + 1)
-    double.pve_state.add_guest(PveGuest(vmid, "qemu", {"name": f"edge-{vmid}", "memory": "512",
-                                                         "net0": f"virtio=BC:24:11:AA:BB:{vmid % 100:02d},bridge={BRIDGE}"}),
+    nic = f"virtio=BC:24:11:AA:BB:{vmid % 100:02d},bridge={BRIDGE}"
+    double.pve_state.add_guest(PveGuest(vmid, "qemu", {"name": f"edge-{vmid}", "memory": "512", "net0": nic}),
                                node="pve2")
     try:
         with pytest.raises(PlanError) as refused:

@@ -266,8 +266,8 @@ def test_the_same_parameter_id_in_two_drills_stays_two_drills(pytester):
     inv = inventory(pytester.path)
     pytester.makepyfile(test_borg_same=SAME_ID_DRILLS.replace("{kind}", "borg"),
                         test_guest_same=SAME_ID_DRILLS.replace("{kind}", "guest"))
-    result = pytester.runpytest("-p", "no:cacheprovider", f"--inventory={inv}", f"--state-dir={pytester.path / 'state'}",
-                                f"--out-dir={pytester.path / 'out'}")
+    result = pytester.runpytest("-p", "no:cacheprovider", f"--inventory={inv}",
+                                f"--state-dir={pytester.path / 'state'}", f"--out-dir={pytester.path / 'out'}")
     result.assert_outcomes(passed=2, errors=2)
     found = suites(pytester.path / "out" / "drill-report.xml")
     assert [name for name in found if name not in ("history", "restoredrill")] == ["borg:app", "guest:app"]

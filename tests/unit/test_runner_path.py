@@ -102,7 +102,8 @@ def test_every_route_off_the_drill_subnet_is_named(extra, shown):
     ({"dst": "10.199.0.0/24", "nexthops": [{"gateway": "10.199.0.1", "dev": "eth0"}]},
      "10.199.0.0/24 nexthops via 10.199.0.1 dev eth0 table main"),
     ({"dst": "10.199.0.0/24", "nhid": 7, "dev": "eth0"}, "10.199.0.0/24 dev eth0 table main"),
-    ({"dst": "10.199.0.110", "gateway": "10.199.0.1", "dev": "eth0"}, "10.199.0.110 via 10.199.0.1 dev eth0 table main"),
+    ({"dst": "10.199.0.110", "gateway": "10.199.0.1", "dev": "eth0"},
+     "10.199.0.110 via 10.199.0.1 dev eth0 table main"),
 ])
 def test_a_route_inside_the_drill_subnet_via_a_gateway_is_named(extra, shown):
     """Issue 20 §5: the leg's own subnet as destination is not enough: via a gateway (or a
