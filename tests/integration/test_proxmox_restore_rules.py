@@ -323,3 +323,35 @@ def test_the_double_refuses_a_name_that_is_no_dns_name(double, inventory, pve, b
         raw_restore(double, inventory, pve, "qemu", vmid, name=bad)
     assert scratch_vmids(double) == []
 
+
+
+# --- issue 20 §5: the drill tag is a whole tag, never a substring -----------------------------
+LOOKALIKE_TAGS = ["restoredrill-old", "xrestoredrill", "restoredrill2"]
+
+
+@pytest.mark.parametrize("tags", LOOKALIKE_TAGS)
+def test_a_restore_with_a_lookalike_drill_tag_is_never_sent(double, inventory, pve, tags):
+    """The overrides' tags are a list: a tag that merely contains the drill tag is no drill tag.
+    Without the guard the double accepts the restore (the tag is a valid pve-tag)."""
+    vmid = write_backup(double, "qemu", VM)
+    with pytest.raises(GuardError, match="without the drill tag and pool"):
+        raw_restore(double, inventory, pve, "qemu", vmid, tags=tags)
+    assert scratch_vmids(double) == []
+
+
+@pytest.mark.parametrize("tags", [*LOOKALIKE_TAGS, "prod;restoredrill-old,xrestoredrill"])
+def test_a_scratch_guest_retagged_with_a_lookalike_is_no_drill_guest(double, inventory, pve, admin, tags):
+    """A guest in the scratch range and the drill pool whose tags (as PVE stores them, set here
+    through the API) only contain the drill tag is refused for every change, and stays."""
+    scratch = restore(double, inventory, pve, "qemu", write_backup(double, "qemu", VM))
+    admin.nodes(double.node).qemu(scratch.vmid).config.put(tags=tags)
+    stored = pve.config(double.node, "qemu", scratch.vmid)["tags"]
+    assert pve.pool_of(scratch.vmid) == homelab.DRILL_POOL
+    for change in (lambda: pve.power(double.node, "qemu", scratch.vmid, "start"),
+                   lambda: pve.update_config(double.node, "qemu", scratch.vmid, onboot=0),
+                   lambda: pve.agent_exec(double.node, scratch.vmid, ["true"]),
+                   lambda: pve.destroy(double.node, "qemu", scratch.vmid)):
+        with pytest.raises(GuardError, match="does not carry the drill tag 'restoredrill'"):
+            change()
+    guest = double.pve_state.guests[scratch.vmid]
+    assert guest.status == "stopped" and pve.config(double.node, "qemu", scratch.vmid)["tags"] == stored
