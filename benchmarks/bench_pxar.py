@@ -29,19 +29,11 @@ from restoredrill.pbsformat.pxar import iter_entries
 TARGET_ENTRIES_PER_SECOND = 20_000
 
 
-class Pipe(io.RawIOBase):
-    """A stream that cannot seek (as a chunk reader feeding the parser would be)."""
+class Pipe(io.BytesIO):
+    """A stream that says it cannot seek (as a chunk reader feeding the parser would)."""
 
-    def __init__(self, data: bytes) -> None:
-        self.data = io.BytesIO(data)
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buffer) -> int:
-        chunk = self.data.read(len(buffer))
-        buffer[:len(chunk)] = chunk
-        return len(chunk)
+    def seekable(self) -> bool:
+        return False
 
 
 def make_tree(files: int, big_mb: int) -> Node:
