@@ -121,6 +121,17 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         items[:] = [item for item in items if id(item) not in dropped]
 
 
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> None:
+    """A drill's own failure message (``pytest.fail(..., pytrace=False)``) is the whole story.
+    Raised while handling a client's error, pytest would print that error first and then
+    "During handling of the above exception, another exception occurred:" (``_pytest/_code/
+    code.py`` follows ``__context__``): the message already names the cause, once."""
+    failed = call.excinfo.value if call.excinfo else None
+    if isinstance(failed, pytest.fail.Exception) and not failed.pytrace:
+        failed.__suppress_context__ = True
+
+
 @pytest.hookimpl(optionalhook=True)
 def pytest_xdist_make_scheduler(config: pytest.Config, log):
     """``--workers N``: every case of one restore target on one worker (restoredrill.grouping)."""
