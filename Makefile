@@ -35,6 +35,7 @@ bench: install
 	-$(PY) benchmarks/bench_psql_lexer.py
 	-$(PY) benchmarks/bench_report.py
 	-$(PY) benchmarks/bench_pxar.py
+	-$(PY) benchmarks/bench_site_loss.py
 
 clean:
 	rm -rf $(VENV) build dist reports/lab reports/lab-serve

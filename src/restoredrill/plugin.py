@@ -22,7 +22,8 @@ STATE_KEY = pytest.StashKey[StateStore]()
 ABSENT = "restoredrill_absent"
 FIXTURE_MODULES = ("restoredrill.fixtures.common", "restoredrill.fixtures.borg", "restoredrill.fixtures.offsite",
                    "restoredrill.fixtures.pbs_restore", "restoredrill.fixtures.pbs", "restoredrill.fixtures.lint",
-                   "restoredrill.fixtures.monitoring")
+                   "restoredrill.fixtures.monitoring", "restoredrill.fixtures.site_loss")
+SITE_LOSS = "site_loss"
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -32,6 +33,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help=f"state database folder (default {DEFAULT_STATE_DIR})")
     group.addoption("--run-id", default=None, help="identifier of this run (default: time-based)")
     group.addoption("--keep-on-failure", action="store_true", help="keep scratch data of failed drills")
+    group.addoption("--site-loss", action="store_true",
+                    help="run the site-loss drill (every chunk of each guest's newest offsite snapshot read; "
+                         "--mode monthly passes it); without it its cases are deselected")
     add_report_options(group)
 
 
@@ -40,6 +44,7 @@ def pytest_configure(config: pytest.Config) -> None:
     for kind in KINDS:
         config.addinivalue_line("markers", f"{kind}: a {kind} drill (-m {kind} selects what --select {kind} does)")
     config.addinivalue_line("markers", f"{ABSENT}: the inventory has nothing for this drill")
+    config.addinivalue_line("markers", f"{SITE_LOSS}: the site-loss drill (runs with --site-loss only)")
     path = config.getoption("--inventory")
     if path:
         try:
@@ -107,10 +112,13 @@ def pytest_itemcollected(item: pytest.Item) -> None:
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    absent = [item for item in items if item.get_closest_marker(ABSENT)]
+    wanted_site_loss = config.getoption("--site-loss", False)
+    absent = [item for item in items if item.get_closest_marker(ABSENT)
+              or (item.get_closest_marker(SITE_LOSS) and not wanted_site_loss)]
     if absent:
         config.hook.pytest_deselected(items=absent)
-        items[:] = [item for item in items if not item.get_closest_marker(ABSENT)]
+        dropped = {id(item) for item in absent}
+        items[:] = [item for item in items if id(item) not in dropped]
 
 
 @pytest.hookimpl(tryfirst=True)
