@@ -34,6 +34,8 @@ bench: install
 	-$(PY) benchmarks/bench_restore.py
 	-$(PY) benchmarks/bench_psql_lexer.py
 	-$(PY) benchmarks/bench_report.py
+	-$(PY) benchmarks/bench_pxar.py
+	-$(PY) benchmarks/bench_site_loss.py
 
 clean:
 	rm -rf $(VENV) build dist reports/lab reports/lab-serve

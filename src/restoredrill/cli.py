@@ -51,9 +51,12 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("-k", dest="keyword", help="only drills matching this pytest -k expression")
     run.add_argument("--mode", choices=["scheduled", "gate", "monthly"],
                      help="scheduled: audits + a restore rotation under scratch.budgets.max_run_time; gate: fast "
-                          "audits only (CI); monthly: the DR drill with a plan, runbook.md and evidence/ "
-                          "(default: every drill)")
+                          "audits only (CI); monthly: the DR drill with a plan, runbook.md and evidence/, "
+                          "and the site-loss drill (default: every drill but the site-loss drill)")
     run.add_argument("--yes", action="store_true", help="monthly: confirm every step without asking (unattended)")
+    run.add_argument("--site-loss", action="store_true",
+                     help="also run the site-loss drill (each guest's newest offsite snapshot rebuilt from the bucket "
+                          "and the escrowed key: reads every chunk of it); --mode monthly always runs it")
     run.add_argument("--workers", type=int, metavar="N", default=1,
                      help="run drills in N pytest-xdist workers (at most scratch.budgets.max_parallel)")
     run.add_argument("--no-preflight", action="store_true",
@@ -183,6 +186,7 @@ def cmd_run(args) -> int:
     extra = (["-k", args.keyword] if args.keyword else []) + (["-m", args.markexpr] if args.markexpr else [])
     extra += [flag for flag, on in (("--lf", args.last_failed), ("--ff", args.failed_first),
                                     ("--no-notify", args.no_notify), ("--notify", args.notify),
+                                    ("--site-loss", args.site_loss),
                                     ("--keep-on-failure", args.keep_on_failure)) if on]
     if args.workers < 1:
         raise UsageError(f"--workers must be at least 1, not {args.workers}")

@@ -29,7 +29,7 @@ from restoredrill.state import DEFAULT_STATE_DIR, StateStore
 MODES = ("scheduled", "gate", "monthly")
 # file::function patterns of the cases the gate leaves out (they read data or restore)
 GATE_LEAVES_OUT = ("test_borg.py::test_restore", "test_borg.py::test_check", "test_pbs_restore*.py::*",
-                   "test_offsite.py::test_s3_chunk_sample")
+                   "test_offsite.py::test_s3_chunk_sample", "test_offsite_site_loss.py::*")
 GATE_K_EXPRESSION = "not test_restore and not test_health and not test_check and not test_s3_chunk_sample"
 DEFAULT_RESTORE_SECONDS = 900.0     # a target never restore-tested is budgeted at 15 minutes
 ROTATION_SCOPE, ROTATION_KEY = "mode:scheduled", "last_restore_tested"

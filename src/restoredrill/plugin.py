@@ -22,12 +22,14 @@ STATE_KEY = pytest.StashKey[StateStore]()
 ABSENT = "restoredrill_absent"
 FIXTURE_MODULES = ("restoredrill.fixtures.common", "restoredrill.fixtures.borg", "restoredrill.fixtures.offsite",
                    "restoredrill.fixtures.pbs_restore", "restoredrill.fixtures.pbs", "restoredrill.fixtures.lint",
-                   "restoredrill.fixtures.monitoring")
+                   "restoredrill.fixtures.monitoring", "restoredrill.fixtures.site_loss")
+SITE_LOSS = "site_loss"
 # The fixtures each drill suite uses (fixtures/common.py is always there): registered when the
 # suite is collected, so `--select borg` never imports boto3, paramiko, testinfra or requests
 # (issue 26: about 0.4 s of every Borg drill run). Any other test file gets them all.
-DRILL_FIXTURES = {"test_borg.py": "borg", "test_lint.py": "lint", "test_monitoring.py": "monitoring",
-                  "test_offsite.py": "offsite", "test_pbs_audit.py": "pbs", "test_pbs_restore.py": "pbs_restore"}
+DRILL_FIXTURES = {"test_borg.py": ("borg",), "test_lint.py": ("lint",), "test_monitoring.py": ("monitoring",),
+                  "test_offsite.py": ("offsite",), "test_offsite_site_loss.py": ("site_loss",),
+                  "test_pbs_audit.py": ("pbs",), "test_pbs_restore.py": ("pbs_restore",)}
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -37,6 +39,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help=f"state database folder (default {DEFAULT_STATE_DIR})")
     group.addoption("--run-id", default=None, help="identifier of this run (default: time-based)")
     group.addoption("--keep-on-failure", action="store_true", help="keep scratch data of failed drills")
+    group.addoption("--site-loss", action="store_true",
+                    help="run the site-loss drill (every chunk of each guest's newest offsite snapshot read; "
+                         "--mode monthly passes it); without it its cases are deselected")
     add_report_options(group)
 
 
@@ -45,6 +50,7 @@ def pytest_configure(config: pytest.Config) -> None:
     for kind in KINDS:
         config.addinivalue_line("markers", f"{kind}: a {kind} drill (-m {kind} selects what --select {kind} does)")
     config.addinivalue_line("markers", f"{ABSENT}: the inventory has nothing for this drill")
+    config.addinivalue_line("markers", f"{SITE_LOSS}: the site-loss drill (runs with --site-loss only)")
     path = config.getoption("--inventory")
     if path:
         try:
@@ -69,8 +75,9 @@ def pytest_collectstart(collector: pytest.Collector) -> None:
     if not isinstance(collector, pytest.Module):
         return
     path = collector.path
-    kind = DRILL_FIXTURES.get(path.name) if path.parent.resolve() == drills_dir().resolve() else None
-    register_fixtures(collector.config, [f"restoredrill.fixtures.{kind}"] if kind else FIXTURE_MODULES)
+    kinds = DRILL_FIXTURES.get(path.name) if path.parent.resolve() == drills_dir().resolve() else None
+    modules = [f"restoredrill.fixtures.{kind}" for kind in kinds] if kinds else FIXTURE_MODULES
+    register_fixtures(collector.config, modules)
 
 
 def sanitize_terminal(config: pytest.Config) -> None:
@@ -127,10 +134,24 @@ def pytest_itemcollected(item: pytest.Item) -> None:
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    absent = [item for item in items if item.get_closest_marker(ABSENT)]
+    wanted_site_loss = config.getoption("--site-loss", False)
+    absent = [item for item in items if item.get_closest_marker(ABSENT)
+              or (item.get_closest_marker(SITE_LOSS) and not wanted_site_loss)]
     if absent:
         config.hook.pytest_deselected(items=absent)
-        items[:] = [item for item in items if not item.get_closest_marker(ABSENT)]
+        dropped = {id(item) for item in absent}
+        items[:] = [item for item in items if id(item) not in dropped]
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> None:
+    """A drill's own failure message (``pytest.fail(..., pytrace=False)``) is the whole story.
+    Raised while handling a client's error, pytest would print that error first and then
+    "During handling of the above exception, another exception occurred:" (``_pytest/_code/
+    code.py`` follows ``__context__``): the message already names the cause, once."""
+    failed = call.excinfo.value if call.excinfo else None
+    if isinstance(failed, pytest.fail.Exception) and not failed.pytrace:
+        failed.__suppress_context__ = True
 
 
 @pytest.hookimpl(optionalhook=True)

@@ -43,9 +43,11 @@ def reap_scratch_guests(pve, node: str, now: datetime | None = None) -> list[int
 
 def reap(loaded, state_dir: Path | None) -> int:
     from restoredrill.fixtures.borg import sweep_stale_extracts
+    from restoredrill.fixtures.site_loss import WORK_PREFIX
     scratch = loaded.model.scratch
     work_dir = loaded.resolve_path(scratch.work_dir) if scratch.work_dir else Path(tempfile.gettempdir())
-    removed = sweep_stale_extracts(work_dir) if work_dir.is_dir() else []
+    removed = [*sweep_stale_extracts(work_dir), *sweep_stale_extracts(work_dir, prefix=WORK_PREFIX)] \
+        if work_dir.is_dir() else []
     for path in removed:
         print(f"removed stale extract {path}")
     print(f"reap: {len(removed)} stale extract folder(s) removed from {work_dir}")

@@ -134,7 +134,9 @@ def run_monthly(request: RunRequest, loaded, *, yes: bool, stdin, stdout) -> int
     if not confirm_steps(steps, yes=yes, stdin=stdin, stdout=stdout):
         return EXIT_FAILED
     out = request.out_dir or loaded.resolve_path(loaded.model.reports.out_dir)
-    request = replace(request, out_dir=out)
+    # the site-loss drill (drills/test_offsite_site_loss.py) runs in the monthly drill only
+    extra = request.extra_args if "--site-loss" in request.extra_args else ["--site-loss", *request.extra_args]
+    request = replace(request, out_dir=out, extra_args=extra)
     started = datetime.now(timezone.utc)
     code = run_drills(request)
     if code == EXIT_USAGE:

@@ -10,6 +10,7 @@ import contextlib
 
 import pytest
 
+from restoredrill.lab.kuma import PUSH_MONITOR
 from tests.conftest import blocked_by_preflight, only_these_failed
 
 pytestmark = pytest.mark.e2e
@@ -65,6 +66,37 @@ def test_a_service_without_a_monitor_fails_the_coverage_of_its_guest(drill, lab_
     assert failed == {"test_coverage[app-ct]"}, run.failed()
     message = run.cases["test_coverage[app-ct]"]["message"]
     assert f"{host}:5432 has no monitor" in message and "guest app-ct" in message
+
+
+def test_a_guest_no_monitor_watches_fails_every_per_guest_case(drill, lab_inventory):
+    """Issue 20 §5: a monitored guest with no monitor at all: active-and-up and alerting
+    checked nothing, so they fail (never pass on zero monitors), as coverage does."""
+    for guest in lab_inventory["guests"]:
+        if guest["name"] == "app-ct":
+            guest["monitor_host"] = "192.0.2.120"          # TEST-NET-1: no monitor targets it
+            guest.pop("monitored", None)
+    run = run_monitoring(drill, lab_inventory)
+    assert run.code == 1
+    only_these_failed(run, *(f"{test}[app-ct]" for test in PER_GUEST))
+    for test in ("test_active_and_up", "test_alerting"):
+        message = run.cases[f"{test}[app-ct]"]["message"]
+        assert "monitoring of guest app-ct" in message and "no monitor targets this guest" in message, message
+        assert run.cases[f"{test}[app-ct]"]["properties"]["checked_monitors"] == "0"
+    assert "no monitor targets the guest's host 192.0.2.120" in run.cases["test_coverage[app-ct]"]["message"]
+
+
+def test_a_delivered_push_that_kuma_has_no_beat_of_fails_the_next_run(drill, lab, lab_inventory):
+    """Issue 20 §5: the last run's push was delivered (Kuma said ok), but Kuma shows no beat
+    since (here: its beats cleared, as after a restore of Kuma's database)."""
+    first = run_monitoring(drill, lab_inventory)
+    assert first.cases["test_harness_heartbeat[kuma]"]["outcome"] == "skipped"
+    with lab.kuma.api() as api:
+        api.clear_heartbeats(lab.kuma.monitor_ids[PUSH_MONITOR])
+    second = run_monitoring(drill, lab_inventory)
+    only_these_failed(second, "test_harness_heartbeat[kuma]")
+    case = second.cases["test_harness_heartbeat[kuma]"]
+    assert case["properties"]["last_push_delivered"] == "True"
+    assert "shows no beat since the last run's push" in case["message"] and "newest beat: none" in case["message"]
 
 
 def test_a_paused_monitor_fails_active_and_up(drill, lab, lab_inventory):

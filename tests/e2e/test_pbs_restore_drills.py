@@ -14,8 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from restoredrill.lab.proxmox.seed import SEED_GUESTS, build_rootfs, make_tar
-from restoredrill.lab.proxmox.restore import CT_ARCHIVE
+from restoredrill.lab.proxmox.seed import SEED_GUESTS, build_rootfs, make_pxar
 from restoredrill.lab.proxmox.homelab import GUEST_NODES
 from restoredrill.lab.proxmox.testing import pve_api
 from tests.conftest import blocked_by_preflight, only_these_failed, run_cli, without_dangling_references
@@ -116,7 +115,7 @@ def test_service_broken_in_the_restored_data(drill, lab_inventory, lab, tmp_path
     when = datetime.now(timezone.utc).replace(microsecond=0)
     store = lab.double.stores["local"]
     ref = store.writer("root@pam").write_snapshot(None, "ct", "120", when,
-                                                  {guest.conf_blob: guest.config.encode(), CT_ARCHIVE: make_tar(root, when)},
+                                                  {guest.conf_blob: guest.config.encode(), **make_pxar(root, when)},
                                                   dynamic_avg_size=16 << 20)
     try:
         run = drill(only_guest(lab_inventory, "app-ct"), *SELECT)

@@ -79,12 +79,14 @@ def restore(double, token) -> None:
                   what="stop")
     pve.wait_task(NODE, pve.destroy(NODE, "qemu", SCRATCH_VMID), deadline=deadline,
                   what="destroy")
-    restore_container(pve)
+    restore_container(pve, "pbs")
+    restore_container(pve, "pbs-offsite")      # restore_from offsite (issue 23): the offsite copy's storage
 
 
-def restore_container(pve: PveClient) -> None:
-    """The container drill's restore and destroy (a rootfs on the scratch storage)."""
-    backups = [b for b in pve.backups(NODE, "pbs", CT) if b.get("format") == "pbs-ct"]
+def restore_container(pve: PveClient, storage: str) -> None:
+    """The container drill's restore and destroy (a rootfs on the scratch storage), from the
+    backups on ``storage``."""
+    backups = [b for b in pve.backups(NODE, storage, CT) if b.get("format") == "pbs-ct"]
     need({b["vmid"] for b in backups}, {CT}, "backups of the container")
     newest = max((b for b in backups if b.get("size", 1) > 1), key=lambda b: b["ctime"])
     config = parse_config_text(pve.extract_config(NODE, newest["volid"]))

@@ -58,8 +58,13 @@ def test_a_namespace_that_does_not_exist_errors_instead_of_listing_nothing(doubl
     token = double.pbs_drill_token                                  # restoredrill's own client
     client = PbsClient(ApiChokePoint(Endpoint(double.pbs_url, token.token_id, token.secret(),
                                               double.pbs_fingerprint, service="PBS"), retry=FAST))
-    with pytest.raises(ApiError, match="No such file or directory"):
-        client.snapshots("offsite", ns="homelba")
+    for call in (lambda: client.snapshots("offsite", ns="homelba"),
+                 lambda: client.snapshots("offsite", ns="homelba", backup_id="110"),   # [] upstream: asked again
+                 lambda: client.groups("offsite", ns="homelba")):
+        with pytest.raises(ApiError, match="PBS datastore 'offsite' has no namespace 'homelba'") as named:
+            call()
+        assert "\n" not in str(named.value) and named.value.status == 400
+    assert client.snapshots("offsite", ns=homelab.OFFSITE_NAMESPACE, backup_id="110")   # a real one still lists
 
 
 def test_pbs_task_list_visibility_store_filter_and_virtual_total(double):
@@ -185,3 +190,17 @@ def test_proxy_errors_are_injected_and_retried(double, kind, reason):
         assert twice.hits == 3
     finally:
         twice.clear()
+
+
+def test_a_refused_privilege_reads_as_pbs_text_with_a_pbs_hint(double):
+    """PBS answers a failed privilege check with a plain-text body ("permission check failed",
+    proxmox-rest-server); proxmoxer hands it back as bytes. The message carries the text, not
+    b'...', and the hint is PBS's (no PVE pool there)."""
+    token = double.pbs_drill_token                      # no Datastore.Modify: the prune dry-run is refused
+    client = PbsClient(ApiChokePoint(Endpoint(double.pbs_url, token.token_id, token.secret(),
+                                              double.pbs_fingerprint, service="PBS"), retry=FAST))
+    with pytest.raises(ApiError) as refused:
+        client.prune_dry_run("local", "vm", "110", {"keep-last": 1})
+    text = str(refused.value)
+    assert refused.value.status == 403 and "HTTP 403 Forbidden: permission check failed" in text, text
+    assert "b'" not in text and "drill pool" not in text and "README, Token privileges" in text

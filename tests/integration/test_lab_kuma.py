@@ -158,6 +158,44 @@ def test_a_rate_limited_login_waits_for_kuma_instead_of_failing(kuma):
     assert time.monotonic() - started > 1       # it really waited for the limiter
 
 
+def wait_for_beat(client_api, monitor_id: int, status: int, after: int = 0) -> None:
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline:
+        beats = beats_of(client_api.get_heartbeats(), monitor_id)
+        if sum(1 for b in beats if int(b["status"]) == status) > after:
+            return
+        time.sleep(1)
+    pytest.fail(f"no beat of status {status} on monitor {monitor_id} within 90 s")
+
+
+def test_the_newest_beat_decides_a_monitors_status(kuma):
+    """Issue 20 §5: a service up earlier and down now is DOWN for the drill: the status is
+    the newest beat's, whatever order Kuma's list comes in, never an older one's."""
+    from uptime_kuma_api import MonitorType
+
+    from restoredrill.checks.monitoring import health_problems
+    from restoredrill.clients.kuma import KumaClient
+    service = socket.create_server(("127.0.0.1", 0))
+    with kuma.api() as api:
+        monitor_id = api.add_monitor(type=MonitorType.PORT, name="up then down", hostname="127.0.0.1",
+                                     port=service.getsockname()[1], interval=20, retryInterval=20,
+                                     maxretries=0)["monitorID"]
+        try:
+            wait_for_beat(api, monitor_id, 1)
+            service.close()
+            wait_for_beat(api, monitor_id, 0)
+            with KumaClient(kuma.url, kuma.username, kuma.password_file.read_text().strip()) as client:
+                [monitor] = [m for m in client.view().monitors if m.id == monitor_id]
+                beats = client.beats(monitor_id)
+            assert beats[0][1] == 1 and beats[-1][1] == 0, beats       # up earlier, down now
+            assert monitor.status == 0 and monitor.last_beat == beats[-1][0]
+            assert health_problems(monitor)[0].startswith(f"monitor 'up then down' (id {monitor_id}, port")
+            assert "is DOWN now" in health_problems(monitor)[0]
+        finally:
+            service.close()
+            api.delete_monitor(monitor_id)
+
+
 def test_stop_ends_kuma_and_frees_its_port(kuma):   # last: the module's Kuma is gone after it
     data_dir = kuma.root / "data"
     assert _node_processes_with_data_dir(data_dir), "the running Kuma should be found by its DATA_DIR"

@@ -16,6 +16,7 @@ import yaml
 from restoredrill.bundle import MANIFEST, verify_manifest
 from restoredrill.lab.site import Lab
 from restoredrill.modes import restore_target_of_row
+from tests.conftest import parse_junit
 
 pytestmark = pytest.mark.integration
 
@@ -39,6 +40,10 @@ def cases(out: Path) -> list[tuple[str, str]]:
     return [(case.get("classname", "").rsplit(".", 1)[-1], case.get("name", "")) for case in root.iter("testcase")]
 
 
+def junit_cases(out: Path) -> dict:
+    return parse_junit(out / "junit.xml")
+
+
 def restore_targets(out: Path) -> set[str]:
     found = set()
     for case in ET.parse(out / "junit.xml").getroot().iter("testcase"):
@@ -58,6 +63,7 @@ def test_gate_runs_fast_audits_only(lab, tmp_path):
     assert not names & {"test_restore", "test_health", "test_check", "test_s3_chunk_sample"}, names
     assert {"test_fresh", "test_verified", "test_retention", "test_s3_chunks_present", "test_export_fresh"} <= names
     assert not any(stem == "test_pbs_restore" for stem, _ in ran)
+    assert "test_site_loss" not in names                 # the monthly drill's (issue 23)
 
 
 def test_scheduled_rotates_restore_targets_under_the_budget(lab, tmp_path):
@@ -73,6 +79,7 @@ def test_scheduled_rotates_restore_targets_under_the_budget(lab, tmp_path):
     assert tested_first == {"borg:app-local"}          # never tested: inventory order, the first one
     audits = {name for _, name in cases(tmp_path / "first")}
     assert {"test_check[app-offsite]", "test_fresh[app-offsite]", "test_s3_chunk_sample[lab-s3]"} <= audits
+    assert not any(name.startswith("test_site_loss") for name in audits)
     second = run_cli(budgeted, "scheduled", tmp_path / "second", state)
     assert second.returncode == 0, second.stdout[-3000:] + second.stderr[-2000:]
     assert restore_targets(tmp_path / "second") == {"borg:app-offsite"}
@@ -87,6 +94,12 @@ def test_monthly_yes_runs_everything_and_writes_runbook_and_bundle(lab, tmp_path
     plan = done.stdout[:done.stdout.index("--yes given")]
     assert plan.index("firewall opnsense") < plan.index("application app-vm") < plan.index("data borg:app-local")
     assert restore_targets(out) == {"borg:app-local", "borg:app-offsite", "guest:app-vm", "guest:app-ct"}
+    site_loss = {name: case for name, case in junit_cases(out).items() if name.startswith("test_site_loss[")}
+    assert set(site_loss) == {"test_site_loss[app-vm]", "test_site_loss[app-ct]"}
+    for case in site_loss.values():          # rebuilt from the bucket and the escrowed key alone
+        assert case["outcome"] == "passed" and case["properties"]["copy"] == "offsite"
+        assert int(case["properties"]["unique_chunks"]) > 0 and int(case["properties"]["bytes_read"]) > 0
+    assert site_loss["test_site_loss[app-vm]"]["properties"]["files_found"] == "/srv/app/canary.txt,/srv/app/app.sqlite"
     runbook = (out / "runbook.md").read_text()
     vm_row = next(line for line in runbook.splitlines() if line.startswith("| ") and "app-vm" in line)
     restore, boot = (float(cell) for cell in vm_row.split(" | ")[3:5])

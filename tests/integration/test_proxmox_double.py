@@ -102,6 +102,16 @@ def test_pbs_snapshot_list_has_file_objects_and_fingerprints(pbs, double):
     assert 20 <= len(offsite) <= 40, "about two years of 7/4/12/2 history"
 
 
+def test_ct_backups_are_pxar_the_newest_split_as_pbs_3_3_writes_it(pbs):
+    snapshots = pbs.admin.datastore("local").snapshots.get(**{"backup-type": "ct", "backup-id": "120"})
+    finished = sorted((s for s in snapshots if any(f["filename"] == "index.json.blob" for f in s["files"])),
+                      key=lambda s: s["backup-time"])
+    files = [{f["filename"]: f["crypt-mode"] for f in s["files"]} for s in finished]
+    assert files[-1]["root.mpxar.didx"] == files[-1]["root.ppxar.didx"] == "encrypt"
+    assert all(set(f) & {"root.mpxar.didx", "root.ppxar.didx"} == set() and "root.pxar.didx" in f
+               for f in files[:-1])
+
+
 def test_nextid_is_a_string_and_guests_outside_the_pool(pve):
     assert pve.cluster.nextid.get() == "101"
     ids = {r["vmid"] for r in pve.cluster.resources.get(type="vm")}
@@ -212,6 +222,7 @@ def test_restores_ct_with_passed_options_winning(pve, double):
     rootfs = double.base_dir / "pve" / "images" / "9902" / "subvol-9902-disk-0"
     canary = (rootfs / "srv/app/.restoredrill-canary").read_text().strip()
     assert backup["notes"] == f"app-ct: {canary}"
+    assert os.access(rootfs / "init", os.X_OK) and os.readlink(rootfs / "sbin/init") == "../init"
 
 
 @pytest.mark.parametrize("net0, error", [

@@ -4,9 +4,10 @@
 (the wire wins); each entry names the upstream file that proves it. The walk below calls
 every route the double serves; in strict mode the double checks each request and each
 response against the schema, and the test allows exactly these deviations (and checks
-that each one still occurs, so the list cannot rot). Skipped only when the schema files
-are absent (a clone without ../shared): the double then validates from its in-code
-declarations, which ``test_proxmox_double_http`` covers.
+that each one still occurs, so the list cannot rot). Without the schema files (a clone
+without ../shared) the tests fail naming the path; RESTOREDRILL_WITHOUT_SHARED=1 skips them
+on purpose (the double then validates from its in-code declarations, which
+``test_proxmox_double_http`` covers).
 """
 from __future__ import annotations
 
@@ -21,11 +22,19 @@ from restoredrill.lab.proxmox import ProxmoxDouble
 from restoredrill.lab.proxmox.schema import ApiSchemas, schema_dir
 from restoredrill.lab.proxmox.testing import pbs_api, pve_api, wait_task
 from restoredrill.lab.proxmox.validate import schema_for
+from tests.shared_files import missing_shared
 
-pytestmark = [pytest.mark.integration, pytest.mark.skipif(
-    schema_dir() is None, reason="API schema files not found: set RESTOREDRILL_API_SCHEMAS or "
-                                 "provide <repo>/../shared/api-schemas (reference data, not "
-                                 "part of the project)")]
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module", autouse=True)
+def schema_files():
+    """No schema files: fail naming where they were looked for (skip only on purpose)."""
+    if schema_dir() is None:
+        missing_shared("the API schema files (../shared/api-schemas or $RESTOREDRILL_API_SCHEMAS)",
+                       "the double's routes were not checked against the official schema")
+
+
 NODE = "pve1"
 
 

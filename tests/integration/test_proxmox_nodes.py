@@ -20,6 +20,7 @@ from restoredrill.inventory.model import Guest
 from restoredrill.lab.proxmox import ProxmoxDouble, homelab
 from restoredrill.lab.proxmox.cluster import interface_entry
 from restoredrill.lab.proxmox.double import _info
+from restoredrill.lab.proxmox.guests import Guest as PveGuest
 from restoredrill.lab.proxmox.permissions import acl
 from restoredrill.lab.proxmox.testing import pve_api, restore_drill_inventory
 from restoredrill.plan import PlanError
@@ -176,6 +177,25 @@ def test_a_production_nic_on_the_drill_bridge_is_refused(double, inventory, pve)
         check_drill_bridge(pve, "pve3", inventory.scratch)   # guest 110 is not on pve3's bridge
     finally:
         guest.config.pop("net1")
+
+
+@pytest.mark.parametrize("vmid", [9899, 10000])
+def test_a_production_guest_just_outside_the_scratch_range_on_the_bridge_is_found(double, inventory, pve, vmid):
+    """Issue 20 §5: VMID first-1 and last+1 are production guests; their NIC on the drill bridge
+    is found (an off-by-one in the preflight's or the check's range would pass them over)."""
+    first, last = inventory.scratch.vmid_range
+    assert vmid in (first - 1, last + 1)
+    nic = f"virtio=BC:24:11:AA:BB:{vmid % 100:02d},bridge={BRIDGE}"
+    double.pve_state.add_guest(PveGuest(vmid, "qemu", {"name": f"edge-{vmid}", "memory": "512", "net0": nic}),
+                               node="pve2")
+    try:
+        with pytest.raises(PlanError) as refused:
+            check_drill_bridge(pve, "pve2", inventory.scratch)
+        assert f"guest {vmid} (edge-{vmid}), outside the scratch range {first}-{last}, has net0 on it" in \
+            str(refused.value)
+    finally:
+        double.pve_state.remove_guest(vmid, purge=False)
+    check_drill_bridge(pve, "pve2", inventory.scratch)
 
 
 def test_a_token_that_cannot_see_every_guest_cannot_prove_isolation(double, inventory):

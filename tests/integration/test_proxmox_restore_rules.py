@@ -12,9 +12,7 @@
 """
 from __future__ import annotations
 
-import io
 import re
-import tarfile
 from datetime import datetime, timedelta, timezone
 from itertools import count
 
@@ -27,13 +25,14 @@ from restoredrill.fixtures.pbs_restore import ScratchGuest
 from restoredrill.inventory.model import Guest
 from restoredrill.lab.proxmox import ProxmoxDouble, homelab, seed
 from restoredrill.lab.proxmox.double import _info
+from restoredrill.lab.pxarwrite import Node, encode
 from restoredrill.lab.proxmox.permissions import acl
 from restoredrill.lab.proxmox.testing import pve_api, restore_drill_inventory, wait_task
 from restoredrill.lab.proxmox.validate import check_named_format
 from restoredrill.plan import PlanError
 
 pytestmark = pytest.mark.integration
-GIB = 1024 ** 3
+MIB = 1024 ** 2
 VMIDS = count(700)      # production-side VMIDs of the backups written here
 SCRATCH = range(9900, 10000)
 
@@ -90,25 +89,8 @@ def scratch_left_clean(double, admin):
 
 
 # --- backups written for these tests -------------------------------------------------------
-def tar_of(files: dict[str, bytes | int]) -> bytes:
-    """A tar (the double's pxar stand-in); an int is a sparse file of that apparent size
-    (PAX GNU sparse 1.0: one 512-byte data block, the rest a hole)."""
-    buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w", format=tarfile.PAX_FORMAT) as tar:
-        for name, data in sorted(files.items()):
-            info = tarfile.TarInfo(name)
-            if isinstance(data, int):
-                payload = b"1\n0\n512\n".ljust(512, b"\0") + b"x" * 512
-                info.pax_headers = {"GNU.sparse.major": "1", "GNU.sparse.minor": "0", "GNU.sparse.name": name,
-                                    "GNU.sparse.realsize": str(data)}
-            else:
-                payload = data
-            info.size = len(payload)
-            tar.addfile(info, io.BytesIO(payload))
-    return buffer.getvalue()
-
-
-def write_backup(double, kind: str, config: str, files: dict[str, bytes | int] | None = None) -> int:
+def write_backup(double, kind: str, config: str, files: dict[str, bytes] | None = None,
+                 ct_archives: dict[str, bytes] | None = None) -> int:
     """A finished snapshot of a new production VMID in the ``pbs`` storage's datastore."""
     vmid = next(VMIDS)
     when = datetime.now(timezone.utc).replace(microsecond=0) - timedelta(hours=1)
@@ -117,7 +99,8 @@ def write_backup(double, kind: str, config: str, files: dict[str, bytes | int] |
         config += f"scsi0: local-zfs:vm-{vmid}-disk-0,size=1M\n#qmdump#map:scsi0:drive-scsi0:local-zfs:raw:\n"
         archives = {"qemu-server.conf.blob": config.encode(), "drive-scsi0.img.fidx": b"\0" * 65536}
     else:
-        archives = {"pct.conf.blob": config.encode(), seed.CT_ARCHIVE: tar_of(files or {"etc/hostname": b"ct\n"})}
+        archives = {"pct.conf.blob": config.encode(),
+                    **(ct_archives or seed.make_pxar_of(files or {"etc/hostname": b"ct\n"}, when))}
     double.stores[storage.datastore].writer(seed.BACKUP_OWNER).write_snapshot(
         getattr(storage, "namespace", None), "vm" if kind == "qemu" else "ct", str(vmid), when, archives,
         crypt=storage.crypt if kind == "qemu" else None, dynamic_avg_size=seed.CT_CHUNK_AVG)
@@ -186,16 +169,37 @@ def test_the_rootfs_gets_the_size_of_the_backup(double, inventory, pve):
     assert re.search(r"(^|,)size=6G(,|$)", pve.config(double.node, "lxc", scratch.vmid)["rootfs"])
 
 
-def test_data_larger_than_one_gib_fails_the_old_default_and_fits_the_plan(double, inventory, pve):
+def test_data_larger_than_the_old_volume_fails_it_and_fits_the_plan(double, inventory, pve):
+    """The old default rootfs was 1 GiB; pxar has no sparse files (the tar stand-in's 2 GiB
+    sparse member cannot be written), so the same story is told 1000x smaller: 2 MiB of data
+    against a ``local-zfs:0.001`` volume (create_disks: int(0.001 * 1024) MiB = 1 MiB)."""
     vmid = write_backup(double, "lxc", CT + "rootfs: local-zfs:subvol-1-disk-0,size=3G\n",
-                        {"etc/hostname": b"ct\n", "srv/data.img": 2 * GIB})
-    old, upid = raw_restore(double, inventory, pve, "lxc", vmid, rootfs="local-zfs:1")
+                        {"etc/hostname": b"ct\n", "srv/data.img": b"\0" * (2 * MIB)})
+    old, upid = raw_restore(double, inventory, pve, "lxc", vmid, rootfs="local-zfs:0.001")
     with pytest.raises(TaskFailed, match=r"Disk quota exceeded|failed: exit code 255") as failed:
         pve.wait_task(double.node, upid, deadline=60, what="old restore")
     assert any("Disk quota exceeded" in line for line in failed.value.log_tail)
     assert old not in double.pve_state.guests          # pve-container destroys a new CT that failed
     scratch = restore(double, inventory, pve, "lxc", vmid)
     assert "size=3G" in pve.config(double.node, "lxc", scratch.vmid)["rootfs"]
+
+
+@pytest.mark.parametrize(("split", "name", "problem"), [
+    (False, b"..", "pxar: file name '..' at '/..'"),
+    (True, b"\x1b[2Jx/y", "pxar: file name with '/' at '/\\x1b[2Jx/y'"),
+])
+def test_a_hostile_ct_archive_fails_the_restore_and_leaves_no_guest(double, inventory, pve, split, name, problem):
+    tree = Node("dir", children={b"etc": Node("dir", children={b"hostname": Node("file", data=b"ct\n")}),
+                                 name: Node("file", data=b"pwned")})
+    meta, payload = encode(tree, split=split, unchecked=True)
+    archives = {seed.CT_META_ARCHIVE: meta, seed.CT_PAYLOAD_ARCHIVE: payload} if split else {seed.CT_ARCHIVE: meta}
+    vmid = write_backup(double, "lxc", CT + "rootfs: local-zfs:subvol-1-disk-0,size=1G\n", ct_archives=archives)
+    new, upid = raw_restore(double, inventory, pve, "lxc", vmid)
+    with pytest.raises(TaskFailed, match="failed: exit code 255") as failed:
+        pve.wait_task(double.node, upid, deadline=60, what="hostile restore")
+    assert f"Error: error extracting archive - {problem}" in failed.value.log_tail
+    assert new not in double.pve_state.guests
+    assert not (double.pve_state.images_dir(new)).exists() or not any(double.pve_state.images_dir(new).rglob("*"))
 
 
 def test_volumes_without_size_are_sized_from_the_snapshot(double, inventory, pve):
@@ -323,3 +327,35 @@ def test_the_double_refuses_a_name_that_is_no_dns_name(double, inventory, pve, b
         raw_restore(double, inventory, pve, "qemu", vmid, name=bad)
     assert scratch_vmids(double) == []
 
+
+
+# --- issue 20 §5: the drill tag is a whole tag, never a substring -----------------------------
+LOOKALIKE_TAGS = ["restoredrill-old", "xrestoredrill", "restoredrill2"]
+
+
+@pytest.mark.parametrize("tags", LOOKALIKE_TAGS)
+def test_a_restore_with_a_lookalike_drill_tag_is_never_sent(double, inventory, pve, tags):
+    """The overrides' tags are a list: a tag that merely contains the drill tag is no drill tag.
+    Without the guard the double accepts the restore (the tag is a valid pve-tag)."""
+    vmid = write_backup(double, "qemu", VM)
+    with pytest.raises(GuardError, match="without the drill tag and pool"):
+        raw_restore(double, inventory, pve, "qemu", vmid, tags=tags)
+    assert scratch_vmids(double) == []
+
+
+@pytest.mark.parametrize("tags", [*LOOKALIKE_TAGS, "prod;restoredrill-old,xrestoredrill"])
+def test_a_scratch_guest_retagged_with_a_lookalike_is_no_drill_guest(double, inventory, pve, admin, tags):
+    """A guest in the scratch range and the drill pool whose tags (as PVE stores them, set here
+    through the API) only contain the drill tag is refused for every change, and stays."""
+    scratch = restore(double, inventory, pve, "qemu", write_backup(double, "qemu", VM))
+    admin.nodes(double.node).qemu(scratch.vmid).config.put(tags=tags)
+    stored = pve.config(double.node, "qemu", scratch.vmid)["tags"]
+    assert pve.pool_of(scratch.vmid) == homelab.DRILL_POOL
+    for change in (lambda: pve.power(double.node, "qemu", scratch.vmid, "start"),
+                   lambda: pve.update_config(double.node, "qemu", scratch.vmid, onboot=0),
+                   lambda: pve.agent_exec(double.node, scratch.vmid, ["true"]),
+                   lambda: pve.destroy(double.node, "qemu", scratch.vmid)):
+        with pytest.raises(GuardError, match="does not carry the drill tag 'restoredrill'"):
+            change()
+    guest = double.pve_state.guests[scratch.vmid]
+    assert guest.status == "stopped" and pve.config(double.node, "qemu", scratch.vmid)["tags"] == stored

@@ -30,10 +30,11 @@ from restoredrill.report.calendar import build_calendar
 from restoredrill.report.metrics import format_value
 from tests.conftest import FIRST_RUN_SKIP, parse_junit, without_dangling_references
 from tests.integration.test_notify_heartbeat import TOKEN, Receiver
+from tests.shared_files import SHARED, require_shared_file
 from tests.unit.test_report_metrics import check_exposition
 
 pytestmark = pytest.mark.integration
-XSD = Path(__file__).resolve().parents[3] / "shared" / "junit" / "junit-10.xsd"
+XSD = SHARED / "junit" / "junit-10.xsd"
 OUTPUTS = ["drill-report.xml", "junit.xml", "metrics.prom", "report.html", "summary.json"]
 HOSTILE_ARCHIVE = "app-<img src=x onerror=alert(1)>"
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -105,9 +106,9 @@ def test_each_run_writes_every_output(runs, record_property):
 
 def test_drill_report_validates_with_one_suite_per_drill(runs):
     report = runs[-1].out / "drill-report.xml"
-    if XSD.is_file():
-        import xmlschema
-        xmlschema.XMLSchema(str(XSD)).validate(str(report))
+    import xmlschema
+    xmlschema.XMLSchema(str(require_shared_file(XSD, "drill-report.xml was not validated against the JUnit "
+                                                     "schema"))).validate(str(report))
     found = suites(report)
     assert list(found) == ["borg:app-local", "borg:app-offsite", "history", "restoredrill"]
     for name in ("borg:app-local", "borg:app-offsite"):

@@ -237,3 +237,46 @@ def test_extract(record_property):
     result.stdout.fnmatch_lines(["FAILED history coverage:borg:x: *"])
     assert 'restoredrill_history_findings{site="demo-site",kind="coverage"} 1' in \
         (pytester.path / "out" / "metrics.prom").read_text()
+
+
+SAME_ID_DRILLS = '''
+import collections
+import pytest
+
+pytestmark = pytest.mark.drill_kind("{kind}")
+Target = collections.namedtuple("Target", "name")
+
+@pytest.fixture
+def broken():
+    pytest.fail("{kind} app: preparing failed", pytrace=False)
+
+@pytest.mark.parametrize("target", [Target("app")], ids=["app"])
+def test_fresh(target):
+    pass
+
+@pytest.mark.parametrize("target", [Target("app")], ids=["app"])
+def test_restore(target, broken):
+    pass
+'''
+
+
+def test_the_same_parameter_id_in_two_drills_stays_two_drills(pytester):
+    """Issue 20 §5: ``test_restore[app]`` of the Borg drills and of the guest drills (the same
+    function name and parameter id, no evidence recorded) are two drills in every output."""
+    inv = inventory(pytester.path)
+    pytester.makepyfile(test_borg_same=SAME_ID_DRILLS.replace("{kind}", "borg"),
+                        test_guest_same=SAME_ID_DRILLS.replace("{kind}", "guest"))
+    result = pytester.runpytest("-p", "no:cacheprovider", f"--inventory={inv}",
+                                f"--state-dir={pytester.path / 'state'}", f"--out-dir={pytester.path / 'out'}")
+    result.assert_outcomes(passed=2, errors=2)
+    found = suites(pytester.path / "out" / "drill-report.xml")
+    assert [name for name in found if name not in ("history", "restoredrill")] == ["borg:app", "guest:app"]
+    for kind in ("borg", "guest"):
+        cases = {c.get("name"): c for c in found[f"{kind}:app"].iter("testcase")}
+        assert sorted(cases) == ["fresh", "restore"]
+        assert f"{kind} app: preparing failed" in cases["restore"].find("error").get("message")
+    with sqlite3.connect(pytester.path / "state" / "state.db") as db:
+        results = sorted(db.execute("SELECT drill, name, outcome FROM results").fetchall())
+    assert results == [("borg:app", "fresh", "passed"), ("borg:app", "restore", "error"),
+                       ("guest:app", "fresh", "passed"), ("guest:app", "restore", "error")]
+    result.stdout.fnmatch_lines(["FAIL  borg:app *1/2 checks*", "FAIL  guest:app *1/2 checks*"], consecutive=False)

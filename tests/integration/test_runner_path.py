@@ -53,6 +53,9 @@ def test_the_labs_wiring_is_proven_and_the_guest_answers_with_its_mac(path, netw
      [("link", "del", "rdtest0")], "route 192.0.2.0/24 dev rdtest0 table main"),
     ([("route", "add", "198.51.100.0/24", "via", "10.198.7.1", "dev", "eth0", "table", "100")],
      [("route", "flush", "table", "100")], "route 198.51.100.0/24 via 10.198.7.1 dev eth0 table 100"),
+    ([("route", "add", "10.198.7.0/24", "via", "10.198.7.1", "dev", "eth0", "metric", "50")],   # the subnet,
+     [("route", "del", "10.198.7.0/24", "via", "10.198.7.1", "dev", "eth0", "metric", "50")],    # via a gateway
+     "route 10.198.7.0/24 via 10.198.7.1 dev eth0 table main"),
 ])
 def test_an_extra_route_in_the_runner_namespace_fails_before_any_contact(path, network, setup, undo, shown):
     for args in setup:

@@ -49,3 +49,11 @@ def test_a_token_that_cannot_see_every_guest_is_refused_not_passed():
     [refusal] = isolation_refusals("vmbr-drill", "pve1", interface_entry("bridge"), [], SCRATCH,
                                    visible_to_token=False)
     assert "cannot be proven isolated" in refusal and "VM.Audit on /vms" in refusal
+
+
+def test_guests_just_outside_the_scratch_range_are_production():
+    """Issue 20 §5: first-1 and last+1 are checked, first and last are the harness's own."""
+    nic = {"net0": "virtio=BC:24:11:00:00:04,bridge=vmbr-drill"}
+    guests = [(vmid, f"g{vmid}", nic) for vmid in (9899, 9900, 9999, 10000)]
+    refusals = isolation_refusals("vmbr-drill", "pve2", interface_entry("bridge"), guests, SCRATCH)
+    assert [r.split("guest ", 1)[1].split(" ", 1)[0] for r in refusals] == ["9899", "10000"]

@@ -9,8 +9,10 @@ from __future__ import annotations
 import ast
 import http.server
 import secrets
+import shutil
 import socket
 import sqlite3
+import tempfile
 import threading
 from pathlib import Path
 
@@ -177,9 +179,10 @@ def test_listening_summary_shows_ports_only():
     assert listening_summary([f"tcp://0.0.0.0:{p}" for p in range(1000, 1030)]).endswith("tcp 1019; 10 more ports")
 
 
-def test_port_check_reports_ports_not_socket_paths(host, tmp_path, secret):
+def test_port_check_reports_ports_not_socket_paths(host, secret):
+    folder = Path(tempfile.mkdtemp(prefix="rd-"))   # short: tmp_path under xdist can pass AF_UNIX's 108 bytes
     unix = socket.socket(socket.AF_UNIX)
-    unix.bind(str(tmp_path / f"{secret}.sock"))
+    unix.bind(str(folder / f"{secret}.sock"))
     unix.listen()
     tcp = socket.socket()
     tcp.bind(("127.0.0.1", 0))
@@ -195,6 +198,7 @@ def test_port_check_reports_ports_not_socket_paths(host, tmp_path, secret):
     finally:
         unix.close()
         tcp.close()
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 class _RedirectHandler(http.server.BaseHTTPRequestHandler):

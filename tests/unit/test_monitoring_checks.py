@@ -151,6 +151,27 @@ def test_drift_lists_monitors_whose_target_matches_nothing_known():
     assert [m.name for m in mon.drift(monitors, [watch], known)] == ["printer"]
 
 
+def test_monitors_of_a_monitored_host_other_than_monitor_host_are_no_drift():
+    """Issue 20 §5: ``monitored`` may name other hosts (a web front, a database) than
+    ``monitor_host``: their monitors watch what the inventory names."""
+    watch = mon.guest_watch(guest(monitor_host="app.lan", monitored=["http://web.lan/health", "db.lan:5432"]))
+    monitors = [http("web", "http://web.lan/health"), port("db", "db.lan", 5432), port("host", "app.lan", 22),
+                http("printer", "http://printer/")]
+    assert [m.name for m in mon.drift(monitors, [watch], [])] == ["printer"]
+
+
+@pytest.mark.parametrize("declared", [{"monitored": []}, {}])
+def test_a_guest_no_monitor_watches_fails_coverage_even_with_no_endpoints(declared):
+    """Issue 20 §5: nothing declared to watch but the host, and no monitor at all: the guest is
+    not covered (its host has no monitor), never covered by default."""
+    watch = mon.guest_watch(guest(monitor_host="app.lan", **declared))
+    assert watch.endpoints == ()
+    assert mon.coverage_problems(watch, []) == ["no monitor targets the guest's host app.lan"]
+    assert mon.coverage_problems(watch, [http("other", "http://other.lan/")]) == [
+        "no monitor targets the guest's host app.lan"]
+    assert mon.monitors_of(watch, [http("other", "http://other.lan/")]) == []
+
+
 def test_fail_if_raises_one_paragraph_naming_the_place():
     mon.fail_if([], "monitoring of guest app", "x")
     with pytest.raises(CheckFailed) as caught:

@@ -24,7 +24,8 @@ class Resolved:
                 print("MISSING", item.nodeid, missing)
             suites.add(item.path.name)
         print("SUITES", sorted(suites))
-sys.exit(pytest.main(["--collect-only", "-q", "-p", "no:cacheprovider", "--inventory", sys.argv[1], sys.argv[2]],
+sys.exit(pytest.main(["--collect-only", "-q", "-p", "no:cacheprovider", "--site-loss", "--inventory", sys.argv[1],
+                      sys.argv[2]],
                      plugins=[Resolved()]))
 """
 
@@ -35,6 +36,6 @@ def test_every_drill_fixture_resolves_with_per_suite_registration():
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
     assert "MISSING" not in proc.stdout, [line for line in proc.stdout.splitlines() if "MISSING" in line]
     suites = next(line for line in proc.stdout.splitlines() if line.startswith("SUITES"))
-    for name in ("test_borg.py", "test_lint.py", "test_monitoring.py", "test_offsite.py", "test_pbs_audit.py",
-                 "test_pbs_restore.py"):
+    for name in ("test_borg.py", "test_lint.py", "test_monitoring.py", "test_offsite.py", "test_offsite_site_loss.py",
+                 "test_pbs_audit.py", "test_pbs_restore.py"):
         assert name in suites, suites

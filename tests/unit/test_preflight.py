@@ -146,6 +146,8 @@ def test_which_endpoint_each_kind_of_case_needs():
     assert needs(item("offsite", s3_target=target)) == ["s3:wasabi"]
     assert needs(item("offsite", "test_cross_copy", s3_target=target)) == ["s3:wasabi", "pbs"]
     assert needs(item("offsite", config_export=export)) == ["box:hetzner"]
+    # the site-loss drill needs the bucket alone: PVE and PBS are assumed gone
+    assert needs(item("offsite", "test_site_loss", site_loss_guest=SimpleNamespace(target=target))) == ["s3:wasabi"]
     assert needs(item("monitoring")) == ["kuma"]
     assert needs(item("lint")) == []          # a rule over the inventory alone needs no endpoint
     assert needs(item("lint", escrowed_copy=SimpleNamespace(label="borg:photos"))) == ["borg:photos"]

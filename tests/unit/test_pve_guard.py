@@ -178,3 +178,46 @@ def test_restore_at_the_scratch_range_ends(vmid, inside):
         with pytest.raises(GuardError, match="outside the scratch range"):
             restore()
         assert api.sent == []
+
+
+# --- issue 20 §5 ------------------------------------------------------------------------------
+class EveryCallApi(RecordingApi):
+    """Records every call, the reads too: a refusal must come before any request."""
+
+    def call(self, method, path, guest="", **params):
+        self.sent.append((method, path, params))
+        return {"result": []} if path.endswith("network-get-interfaces") else {"exited": 1}
+
+
+AGENT_READS = {     # name -> (call, the agent path it reads)
+    "agent_interfaces": (lambda c, v: c.agent_interfaces("pve1", v), "network-get-interfaces"),
+    "agent_exec_status": (lambda c, v: c.agent_exec_status("pve1", v, 42), "exec-status"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(AGENT_READS))
+@pytest.mark.parametrize("vmid", [110, 9899, 10000])
+def test_agent_reads_outside_the_scratch_range_are_refused_before_any_call(name, vmid):
+    """The agent answers from inside a guest: reading a production guest's agent is refused."""
+    api = EveryCallApi({})
+    with pytest.raises(GuardError, match=f"refusing to query the agent of guest {vmid}: it lies outside"):
+        AGENT_READS[name][0](PveClient(api, GUARD), vmid)
+    assert api.sent == []
+
+
+@pytest.mark.parametrize("name", sorted(AGENT_READS))
+def test_agent_reads_of_a_scratch_guest_are_sent(name):
+    api = EveryCallApi({})
+    call, read = AGENT_READS[name]
+    call(PveClient(api, GUARD), 9905)
+    assert [path for _, path, _ in api.sent] == [f"/nodes/pve1/qemu/9905/agent/{read}"]
+
+
+@pytest.mark.parametrize("name", sorted(CALLS))
+@pytest.mark.parametrize("tags", ["restoredrill-old", "xrestoredrill", "restoredrill2", "prod;restoredrill-x",
+                                  "xrestoredrill,restoredrill2"])
+def test_a_tag_that_only_contains_the_drill_tag_is_refused(name, tags):
+    api = RecordingApi({9905: {"tags": tags, "pool": "drills"}})
+    with pytest.raises(GuardError, match="does not carry the drill tag"):
+        CALLS[name](PveClient(api, GUARD), 9905)
+    assert api.sent == []

@@ -4,15 +4,15 @@ from __future__ import annotations
 import json
 import xml.etree.ElementTree as ET
 from datetime import datetime, timedelta, timezone
-from pathlib import Path
 
 import pytest
 
 from restoredrill.report.drill_report import build_drill_report
 from restoredrill.report.history import Finding
 from restoredrill.report.model import Case, RunReport
+from tests.shared_files import SHARED, require_shared_file
 
-XSD = Path(__file__).resolve().parents[3] / "shared" / "junit" / "junit-10.xsd"
+XSD = SHARED / "junit" / "junit-10.xsd"
 HOSTILE = "<script>alert('x')</script>&\"quotes\"\x00\x1b[31m"
 STARTED = datetime(2026, 3, 1, 3, 0, tzinfo=timezone.utc)
 
@@ -58,8 +58,7 @@ FINDINGS = [Finding("regression", "borg:app-local", "rto:borg:app-local:restore"
 
 @pytest.fixture(scope="module")
 def schema():
-    if not XSD.is_file():
-        pytest.skip(f"the JUnit schema {XSD} is not there (it comes with ../shared/junit/)")
+    require_shared_file(XSD, "the drill report was not validated against the JUnit schema")
     import xmlschema
     return xmlschema.XMLSchema(str(XSD))
 

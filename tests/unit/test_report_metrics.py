@@ -89,3 +89,30 @@ def test_a_guest_restore_time_names_the_copy_it_came_from():
     assert re.search(r'restoredrill_rto_seconds\{[^}]*drill="guest:app-vm",phase="boot",copy="offsite"\} 3$',
                      joined, re.M)
     assert re.search(r'restoredrill_rto_seconds\{[^}]*drill="borg:app-local",phase="restore"\} 2.9$', joined, re.M)
+
+
+def test_a_failed_restores_seconds_stay_out_of_the_rto_row_the_trend_and_the_metrics():
+    """Issue 20 §5: a restore that failed measured nothing a recovery could count on: its
+    seconds are no RTO (this run's row, the trend, metrics.prom, summary.json)."""
+    import json
+
+    from restoredrill.report.html import render_html
+    from restoredrill.report.model import Case
+    from restoredrill.report.summary_json import target_entry
+    run = sample_run()
+    run.cases.append(Case("drills/test_pbs_restore.py::test_restore[app-ct]", "guest:app-ct", "restore", "failed",
+                          message="guest app-ct: expected an answer on 10.0.0.5:22; found none", seconds=999.0,
+                          properties={"drill": "guest:app-ct", "check": "restore", "restore_seconds": 987.5,
+                                      "boot_to_reachable_seconds": 654.25}))
+    statuses = drill_statuses(run, hist.History.from_run(run))
+    status = next(s for s in statuses if s.drill == "guest:app-ct")
+    assert status.verdict == "FAIL" and status.rto == {} and status.rto_series == {}
+    assert json.loads(json.dumps(target_entry(status)))["rto_seconds"] == {}
+    joined = "\n".join(line for lines in check_exposition(render_metrics(run, statuses, FINDINGS, run.finished))
+                       .values() for line in lines)
+    assert not re.search(r'rto_seconds\{[^}]*drill="guest:app-ct"', joined) and "987.5" not in joined
+    assert re.search(r'restoredrill_rto_seconds\{[^}]*drill="borg:app-local",phase="restore"\} 2.9$', joined, re.M)
+    page = render_html(run, statuses, [], [], run.finished)
+    row = page.split(">guest:app-ct<", 1)[1].split("</tr>", 1)[0]
+    assert "not measured" in row and "restore 987.5 s" not in page and "boot 654.2 s" not in page
+    assert "guest:app-ct: restore" not in page                       # no trend of failed restores

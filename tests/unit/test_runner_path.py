@@ -94,6 +94,24 @@ def test_every_route_off_the_drill_subnet_is_named(extra, shown):
     assert route_problems([*ROUTES, extra], leg()) == [shown]
 
 
+@pytest.mark.parametrize("extra,shown", [
+    ({"dst": "10.199.0.0/24", "gateway": "10.199.0.1", "dev": "eth0", "metric": 50},
+     "10.199.0.0/24 via 10.199.0.1 dev eth0 table main"),
+    ({"dst": "10.199.0.0/24", "gateway": "10.199.0.1", "dev": "eth0", "table": "100"},
+     "10.199.0.0/24 via 10.199.0.1 dev eth0 table 100"),
+    ({"dst": "10.199.0.0/24", "nexthops": [{"gateway": "10.199.0.1", "dev": "eth0"}]},
+     "10.199.0.0/24 nexthops via 10.199.0.1 dev eth0 table main"),
+    ({"dst": "10.199.0.0/24", "nhid": 7, "dev": "eth0"}, "10.199.0.0/24 dev eth0 table main"),
+    ({"dst": "10.199.0.110", "gateway": "10.199.0.1", "dev": "eth0"},
+     "10.199.0.110 via 10.199.0.1 dev eth0 table main"),
+])
+def test_a_route_inside_the_drill_subnet_via_a_gateway_is_named(extra, shown):
+    """Issue 20 §5: the leg's own subnet as destination is not enough: via a gateway (or a
+    nexthop object) the packets for the scratch guest go to another machine. (A destination
+    inside the subnet other than the subnet itself is refused anyway: only the subnet is allowed.)"""
+    assert route_problems([*ROUTES, extra], leg()) == [shown]
+
+
 @pytest.mark.parametrize("kind", ["unreachable", "blackhole", "prohibit", "local", "broadcast", "throw"])
 def test_routes_that_send_nothing_to_another_host_are_allowed(kind):
     assert route_problems([*ROUTES, {"type": kind, "dst": "default", "table": "200"}], leg()) == []

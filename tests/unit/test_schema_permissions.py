@@ -1,8 +1,9 @@
 """The schema ``permissions`` interpreter (pure) and the in-code rules that stand in for the
 schema when ../shared is absent (the coverage part always runs; the comparison with the
-schema skips, saying so, when the files are not there)."""
+schema fails naming the missing folder, or skips with RESTOREDRILL_WITHOUT_SHARED=1)."""
 from __future__ import annotations
 
+import os
 from types import SimpleNamespace
 
 import pytest
@@ -11,9 +12,10 @@ from restoredrill.lab.proxmox import homelab
 from restoredrill.lab.proxmox.pbs_routes import build_pbs_router
 from restoredrill.lab.proxmox.permissions import PermissionDenied, TokenRegistry, acl
 from restoredrill.lab.proxmox.pve_routes import build_pve_router
-from restoredrill.lab.proxmox.schema import ApiSchemas
+from restoredrill.lab.proxmox.schema import ENV_VAR, REPO_ROOT, ApiSchemas
 from restoredrill.lab.proxmox.schema_permissions import (IN_CODE, UNDECLARED, AclContext,
                                                          check_permissions, permissions_for)
+from tests.shared_files import missing_shared
 
 POOLS = AclContext(pools_of=lambda vmid: ["restoredrill"] if vmid >= 9900 else ["prod"])
 
@@ -97,11 +99,16 @@ def test_every_served_route_has_a_rule_without_the_schema_files():
     assert not missing, f"add these routes' permissions to schema_permissions.IN_CODE: {missing}"
 
 
+def schema_dir_text() -> str:
+    configured = os.environ.get(ENV_VAR)
+    return f"${ENV_VAR}={configured}" if configured else str(REPO_ROOT.parent / "shared" / "api-schemas")
+
+
 def test_in_code_rules_equal_the_schema_where_it_is_present():
     schemas = ApiSchemas.load()
-    if not schemas.available:          # a clone without ../shared: say so, never pass silently
-        pytest.skip("no API schema files (../shared/api-schemas or $RESTOREDRILL_API_SCHEMAS): the in-code "
-                    "rules were not compared with the schema")
+    if not schemas.available:          # a clone without ../shared: fail naming the place, never pass silently
+        missing_shared(f"the API schema files ({schema_dir_text()})", "the in-code rules were not compared "
+                       "with the schema")
     differ = []
     for key, rule in IN_CODE.items():
         described = schemas.method(key[0], key[2], key[1])

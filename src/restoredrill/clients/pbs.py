@@ -88,7 +88,24 @@ class PbsClient:
 
     def groups(self, store: str, ns: str | None = None) -> list[dict]:
         """GET /admin/datastore/{store}/groups"""
-        return self._get(f"/admin/datastore/{store}/groups", answer_list, **self.ns(store, ns))
+        return self._listing(store, f"/admin/datastore/{store}/groups", self.ns(store, ns))
+
+    def _listing(self, store: str, path: str, params: dict) -> list[dict]:
+        """A group or snapshot listing; a namespace that does not exist is named as such. PBS
+        lists a namespace by reading its directory (pbs-datastore src/hierarchy.rs
+        ``ListGroups`` -> ``read_subdir``) and answers the bare errno text, 400 "ENOENT: No
+        such file or directory", which alone reads like a missing file on the server."""
+        try:
+            return self._get(path, answer_list, **params)
+        except ApiError as exc:
+            ns = params.get("ns")
+            if ns and exc.status == 400 and "No such file or directory" in str(exc):
+                raise ApiError(f"PBS datastore {store!r} has no namespace {ns!r} (PBS answered 400 ENOENT when "
+                               f"listing it). Check the namespace spelled in the inventory for this datastore "
+                               f"against the namespaces PBS lists (`proxmox-backup-client namespace list` on the "
+                               f"datastore, or GET /admin/datastore/{store}/namespace).",
+                               status=400, call=exc.call) from None
+            raise
 
     def snapshots(self, store: str, *, backup_type: str | None = None, backup_id: str | None = None,
                   ns: str | None = None) -> list[dict]:
@@ -97,7 +114,12 @@ class PbsClient:
         params = {k: v for k, v in (("backup-type", backup_type), ("backup-id", backup_id)) if v}
         params.update(self.ns(store, ns))
         path = f"/admin/datastore/{store}/snapshots"
-        items = self._get(path, answer_list, **params)
+        items = self._listing(store, path, params)
+        if not items and backup_id and params.get("ns"):
+            # with backup-id PBS skips a group it cannot open and answers [] even for a namespace
+            # that does not exist (api2/admin/datastore.rs list_snapshots): ask the namespace
+            # itself, so a typo fails instead of reading as "no snapshots"
+            self.groups(store, params["ns"])
         for item in items:
             snapshot_time(item, call=f"PBS GET {path}")
         return items

@@ -281,7 +281,16 @@ class ApiChokePoint:
             raise ApiError(f"{where}: {exc}; {SHAPE_FIX}", call=name) from None
         except ResourceException as exc:
             errors = getattr(exc, "errors", None) or {}
-            detail = "; ".join(f"{k}: {v}" for k, v in errors.items()) if isinstance(errors, dict) else str(errors)
+            if isinstance(errors, dict):
+                # proxmoxer hands a body that is not JSON back as {"errors": <bytes>}: PBS answers a
+                # refused privilege as plain text ("permission check failed"), not as b'...'
+                errors = {k: bytes(v).decode("utf-8", "replace") if isinstance(v, (bytes, bytearray)) else v
+                          for k, v in errors.items()}
+                raw_text = set(errors) == {"errors"} and isinstance(getattr(exc, "errors", None), dict) \
+                    and isinstance(exc.errors.get("errors"), (bytes, bytearray))
+                detail = errors["errors"].strip() if raw_text else "; ".join(f"{k}: {v}" for k, v in errors.items())
+            else:
+                detail = str(errors)
             content = str(getattr(exc, "content", "") or "").strip()
             if content and content not in detail:
                 detail = f"{detail}; {content}" if detail else content
@@ -289,7 +298,8 @@ class ApiChokePoint:
             errors = {clip(k, 100): self._quote(str(v), 400) for k, v in errors.items()} \
                 if isinstance(errors, dict) else {}
             raise ApiError(f"{where} failed: HTTP {exc.status_code} "
-                           f"{exc.status_message}{': ' + detail if detail else ''}{_hint(exc.status_code)}",
+                           f"{exc.status_message}{': ' + detail if detail else ''}"
+                           f"{_hint(exc.status_code, self.endpoint.service)}",
                            status=exc.status_code, call=name, errors=errors,
                            transient=exc.status_code in TRANSIENT_STATUSES) from None
         except requests.exceptions.SSLError as exc:
@@ -333,9 +343,13 @@ def _for(guest: str) -> str:
     return f" for {guest}" if guest else ""
 
 
-def _hint(status: int) -> str:
-    return {401: " (the API token is wrong or expired)",
-            403: " (the token lacks the privilege: is the guest in the drill pool?)"}.get(status, "")
+def _hint(status: int, service: str = "PVE") -> str:
+    if status == 401:
+        return " (the API token is wrong or expired)"
+    if status == 403:
+        where = "; for a scratch guest: is it in the drill pool?" if service == "PVE" else ""
+        return f" (the token lacks a privilege this call needs: README, Token privileges{where})"
+    return ""
 
 
 # --- typed accessors: the clients read answers only through these ------------------------

@@ -46,7 +46,8 @@ def pve_roles(inv: Inventory, pve_major: int = 9, mappings: tuple[str, ...] = ()
              "restore, configure, start, run checks in and destroy scratch guests of the drill pool only"),
         Role("RestoreDrill.Storage", ("Datastore.AllocateSpace",),
              tuple(f"/storage/{s}" for s in dict.fromkeys(storages)),
-             "the scratch storage and the PBS storages: restore onto, list and read backups"),
+             "the scratch storage and the PBS storages (the offsite one too: offsite restores read from it): "
+             "restore onto, list and read backups"),
         Role("RestoreDrill.Bridge", ("SDN.Use",), (f"/sdn/zones/localnetwork/{scratch.bridge}",),
              "NICs of scratch guests on the drill bridge only"),
         Role("RestoreDrill.Notify", ("Mapping.Audit",), ("/mapping/notifications",),

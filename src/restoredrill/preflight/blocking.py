@@ -44,6 +44,8 @@ def needs(item: pytest.Item) -> list[str]:
             keys.append(f"s3:{params['s3_target'].name}")
             if getattr(item, "originalname", "") == "test_cross_copy":
                 keys.append("pbs")
+        if params.get("site_loss_guest") is not None:      # the site-loss drill: the bucket alone
+            keys.append(f"s3:{params['site_loss_guest'].target.name}")
         if params.get("config_export") is not None:
             keys.append(f"box:{params['config_export'].storage_box}")
     elif kind == "monitoring":

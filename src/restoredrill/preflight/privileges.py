@@ -35,7 +35,8 @@ def pve_privileges(inv: Inventory, release: tuple[int, int] = (9, 0)) -> list[Ne
     rows.append(Needed("PVE", f"/storage/{scratch.storage}", "Datastore.AllocateSpace", "restore: scratch disks"))
     stores = inv.proxmox.pbs.datastores if inv.proxmox.pbs else []
     rows += [Needed("PVE", f"/storage/{store.pve_storage}", "Datastore.AllocateSpace",
-                    f"restore, audit: backups of datastore {store.name}") for store in stores if store.pve_storage]
+                    f"restore (from the {store.role} copy), audit: backups of datastore {store.name}")
+             for store in stores if store.pve_storage]
     rows.append(Needed("PVE", f"/sdn/zones/localnetwork/{scratch.bridge}", "SDN.Use", "restore: NICs on the "
                        "drill bridge"))
     if inv.notifications.pve_targets:

@@ -2,18 +2,18 @@
 
 The data really comes back: each ``drive-*.img.fidx`` is reassembled chunk by chunk
 through ``DatastoreReader.restore_fixed`` (magic, CRC and digest checked; decrypted with
-the key the PVE storage holds) into the new guest's image file; a container's
-``root.pxar.didx`` through ``restore_dynamic``. The container archive here is a tar
-stream, a DECLARED stand-in for pxar (``CT_ARCHIVE_FORMAT``), extracted with tarfile's
-``data`` filter. The sequence and the messages in the task log follow qemu-server
+the key the PVE storage holds) into the new guest's image file; a container's pxar
+archive (``root.pxar.didx``, or the split ``root.mpxar.didx`` + ``root.ppxar.didx``)
+through ``restore_dynamic``, then read and extracted with the streaming pxar reader
+(``ct_archive.py``). The sequence and the messages in the task log follow qemu-server
 ``restore_proxmox_backup_archive`` and pve-container ``API2::LXC::create_vm``,
 including both gotchas: a QEMU restore with start=1 whose start fails still ends
 ``TASK OK``, and an LXC restore with unique=1 lets the backup's netN overwrite yours.
 
 Container volumes get exactly the size passed (pve-container ``create_disks``:
 ``<storage>:<GiB>``; 0 is a ZFS subvolume without quota), and the archive must fit them:
-DECLARED DEVIATION: the double compares each mount point's unpacked bytes (the tar
-members' sizes, apparent sizes) with its volume before extracting, where real pxar fails
+DECLARED DEVIATION: the double compares each mount point's files (their sizes in the
+pxar metadata, apparent sizes) with its volume before extracting, where real pxar fails
 mid-extraction with ENOSPC/EDQUOT and writes zero runs as holes (``sparse_copy``), so a
 sparse file fits on real PVE that the double refuses.
 A raw host device (``hostpciN``/``usbN``) fails the QEMU restore for a token
@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import re
 import shutil
-import tarfile
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -34,6 +33,8 @@ from pathlib import Path
 from restoredrill.lab.proxmox import permissions as perms
 from restoredrill.lab.proxmox import restore_config as rc
 from restoredrill.lab.proxmox.cluster import PveState, StorageConfig
+from restoredrill.lab.proxmox.ct_archive import (CT_ARCHIVE, CT_ARCHIVE_FORMAT, archive_overflow,
+                                                 ct_archives, extract_ct_archive)
 from restoredrill.lab.proxmox.faults import Faults
 from restoredrill.lab.proxmox.guests import Guest, GuestError, parse_config
 from restoredrill.lab.proxmox.names import BackupVolume
@@ -42,8 +43,6 @@ from restoredrill.lab.proxmox.store import PbsStore
 from restoredrill.lab.proxmox.tasks import Task, TaskFailed
 from restoredrill.pbsformat import FormatError, MissingObject, SnapshotRef
 
-CT_ARCHIVE = "root.pxar.didx"
-CT_ARCHIVE_FORMAT = "tar (stand-in for pxar)"
 
 
 @dataclass
@@ -261,16 +260,27 @@ class Restorer:
         rootfs_dir, volumes = self._create_ct_disks(request, mount_points)
         guest.disks = {"rootfs": rootfs_dir}
         task.log(f"restoring '{request.volume.volid}' now..")
-        with tempfile.NamedTemporaryFile(dir=rootfs_dir.parent, suffix=".tar") as stream:
-            self.restore_image(task, store, ref, config, CT_ARCHIVE, Path(stream.name),
-                               request.vmid, dynamic=True)
-            overflow = archive_overflow(Path(stream.name), volumes)
-            if overflow:
-                task.log(f"Error: error extracting archive - {overflow}")
+        archives = ct_archives({entry.filename for entry in store.restore_reader.read_manifest(ref).files})
+        if archives is None:
+            raise TaskFailed("backup does not contain a container archive (root.pxar)")
+        with tempfile.TemporaryDirectory(dir=rootfs_dir.parent) as scratch:
+            meta = Path(scratch) / archives[0].removesuffix(".didx")
+            self.restore_image(task, store, ref, config, archives[0], meta, request.vmid, dynamic=True)
+            payload = Path(scratch) / archives[1].removesuffix(".didx") if archives[1] else None
+            try:
+                problem = archive_overflow(meta, volume_limits(volumes))
+                if problem is None:
+                    if payload is not None:
+                        self.restore_image(task, store, ref, config, archives[1], payload,
+                                           request.vmid, dynamic=True)
+                    extract_ct_archive(meta, payload, rootfs_dir)
+            except FormatError as exc:      # PxarError: a damaged or hostile archive
+                problem = str(exc)
+            if problem:
+                task.log(f"Error: error extracting archive - {problem}")
                 raise TaskFailed(f"command '/usr/bin/proxmox-backup-client restore {ref.path} "
                                  f"root.pxar /var/lib/lxc/{request.vmid}/rootfs "
                                  "--allow-existing-dirs' failed: exit code 255")
-            extract_ct_archive(Path(stream.name), rootfs_dir)
         task.log("merging backed-up and given configuration..")
         merged = rc.merge_lxc_config(request.options, backup, unique=request.unique)
         for warning in merged.warnings:
@@ -366,34 +376,6 @@ def volume_limits(volumes: dict[str, str]) -> list[tuple[str, int]]:
             limits.append((path.rstrip("/") or "/", int(size.group(1)) * 1024 ** " KMGT".index(
                 size.group(2) or " ")))
     return sorted(limits, key=lambda item: -len(item[0]))
-
-
-def archive_overflow(archive: Path, volumes: dict[str, str]) -> str | None:
-    """What pxar says when the archive's files do not fit their volume (the first one that
-    crosses a volume's size; ZFS subvolumes answer EDQUOT), or None."""
-    limits = volume_limits(volumes)
-    used = {path: 0 for path, _ in limits}
-    with tarfile.open(archive, "r:") as tar:
-        for member in tar:
-            name = "/" + member.name.lstrip("./")
-            path = next((p for p, _ in limits if p == "/" or name == p or name.startswith(p + "/")),
-                        None)
-            if not member.isreg() or path is None:
-                continue
-            used[path] += member.size
-            limit = dict(limits)[path]
-            if limit and used[path] > limit:
-                entry = member.name.rsplit("/", 1)[-1]    # extract.rs: "error at entry {:?}"
-                return (f'error at entry "{entry}": failed to copy file contents: Disk quota '
-                        'exceeded (os error 122)')
-    return None
-
-
-def extract_ct_archive(archive: Path, rootfs: Path) -> None:
-    """Unpack the tar stand-in for pxar; the ``data`` filter refuses '..', absolute paths,
-    device files and links that leave the target."""
-    with tarfile.open(archive, "r:") as tar:
-        tar.extractall(rootfs, filter="data")
 
 
 def pbs_restore_command(config: StorageConfig, ref: SnapshotRef, archive: str,

@@ -2,8 +2,9 @@
 
 Guests: VM 110 ``app-vm`` (an ext4 image made with ``mke2fs -t ext4 -d``: busybox-static,
 an init script, a canary file and a small SQLite database) and CT 120 ``app-ct`` (the same
-root filesystem as a tar stream in ``root.pxar.didx``: a DECLARED stand-in for pxar, see
-``restore.CT_ARCHIVE_FORMAT``). Every backup of both, in both datastores, is encrypted with
+root filesystem as a real pxar archive, ``lab/pxarwrite.py``: ``root.pxar.didx``, but the
+newest local snapshot holds the split ``root.mpxar.didx`` + ``root.ppxar.didx`` PBS 3.3+
+writes with change detection mode ``metadata``, so the lab restores both forms). Every backup of both, in both datastores, is encrypted with
 the lab key, the one the PVE storages hold (``encryption-key`` of a PBS storage); the
 escrowed copy of it is a separate file (``ProxmoxDouble.escrow_key_file``).
 Configs in ``qemu-server.conf.blob`` / ``pct.conf.blob`` are realistic production ones
@@ -18,11 +19,9 @@ prune, sync and prune again with the real engine, and ``check_history`` compares
 """
 from __future__ import annotations
 
-import io
 import random
 import shutil
 import sqlite3
-import tarfile
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
@@ -32,7 +31,8 @@ from restoredrill import retention
 from restoredrill.execute import run
 from restoredrill.lab.guests.image import GuestSpec, generate_host_key
 from restoredrill.lab.guests.image import build_rootfs as build_guest_root
-from restoredrill.lab.proxmox.restore import CT_ARCHIVE
+from restoredrill.lab.proxmox.ct_archive import CT_ARCHIVE, CT_META_ARCHIVE, CT_PAYLOAD_ARCHIVE
+from restoredrill.lab.pxarwrite import encode, tree_of_directory, tree_of_files
 from restoredrill.lab.proxmox.store import PbsStore
 from restoredrill.lab.proxmox.store_ops import copy_snapshot
 from restoredrill.pbsformat import CryptConfig, SnapshotRef
@@ -194,25 +194,26 @@ def make_ext4_image(source: Path, image: Path, when: datetime) -> bytes:
     return image.read_bytes()
 
 
-def make_tar(source: Path, when: datetime) -> bytes:
-    """A deterministic tar of ``source`` (owner root, sorted, mtime = backup time)."""
-    buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w", format=tarfile.PAX_FORMAT) as tar:
-        for path in sorted(source.rglob("*")):
-            info = tar.gettarinfo(str(path), arcname=str(path.relative_to(source)))
-            info.uid = info.gid = 0
-            info.uname = info.gname = "root"
-            info.mtime = int(when.timestamp())
-            if info.isfile():
-                with path.open("rb") as handle:
-                    tar.addfile(info, handle)
-            else:
-                tar.addfile(info)
-    return buffer.getvalue()
+def pxar_archives(tree, *, split: bool = False) -> dict[str, bytes]:
+    """A container snapshot's archive files for the pxar of ``tree``: ``root.pxar.didx``,
+    or ``root.mpxar.didx`` + ``root.ppxar.didx`` when ``split``."""
+    meta, payload = encode(tree, split=split)
+    return {CT_META_ARCHIVE: meta, CT_PAYLOAD_ARCHIVE: payload} if split else {CT_ARCHIVE: meta}
+
+
+def make_pxar(source: Path, when: datetime, *, split: bool = False) -> dict[str, bytes]:
+    """The pxar archive(s) of ``source`` (owner root, mtime = backup time)."""
+    return pxar_archives(tree_of_directory(source, int(when.timestamp()) * 1_000_000_000), split=split)
+
+
+def make_pxar_of(files: dict[str, bytes], when: datetime) -> dict[str, bytes]:
+    """``root.pxar.didx`` holding ``files`` ('a/b' paths)."""
+    return pxar_archives(tree_of_files(files, int(when.timestamp()) * 1_000_000_000))
 
 
 def write_guest_snapshot(store: PbsStore, guest: SeedGuest, workdir: Path, when: datetime,
-                         crypt: CryptConfig | None, access: GuestAccess, ns: str | None = None) -> SnapshotRef:
+                         crypt: CryptConfig | None, access: GuestAccess, ns: str | None = None,
+                         split: bool = False) -> SnapshotRef:
     root = workdir / "rootfs"
     if not root.exists():
         build_rootfs(root, guest, access)
@@ -221,7 +222,7 @@ def write_guest_snapshot(store: PbsStore, guest: SeedGuest, workdir: Path, when:
     if guest.kind == "vm":
         archives["drive-scsi0.img.fidx"] = make_ext4_image(root, workdir / "image.raw", when)
     else:
-        archives[CT_ARCHIVE] = make_tar(root, when)
+        archives.update(make_pxar(root, when, split=split))
     return store.writer(BACKUP_OWNER).write_snapshot(
         ns, guest.kind, str(guest.vmid), when, archives, crypt=crypt,
         dynamic_avg_size=CT_CHUNK_AVG, notes=f"{guest.hostname}: {canary}")
@@ -244,8 +245,9 @@ def seed_history(local: PbsStore, offsite: PbsStore, workdir: Path, newest_day: 
             if day < recent[0]:
                 write_guest_snapshot(offsite, guest, guest_dir, backup_time(day, guest), key, access,
                                      ns=offsite_ns)
-        for day in recent:
-            write_guest_snapshot(local, guest, guest_dir, backup_time(day, guest), key, access)
+        for day in recent:     # the newest after the upgrade to PBS 3.3+ (metadata mode): split pxar
+            write_guest_snapshot(local, guest, guest_dir, backup_time(day, guest), key, access,
+                                 split=day == recent[-1])
         writer = offsite.writer(BACKUP_OWNER)
         for day in recent[:-unsynced]:
             epoch = int(backup_time(day, guest).timestamp())
@@ -273,25 +275,14 @@ def seed_lookalikes(local: PbsStore, recent: list[datetime], crypt: CryptConfig 
     for day in recent[-2:]:
         when = backup_time(day, RETIRED_CT)
         writer.write_snapshot(None, "ct", "110", when, {
-            "pct.conf.blob": RETIRED_CT.config.encode(), CT_ARCHIVE: make_tar_of({"etc/hostname": b"old-ct\n"},
-                                                                                 when)},
+            "pct.conf.blob": RETIRED_CT.config.encode(), **make_pxar_of({"etc/hostname": b"old-ct\n"}, when)},
             crypt=crypt, notes="old-ct: retired, VMID reused by app-vm")
     ct = SEED_GUESTS[1]
     now = datetime.now(timezone.utc) - timedelta(minutes=1)
     running = min(backup_time(recent[-1], ct) + timedelta(hours=1), now).replace(microsecond=0)
     writer.write_unfinished_snapshot(None, "ct", str(ct.vmid), running, {
-        "pct.conf.blob": ct.config.encode(), CT_ARCHIVE: make_tar_of({"partial": b"backup running\n"}, running)},
+        "pct.conf.blob": ct.config.encode(), **make_pxar_of({"partial": b"backup running\n"}, running)},
         crypt=crypt)
-
-
-def make_tar_of(files: dict[str, bytes], when: datetime) -> bytes:
-    buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w", format=tarfile.PAX_FORMAT) as tar:
-        for name, data in sorted(files.items()):
-            info = tarfile.TarInfo(name)
-            info.size, info.mtime = len(data), int(when.timestamp())
-            tar.addfile(info, io.BytesIO(data))
-    return buffer.getvalue()
 
 
 def check_history(offsite: PbsStore, kept_days: list[datetime], ns: str | None = None) -> None:
