@@ -17,7 +17,9 @@ The command's cost splits into a part each run pays once (Python, imports, pytes
 report) and a part each repository's drill pays (its borg starts, the extract, the count):
 a third command drills --copies copies of the repository in one run, and the cost of one
 more drill is (copies run - one-repository run) / (copies - 1), shown against plain.
-Target: a drill at most 1 s over plain. Not a timed test: figures are printed.
+Target: a drill at most 1 s over plain, shown for each more drill and for the whole command.
+A run lists each local repository while pytest starts (clients/borg_ahead.py) and starts borg
+twice per drill (list, extract). Not a timed test: figures are printed.
 """
 from __future__ import annotations
 
@@ -37,27 +39,15 @@ import yaml
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 from restoredrill.clients.borg import resolve_binary  # noqa: E402
-from restoredrill.lab.borg_history import BorgBuilder, LabRepo, archive_name  # noqa: E402
-from restoredrill.lab.dataset import build_dataset  # noqa: E402
+from restoredrill.lab.borg_history import LabRepo, archive_name, one_archive_repo  # noqa: E402
 
 TARGET_SECONDS = 1.0
 
 
 def build(root: Path, mib: int) -> tuple[Path, LabRepo, str]:
-    source = root / "source"
-    build_dataset(source)
-    padding = source / "app" / "padding"
-    padding.mkdir()
-    for index in range(mib):
-        (padding / f"blob-{index:03d}.bin").write_bytes(os.urandom(1 << 20))
-    secret = root / "repo.pass"
-    secret.write_text("bench-passphrase-not-secret\n")
-    secret.chmod(0o600)
-    repo = LabRepo("bench", str(root / "repo"), secret)
-    builder = BorgBuilder(root / "builder-base", "UTC")
-    builder.init(repo)
     when = datetime.now(timezone.utc).replace(second=0, microsecond=0)
-    builder.create(repo, source, when)
+    repo = one_archive_repo(root, mib, when, "bench-passphrase-not-secret")
+    secret = repo.passphrase_file
     inventory = {
         "version": 1,
         "site": {"name": "bench", "timezone": "UTC"},
@@ -138,7 +128,8 @@ def main() -> int:
     each = (m - d) / (args.copies - 1)
     print(f"borg extract drill vs plain borg extract, {args.mib} MiB padding, {args.rounds} alternating rounds, "
           f"load average {os.getloadavg()[0]:.1f}")
-    print(f"one drill (the whole command) median {d:.2f} s, plain median {p:.2f} s: {d - p:+.2f} s, ratio {d / p:.2f}")
+    print(f"one drill (the whole command) median {d:.2f} s, plain median {p:.2f} s: {d - p:+.2f} s, ratio {d / p:.2f} "
+          f"(<= {TARGET_SECONDS:.1f} s over plain: {'met' if d - p <= TARGET_SECONDS else 'NOT met'})")
     print(f"{args.copies} drills in one run median {m:.2f} s: each more drill {each:.2f} s, {each - p:+.2f} s over "
           f"plain (target <= {TARGET_SECONDS:.1f} s: {'met' if each - p <= TARGET_SECONDS else 'NOT met'}); "
           f"what a run pays once: {d - each:.2f} s")

@@ -97,10 +97,10 @@ def build_parser() -> argparse.ArgumentParser:
     reap.add_argument("--inventory", type=Path, required=True)
     reap.add_argument("--state-dir", type=Path)
 
-    from restoredrill.onboard import init_cmd, setup_cmd
-    init_cmd.add_arguments(sub.add_parser("init", help="draft an inventory from the PVE and PBS APIs and "
+    from restoredrill.onboard.options import add_init_arguments, add_setup_arguments
+    add_init_arguments(sub.add_parser("init", help="draft an inventory from the PVE and PBS APIs and "
                                                        "borgmatic's configuration (never overwrites)"))
-    setup_cmd.add_arguments(sub.add_parser("setup", help="the pveum / proxmox-backup-manager commands creating "
+    add_setup_arguments(sub.add_parser("setup", help="the pveum / proxmox-backup-manager commands creating "
                                                          "the drill users, tokens, roles, pool and ACLs (--apply: "
                                                          "send them through the API)"))
     sub.add_parser("example-inventory", help="print the example inventory, which documents every key "

@@ -17,7 +17,7 @@ import os
 import signal
 import subprocess
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 log = logging.getLogger("restoredrill.execute")
@@ -34,12 +34,13 @@ class CommandError(RuntimeError):
     """
 
     def __init__(self, message: str, *, argv: Sequence[str] = (), returncode: int | None = None,
-                 tail: str = "", stopped: str = ""):
+                 tail: str = "", stopped: str = "", watched: str = ""):
         super().__init__(message)
         self.argv = list(argv)
         self.returncode = returncode
         self.tail = tail
         self.stopped = stopped          # set when the timeout stopped it: how ("SIGTERM, exited after 0.1 s")
+        self.watched = watched          # set when ``watch`` stopped it: the watch's reason
 
     @property
     def timed_out(self) -> bool:
@@ -98,14 +99,17 @@ def run(argv: Sequence[str], *, timeout: float, env: Mapping[str, str] | None = 
         extra_env: Mapping[str, str] | None = None, cwd: str | os.PathLike | None = None,
         input: str | bytes | None = None, pass_fds: Sequence[int] = (),
         secrets: Iterable[str] = (), ok_codes: Iterable[int] = (0,), check: bool = True,
-        binary: bool = False, user: str | None = None, label: str = "", stop: Stop = KILL) -> Result:
+        binary: bool = False, user: str | None = None, label: str = "", stop: Stop = KILL,
+        watch: Callable[[], str | None] | None = None, watch_every: float = 0.05) -> Result:
     """Run argv and return its :class:`Result`.
 
     Raises :class:`CommandError` when the program is missing, runs past
     ``timeout`` seconds, or (with ``check``) exits with a code not in ``ok_codes``.
     ``secrets`` are masked in every log line and error message; they must never be
     in argv in the first place, this is a second line of defence. ``stop`` says how
-    the program is stopped at the timeout (default: SIGKILL at once).
+    the program is stopped at the timeout (default: SIGKILL at once). ``watch``, called every
+    ``watch_every`` seconds while the program runs, stops it the same way when it returns a
+    reason (e.g. the disk it writes to is nearly full): a :class:`CommandError` with ``watched``.
     """
     argv = [str(a) for a in argv]
     secrets = tuple(s for s in secrets if s)
@@ -126,7 +130,12 @@ def run(argv: Sequence[str], *, timeout: float, env: Mapping[str, str] | None = 
         raise CommandError(f"{prefix}cannot run {argv[0]!r}: it is not installed or not on PATH "
                            f"(install it, or set its path in the inventory)", argv=argv) from exc
     try:
-        out, err = proc.communicate(input, timeout=timeout)
+        out, err = _communicate(proc, input, timeout, watch, watch_every)
+    except _Watched as watched:
+        how, out, err = _stop(proc, stop)
+        tail = output_tail(_text(out), _text(err), secrets)
+        raise CommandError(f"{prefix}{shown} was stopped ({how}): {watched.reason}; last output:\n{tail}",
+                           argv=argv, returncode=proc.returncode, tail=tail, watched=watched.reason) from None
     except subprocess.TimeoutExpired:
         how, out, err = _stop(proc, stop)
         tail = output_tail(_text(out), _text(err), secrets)
@@ -146,6 +155,30 @@ def run(argv: Sequence[str], *, timeout: float, env: Mapping[str, str] | None = 
         raise CommandError(f"{prefix}{shown} exited with code {proc.returncode}; last output:\n{tail}",
                            argv=argv, returncode=proc.returncode, tail=tail)
     return result
+
+
+class _Watched(Exception):
+    def __init__(self, reason: str):
+        super().__init__(reason)
+        self.reason = reason
+
+
+def _communicate(proc: subprocess.Popen, input, timeout: float, watch, every: float):
+    """``proc.communicate`` in slices of ``every`` seconds with ``watch`` between them (a retried
+    communicate loses no output: Python's subprocess documentation)."""
+    if watch is None:
+        return proc.communicate(input, timeout=timeout)
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return proc.communicate(input, timeout=max(0.0, min(every, deadline - time.monotonic())))
+        except subprocess.TimeoutExpired:
+            input = None            # sent with the first slice; a second one would be refused
+            if time.monotonic() >= deadline:
+                raise
+            reason = watch()
+            if reason:
+                raise _Watched(reason) from None
 
 
 def _stop(proc: subprocess.Popen, stop: Stop) -> tuple[str, object, object]:

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from restoredrill import drills_dir
 from restoredrill.checks.redact import terminal
-
 from restoredrill.inventory import InventoryError, load_inventory
 from restoredrill.plan import KINDS
 from restoredrill.report.collector import add_report_options, register_report_collector
@@ -24,6 +24,12 @@ FIXTURE_MODULES = ("restoredrill.fixtures.common", "restoredrill.fixtures.borg",
                    "restoredrill.fixtures.pbs_restore", "restoredrill.fixtures.pbs", "restoredrill.fixtures.lint",
                    "restoredrill.fixtures.monitoring", "restoredrill.fixtures.site_loss")
 SITE_LOSS = "site_loss"
+# The fixtures each drill suite uses (fixtures/common.py is always there): registered when the
+# suite is collected, so `--select borg` never imports boto3, paramiko, testinfra or requests
+# (issue 26: about 0.4 s of every Borg drill run). Any other test file gets them all.
+DRILL_FIXTURES = {"test_borg.py": ("borg",), "test_lint.py": ("lint",), "test_monitoring.py": ("monitoring",),
+                  "test_offsite.py": ("offsite",), "test_offsite_site_loss.py": ("site_loss",),
+                  "test_pbs_audit.py": ("pbs",), "test_pbs_restore.py": ("pbs_restore",)}
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -53,9 +59,25 @@ def pytest_configure(config: pytest.Config) -> None:
             raise pytest.UsageError(str(exc)) from None
         config.pluginmanager.register(SummaryCollector(), "restoredrill-summary")
         register_report_collector(config)
-    for module in FIXTURE_MODULES:
+    register_fixtures(config, FIXTURE_MODULES[:1])
+
+
+def register_fixtures(config: pytest.Config, modules) -> None:
+    for module in modules:
         if not config.pluginmanager.has_plugin(module):
             config.pluginmanager.import_plugin(module)
+
+
+def pytest_collectstart(collector: pytest.Collector) -> None:
+    """Before a test module is imported: the fixture modules it uses (``DRILL_FIXTURES``).
+    (Not at ``pytest_collect_file``: pytest calls that for every file of the drills package,
+    whichever were asked for.)"""
+    if not isinstance(collector, pytest.Module):
+        return
+    path = collector.path
+    kinds = DRILL_FIXTURES.get(path.name) if path.parent.resolve() == drills_dir().resolve() else None
+    modules = [f"restoredrill.fixtures.{kind}" for kind in kinds] if kinds else FIXTURE_MODULES
+    register_fixtures(collector.config, modules)
 
 
 def sanitize_terminal(config: pytest.Config) -> None:

@@ -71,7 +71,8 @@ def pytest_args(request: RunRequest) -> list[str]:
     ini = Path(__file__).with_name("pytest-drills.ini")
     args = [*files, "-c", str(ini), f"--rootdir={base.parent}", f"--inventory={request.inventory}",
             "-o", "junit_family=xunit1", "-o", "console_output_style=classic", "-rfE", "--tb=short",
-            "-p", "no:benchmark", "-p", "no:hypothesispytest"]
+            "-p", "no:benchmark", "-p", "no:hypothesispytest",
+            "-p", "no:pytest11.testinfra"]   # its plugin (fixture `host`) imports testinfra: the drills build their own
     junit = request.junit or (request.out_dir / "junit.xml" if request.out_dir else None)
     if junit:
         args.append(f"--junitxml={junit}")
@@ -107,17 +108,12 @@ def run_drills(request: RunRequest) -> int:
         return EXIT_FAILED
     if request.out_dir:
         request.out_dir.mkdir(parents=True, exist_ok=True)
-    import pytest       # here, not at the top: the other subcommands never pay for it (issue 26)
+    finish = list_borg_ahead(request)
+    try:
+        status = run_pytest(request)
+    finally:
+        finish()
     junit = request.junit or (request.out_dir / "junit.xml" if request.out_dir else None)
-    # pytest writes its JUnit file even when nothing ran: then the one from before is put back
-    previous = junit.read_bytes() if junit is not None and junit.is_file() else None
-    with preflight_first(request) as request:
-        status = int(pytest.main(pytest_args(request), plugins=list(request.plugins)))
-    if status in (NO_TESTS_COLLECTED, USAGE_ERROR) and junit is not None:
-        if previous is None:
-            junit.unlink(missing_ok=True)
-        else:
-            junit.write_bytes(previous)
     if status == NO_TESTS_COLLECTED:
         what = request.selection or f"--select {' --select '.join(request.kinds)}"
         print(f"restoredrill: no drill matched {what} in {request.inventory}: nothing ran, no report was "
@@ -131,6 +127,21 @@ def run_drills(request: RunRequest) -> int:
               file=sys.stderr)
         return EXIT_FAILED
     return code
+
+
+def run_pytest(request: RunRequest) -> int:
+    import pytest       # here, not at the top: the other subcommands never pay for it (issue 26)
+    junit = request.junit or (request.out_dir / "junit.xml" if request.out_dir else None)
+    # pytest writes its JUnit file even when nothing ran: then the one from before is put back
+    previous = junit.read_bytes() if junit is not None and junit.is_file() else None
+    with preflight_first(request) as request:
+        status = int(pytest.main(pytest_args(request), plugins=list(request.plugins)))
+    if status in (NO_TESTS_COLLECTED, USAGE_ERROR) and junit is not None:
+        if previous is None:
+            junit.unlink(missing_ok=True)
+        else:
+            junit.write_bytes(previous)
+    return status
 
 
 @contextlib.contextmanager
@@ -151,6 +162,21 @@ def preflight_first(request: RunRequest):
         path = Path(folder) / "blocked.json"
         path.write_text(json.dumps(failed), encoding="utf-8")
         yield replace(request, preflight_file=path)
+
+
+def list_borg_ahead(request: RunRequest):
+    """Start ``borg list`` of each local repository while pytest starts (clients/borg_ahead.py),
+    before the preflight and pytest's import: one process (no workers), Borg drills selected.
+    A repository the preflight then blocks never has its cases run, so its listing is left
+    unused (a local, read-only call). Returns the function that waits for the listings."""
+    if request.workers != 1 or "borg" not in request.kinds:
+        return lambda: None
+    from restoredrill.clients import borg_ahead
+    from restoredrill.clients.borg_target import build_target
+    from restoredrill.inventory import load_inventory
+    loaded = load_inventory(request.inventory)
+    state_dir = Path(request.state_dir or DEFAULT_STATE_DIR).expanduser()
+    return borg_ahead.start([build_target(loaded, repo, state_dir) for repo in loaded.model.borg.repositories])
 
 
 def junit_has_failures(path: Path) -> bool:

@@ -64,3 +64,31 @@ def test_run_passes_fds_without_argv(tmp_path):
                  timeout=30, pass_fds=(r,))
     os.close(r)
     assert result.stdout.strip() == "via-fd"
+
+
+def test_watch_stops_a_running_program_with_its_reason(tmp_path):
+    """The extract's free-space watch: a program still running is stopped when ``watch`` gives a
+    reason, and the error carries it (not as a timeout)."""
+    marker = tmp_path / "grows"
+    calls = []
+
+    def watch():
+        calls.append(1)
+        return "the file grew past 3 lines" if marker.exists() and len(marker.read_text().split()) > 3 else None
+    with pytest.raises(CommandError) as caught:
+        run(["sh", "-c", f"while :; do echo x >> {marker}; sleep 0.02; done"], timeout=30, watch=watch)
+    assert caught.value.watched == "the file grew past 3 lines"
+    assert not caught.value.timed_out and "was stopped (SIGKILL)" in str(caught.value)
+    assert len(calls) < 100                      # stopped within a few polls, far from the timeout
+
+
+def test_watch_keeps_output_of_a_program_that_finishes():
+    result = run([sys.executable, "-c", "import time\nfor i in range(5):\n print(i, flush=True); time.sleep(0.03)"],
+                 timeout=30, input="ignored", watch=lambda: None)
+    assert result.stdout.split() == ["0", "1", "2", "3", "4"]
+
+
+def test_watch_honours_the_timeout():
+    with pytest.raises(CommandError) as caught:
+        run(["sleep", "5"], timeout=0.3, watch=lambda: None)
+    assert caught.value.timed_out and not caught.value.watched

@@ -180,7 +180,8 @@ class BorgClient:
 
     # --- the choke point ------------------------------------------------------------
     def _run(self, subcommand: str, args: Sequence[str], *, timeout: float, cwd: Path | None = None,
-             ok_codes: Sequence[int] = (0,), check: bool = True) -> Result:
+             ok_codes: Sequence[int] = (0,), check: bool = True,
+             watch: Callable[[], str | None] | None = None) -> Result:
         """Run one read-side borg subcommand against the repository."""
         if subcommand not in READ_ONLY_SUBCOMMANDS:
             raise PermissionError(f"borg {subcommand} is not allowed: restoredrill only reads repositories")
@@ -210,13 +211,16 @@ class BorgClient:
                          pass_fds=(read_fd,) if read_fd is not None else (),
                          secrets=(secret,) if secret else (), ok_codes=ok_codes, check=check,
                          label=f"borg {subcommand} [{self.target.name}]",
-                         stop=Stop(SIGTERM, self.target.stop_grace_seconds))
+                         stop=Stop(SIGTERM, self.target.stop_grace_seconds), watch=watch)
             shown = SHOWN_VERSION.search(result.stderr or "")
             if shown:
                 self.seen_version = tuple(int(x) for x in shown.groups())
             return result
         except CommandError as exc:
             tail = exc.tail or str(exc)
+            if exc.watched:
+                raise BorgError(self.target.name, f"borg {subcommand} was stopped: {exc.watched}",
+                                f"command: {' '.join(exc.argv[:2])} ...\nlast output:\n{tail}") from None
             if exc.timed_out:
                 raise BorgError(self.target.name, self._stopped_cause(subcommand, limit, left, exc),
                                 f"command: {' '.join(exc.argv[:2])} ...\nlast output:\n{tail}") from None
@@ -358,8 +362,10 @@ class BorgClient:
         return self._run("check", [*args, self.target.location], timeout=timeout)
 
     def extract(self, archive: str, destination: Path, paths: Sequence[str] = (), *,
-                dry_run: bool = False, timeout: float = 6 * 3600) -> Result:
-        """``cd DEST && borg extract REPO::ARCHIVE [PATH ...]`` (or ``--dry-run``).
+                dry_run: bool = False, timeout: float = 6 * 3600,
+                watch: Callable[[], str | None] | None = None) -> Result:
+        """``cd DEST && borg extract REPO::ARCHIVE [PATH ...]`` (or ``--dry-run``); ``watch``
+        (e.g. the scratch file system's free space) stops borg when it returns a reason.
 
         Only with a borg that refuses members below a symlinked parent and unsafe hard-link
         sources (:data:`SAFE_EXTRACT_VERSION`): an archive is hostile input, and an older
@@ -369,7 +375,7 @@ class BorgClient:
         # bsdflags last), no ACLs, no xattrs (security.capability...): scratch must stay removable
         args = ["--dry-run"] if dry_run else ["--noflags", "--noacls", "--noxattrs"]
         return self._run("extract", [*args, f"{self.target.location}::{archive}", *paths],
-                         timeout=timeout, cwd=destination)
+                         timeout=timeout, cwd=destination, watch=watch)
 
 
 def _minutes(value: timedelta) -> str:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import random
+import shutil
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
@@ -17,7 +18,7 @@ from pathlib import Path
 from restoredrill import retention
 from restoredrill.clients.borg import resolve_binary
 from restoredrill.execute import run
-from restoredrill.lab.dataset import stamp_backup
+from restoredrill.lab.dataset import build_dataset, stamp_backup
 
 LAB_POLICY = {"keep_daily": 7, "keep_weekly": 4, "keep_monthly": 12, "keep_yearly": 2}
 PREFIX = "app-"
@@ -115,3 +116,23 @@ def build_history(builder: BorgBuilder, repos: list[LabRepo], source: Path, newe
             raise LabBuildError(f"lab repository {repo.name}: borg prune kept {sorted(found ^ expected)} "
                                 f"differently from the retention engine")
     return {"archives_created": len(times), "archives_kept": len(kept)}
+
+
+def one_archive_repo(root: Path, mib: int, when: datetime, passphrase: str = "one-archive-not-secret") -> LabRepo:
+    """``root/repo`` (repokey-blake2) holding one archive made at ``when``: the lab's dataset
+    padded with ``mib`` MiB of incompressible files (benchmarks and tests of a drill's cost)."""
+    source = root / "source"
+    build_dataset(source)
+    padding = source / "app" / "padding"
+    padding.mkdir()
+    for index in range(mib):
+        (padding / f"blob-{index:03d}.bin").write_bytes(os.urandom(1 << 20))
+    secret = root / "repo.pass"
+    secret.write_text(passphrase + "\n")
+    secret.chmod(0o600)
+    repo = LabRepo("bench", str(root / "repo"), secret)
+    builder = BorgBuilder(root / "builder-base", "UTC")
+    builder.init(repo)
+    builder.create(repo, source, when)
+    shutil.rmtree(source)
+    return repo

@@ -86,15 +86,3 @@ def run_init(args) -> int:
     for line in undecided:
         print(f"  - {line}")
     return 0
-
-
-def add_arguments(parser) -> None:
-    parser.add_argument("--out", type=Path, required=True, help="the draft inventory to write (never overwritten)")
-    for api, port in (("pve", 8006), ("pbs", 8007)):
-        parser.add_argument(f"--{api}-url", metavar="URL", help=f"https://HOST:{port} of the {api.upper()} API")
-        parser.add_argument(f"--{api}-token-id", metavar="ID", help="read-only API token USER@REALM!NAME")
-        parser.add_argument(f"--{api}-token-secret-file", metavar="F", help="file holding only the token's secret")
-        parser.add_argument(f"--{api}-fingerprint", metavar="FP", help="SHA-256 fingerprint of its TLS certificate")
-    parser.add_argument("--borgmatic", action="append", type=Path, metavar="FILE",
-                        help="borgmatic configuration (repeatable; default /etc/borgmatic/config.yaml and "
-                             "/etc/borgmatic.d/*.yaml)")

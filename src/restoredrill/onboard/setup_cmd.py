@@ -254,13 +254,3 @@ def run_setup(args, loaded: LoadedInventory) -> int:
     except ApiError as exc:
         print(f"restoredrill setup: {exc}", file=sys.stderr)
         return 1
-
-
-def add_arguments(parser) -> None:
-    parser.add_argument("--inventory", type=Path, required=True, help="inventory YAML")
-    parser.add_argument("--apply", action="store_true",
-                        help="send the steps through the API with the admin tokens (never stored)")
-    for api in ("pve", "pbs"):
-        parser.add_argument(f"--{api}-admin-token-id", metavar="ID",
-                            help=f"{api.upper()} token that may create users, roles and ACLs (e.g. root@pam!setup)")
-        parser.add_argument(f"--{api}-admin-token-secret-file", metavar="F", help="file holding only its secret")

@@ -6,7 +6,6 @@ from concurrent.futures import ThreadPoolExecutor
 
 from restoredrill.plan import KINDS
 from restoredrill.preflight.model import Line
-from restoredrill.preflight.proxmox import probe_proxmox
 from restoredrill.preflight.services import (probe_borg, probe_kuma, probe_runner_netns, probe_s3, probe_smtp,
                                              probe_ssh)
 
@@ -43,6 +42,13 @@ def endpoints_for(loaded, kinds: Iterable[str] = KINDS) -> list[Probe]:
     if inv.notifications.smtp_host and inv.notifications.email_to:
         probes.append(lambda: probe_smtp(loaded, inv.notifications))
     return probes
+
+
+def probe_proxmox(loaded, service: str) -> Line:
+    """The PVE/PBS probe, imported on use: its API client (requests, urllib3) costs a Borg-only
+    run about 0.1 s of imports (issue 26)."""
+    from restoredrill.preflight.proxmox import probe_proxmox as probe
+    return probe(loaded, service)
 
 
 def by_address(guest) -> bool:

@@ -17,10 +17,7 @@ import smtplib
 import ssl
 from pathlib import Path
 
-import paramiko
-
 from restoredrill.clients.borg import resolve_binary
-from restoredrill.clients.sftp import fingerprint
 from restoredrill.preflight.model import Line, probe, reach_url
 from restoredrill.preflight.net import TIMEOUT, Stop, tcp_reach
 from restoredrill.secrets import SecretError, SecretRef
@@ -30,6 +27,8 @@ SSH_LOCATION = re.compile(r"ssh://(?:([^@/]+)@)?(\[[^\]]+\]|[^:/]+)(?::(\d+))?/"
 
 def ssh_login(host: str, port: int, user: str, key_file: Path, known_hosts: Path) -> str:
     """Host key against known_hosts, then key authentication; no session, no command."""
+    import paramiko     # here: a run without SSH endpoints (Borg drills on local repositories) never pays for it
+    from restoredrill.clients.sftp import fingerprint
     tcp_reach(host, port)
     host_id = host if port == 22 else f"[{host}]:{port}"
     if not known_hosts.is_file():
