@@ -32,6 +32,7 @@ def site_inventory(double, folder: Path) -> Path:
             {"name": "opnsense", "vmid": 100, "type": "qemu", "strategy": "none", "exception": "config export"},
             {"name": "app-vm", "vmid": 110, "type": "qemu", "strategy": "pbs"},
             {"name": "app-ct", "vmid": 120, "type": "lxc", "strategy": "pbs"}],
+        "notifications": {"pve_targets": ["mail-to-root"]},    # the audit reads them: Mapping.Audit granted
     }
     path = folder / "inventory.yaml"
     path.write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")

@@ -18,6 +18,7 @@ import stat
 import pytest
 
 from restoredrill import cli
+from restoredrill.inventory.loader import load_inventory
 from restoredrill.lab.proxmox import ProxmoxDouble, homelab
 from restoredrill.onboard.privileges import PBS_EXTRA
 from tests.integration import privilege_walks as walks
@@ -65,7 +66,10 @@ def test_setup_prints_then_applies_and_the_drills_pass(site, capsys):
     pbs = double.pbs_tokens.tokens[homelab.PBS_AUDIT_TOKEN]
     assert pve.secret == (folder / "pve-token").read_text().strip()
     lab = {(e.path, p) for e in homelab.pve_drill_acl((9, 1)) for p in e.privs}
-    assert triples(pve) == lab
+    declared = load_inventory(inventory, check_files=False).model.notifications.pve_targets
+    # setup grants what this inventory's drills use (the preflight's table): no PVE notification
+    # targets declared, no Mapping.Audit on /mapping/notifications
+    assert triples(pve) == (lab if declared else lab - {("/mapping/notifications", "Mapping.Audit")})
     table = {(e.path, p) for e in homelab.pbs_audit_acl() for p in e.privs}
     extra = {("/datastore", p) for p in PBS_EXTRA["DatastoreAdmin"]} | {("/system/notifications", "Datastore.Audit")}
     assert triples(pbs) == table | extra

@@ -134,3 +134,28 @@ def test_hostile_answers_add_no_yaml_and_no_terminal_control(tmp_path):
     listed = "\n".join(draft.undecided())
     for control in ("\x1b", "\x07", "\r", "\u2028"):
         assert control not in text and control not in listed
+
+
+def test_setup_roles_are_the_preflight_table_and_grant_nothing_unused():
+    """One table (preflight/privileges.py): setup's roles hold exactly the rows preflight checks,
+    so a site without PVE notification targets or PBS retention gets no Mapping.Audit and no
+    DatastoreAdmin."""
+    from restoredrill.inventory import load_inventory
+    from restoredrill.preflight.privileges import pbs_privileges, pve_privileges
+    inv = load_inventory(Path(__file__).resolve().parents[2] / "inventory" / "example-homelab.yaml",
+                         check_files=False).model
+    granted = {(path, priv) for role in privileges.pve_roles(inv, 9) for path in role.paths for priv in role.privs}
+    assert granted == {(row.path, row.privilege) for row in pve_privileges(inv, (9, 0))}
+    assert any(role.name == "RestoreDrill.Notify" for role in privileges.pve_roles(inv, 9)) == \
+        bool(inv.notifications.pve_targets)
+    assert {role.name for role in privileges.pbs_roles(inv)} >= {"DatastoreAdmin", "RemoteAudit", "Audit"}
+    pbs = inv.proxmox.pbs.model_copy(update={"datastores": [store.model_copy(update={"retention": None})
+                                                            for store in inv.proxmox.pbs.datastores]})
+    bare = inv.model_copy(update={"notifications": inv.notifications.model_copy(update={"pve_targets": []}),
+                                  "proxmox": inv.proxmox.model_copy(update={"pbs": pbs})})
+    assert "RestoreDrill.Notify" not in {role.name for role in privileges.pve_roles(bare, 9)}
+    assert {role.name: role.paths for role in privileges.pbs_roles(bare)} == {
+        "DatastoreReader": ("/datastore",), "RemoteAudit": ("/remote",), "Audit": ("/system/notifications",)}
+    needed = {(row.path, row.privilege) for row in pbs_privileges(bare)}
+    assert all(priv in role.privs for role in privileges.pbs_roles(bare) for path in role.paths
+               for p, priv in needed if p == path)

@@ -12,17 +12,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from restoredrill.inventory.model import Inventory
-
-AUDIT = ("Sys.Audit", "VM.Audit")
-GUEST_PRIVS = ("VM.Allocate", "VM.PowerMgmt", "VM.Config.Disk", "VM.Config.Network", "VM.Config.Options",
-               "VM.Config.HWType", "VM.GuestAgent.Unrestricted", "Pool.Audit")
+from restoredrill.preflight.privileges import pbs_privileges, pve_privileges, scratch_pool_privileges
 
 
 def guest_privs(pve_major: int) -> tuple[str, ...]:
-    """qemu-server before 9.0.3 (PVE 8) checks every agent command with VM.Monitor."""
-    if pve_major >= 9:
-        return GUEST_PRIVS
-    return tuple(p for p in GUEST_PRIVS if not p.startswith("VM.GuestAgent.")) + ("VM.Monitor",)
+    """The scratch pool's privileges (qemu-server before 9.0.3, PVE 8, checks every agent
+    command with VM.Monitor): the preflight's table, the one source."""
+    return tuple(row.privilege for row in scratch_pool_privileges((pve_major, 0)))
 
 
 @dataclass(frozen=True)
@@ -33,26 +29,33 @@ class Role:
     why: str
 
 
+# One PVE role per group of privileges that share a path, in the order setup creates them;
+# which privileges and paths come from the table (preflight/privileges.py), never restated here.
+PVE_ROLES = (
+    ("RestoreDrill.Audit", lambda path: path == "/", "audit the guests and nodes, read the drill bridge"),
+    ("RestoreDrill.Backup", lambda path: path == "/vms", "list backups of every guest, extractconfig"),
+    ("RestoreDrill.Scratch", lambda path: path.startswith("/pool/"),
+     "restore, configure, start, run checks in and destroy scratch guests of the drill pool only"),
+    ("RestoreDrill.Storage", lambda path: path.startswith("/storage/"),
+     "the scratch storage and the PBS storages (the offsite one too: offsite restores read from it): "
+     "restore onto, list and read backups"),
+    ("RestoreDrill.Bridge", lambda path: path.startswith("/sdn/"), "NICs of scratch guests on the drill bridge only"),
+    ("RestoreDrill.Notify", lambda path: path == "/mapping/notifications", "audit: the notification targets"),
+)
+
+
 def pve_roles(inv: Inventory, pve_major: int = 9, mappings: tuple[str, ...] = ()) -> list[Role]:
     """``mappings``: ACL paths such as ``/mapping/pci/nic-offload`` the backed-up guests use."""
-    scratch = inv.scratch
-    storages = [scratch.storage]
-    if inv.proxmox.pbs:
-        storages += [d.pve_storage for d in inv.proxmox.pbs.datastores if d.pve_storage]
-    roles = [
-        Role("RestoreDrill.Audit", AUDIT, ("/",), "audit the guests and nodes, read the drill bridge"),
-        Role("RestoreDrill.Backup", ("VM.Backup",), ("/vms",), "list backups of every guest, extractconfig"),
-        Role("RestoreDrill.Scratch", guest_privs(pve_major), (f"/pool/{scratch.pool}",),
-             "restore, configure, start, run checks in and destroy scratch guests of the drill pool only"),
-        Role("RestoreDrill.Storage", ("Datastore.AllocateSpace",),
-             tuple(f"/storage/{s}" for s in dict.fromkeys(storages)),
-             "the scratch storage and the PBS storages (the offsite one too: offsite restores read from it): "
-             "restore onto, list and read backups"),
-        Role("RestoreDrill.Bridge", ("SDN.Use",), (f"/sdn/zones/localnetwork/{scratch.bridge}",),
-             "NICs of scratch guests on the drill bridge only"),
-        Role("RestoreDrill.Notify", ("Mapping.Audit",), ("/mapping/notifications",),
-             "audit: the notification targets"),
-    ]
+    rows = pve_privileges(inv, (pve_major, 0))
+    roles = []
+    for name, on_path, why in PVE_ROLES:
+        chosen = [row for row in rows if on_path(row.path)]
+        if chosen:
+            roles.append(Role(name, tuple(dict.fromkeys(row.privilege for row in chosen)),
+                              tuple(dict.fromkeys(row.path for row in chosen)), why))
+    unplaced = [row for row in rows if not any(on_path(row.path) for _, on_path, _ in PVE_ROLES)]
+    if unplaced:        # a defect: a new row of the table needs a role here
+        raise RuntimeError(f"privilege rows without a PVE role: {unplaced}")
     if mappings:
         roles.append(Role("RestoreDrill.Mapping", ("Mapping.Use",), tuple(sorted(set(mappings))),
                           "the PCI/USB/directory mappings the backed-up guests use"))
@@ -72,15 +75,26 @@ PBS_EXTRA = {"DatastoreReader": ("Datastore.Verify",),
              "Audit": ("Datastore.Audit",)}
 
 
-def pbs_roles(prune_dry_run: bool = True) -> list[Role]:
-    """The PBS token the inventory names runs the audits, whose retention cross-check sends a
-    prune dry-run: PBS demands Datastore.Modify for it, held only by DatastoreAdmin."""
-    store = "DatastoreAdmin" if prune_dry_run else "DatastoreReader"
-    return [Role(store, PBS_ROLE_PRIVS[store], ("/datastore",),
-                 "snapshot lists, status, downloads" + ("; the prune dry-run (Datastore.Modify)"
-                                                         if prune_dry_run else "")),
-            Role("RemoteAudit", PBS_ROLE_PRIVS["RemoteAudit"], ("/remote",), "sync jobs through a remote"),
-            Role("Audit", PBS_ROLE_PRIVS["Audit"], ("/system/notifications",), "notification targets")]
+PBS_WHY = {"/datastore": "snapshot lists, status, downloads", "/remote": "sync jobs through a remote",
+           "/system/notifications": "notification targets"}
+
+
+def pbs_roles(inv: Inventory) -> list[Role]:
+    """Per ACL path of the table (preflight/privileges.py), the narrowest fixed PBS role that
+    holds its privileges: the retention cross-check's prune dry-run needs Datastore.Modify,
+    held only by DatastoreAdmin (pbs-api-types src/acl.rs)."""
+    needed: dict[str, list[str]] = {}
+    for row in pbs_privileges(inv):
+        needed.setdefault(row.path, []).append(row.privilege)
+    roles = []
+    for path, privs in needed.items():
+        fitting = [name for name, held in PBS_ROLE_PRIVS.items() if set(privs) <= set(held)]
+        if not fitting:         # a defect: no fixed role holds a new row of the table
+            raise RuntimeError(f"no fixed PBS role holds {privs} on {path}")
+        name = min(fitting, key=lambda n: len(PBS_ROLE_PRIVS[n]))
+        why = PBS_WHY.get(path, "") + ("; the prune dry-run (Datastore.Modify)" if "Datastore.Modify" in privs else "")
+        roles.append(Role(name, PBS_ROLE_PRIVS[name], (path,), why))
+    return roles
 
 
 def mapping_paths(config: dict) -> list[str]:

@@ -93,7 +93,7 @@ def pbs_steps(loaded: LoadedInventory, plan: Plan) -> None:
     plan.steps.append(Step("pbs", "post", f"/access/users/{user}/token/{name}", {"comment": COMMENT},
                            q("proxmox-backup-manager", "user", "generate-token", user, name),
                            secret_to=_secret_path(loaded, pbs.token_secret), fatal_exists=True))
-    for role in privs.pbs_roles():
+    for role in privs.pbs_roles(loaded.model):
         for path in role.paths:
             for auth_id in (user, pbs.token_id):      # a token holds what both it and its user hold
                 plan.steps.append(Step("pbs", "put", "/access/acl", {

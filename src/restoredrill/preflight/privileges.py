@@ -26,12 +26,10 @@ class Needed:
 def pve_privileges(inv: Inventory, release: tuple[int, int] = (9, 0)) -> list[Needed]:
     """PVE drill token; ``release``: PVE 8 has no VM.GuestAgent.*, every agent call needs VM.Monitor."""
     scratch = inv.scratch
-    agent = "VM.GuestAgent.Unrestricted" if release >= (9, 0) else "VM.Monitor"
     rows = [Needed("PVE", "/", "Sys.Audit", "restore: the drill bridge; audit: not-backed-up"),
             Needed("PVE", "/", "VM.Audit", "audit: /cluster/resources"),
             Needed("PVE", "/vms", "VM.Backup", "restore, audit: list backups, extractconfig")]
-    rows += [Needed("PVE", f"/pool/{scratch.pool}", priv, "restore: the scratch guest")
-             for priv in (*GUEST_PRIVS, agent)]
+    rows += scratch_pool_privileges(release, scratch.pool)
     rows.append(Needed("PVE", f"/storage/{scratch.storage}", "Datastore.AllocateSpace", "restore: scratch disks"))
     stores = inv.proxmox.pbs.datastores if inv.proxmox.pbs else []
     rows += [Needed("PVE", f"/storage/{store.pve_storage}", "Datastore.AllocateSpace",
@@ -42,6 +40,13 @@ def pve_privileges(inv: Inventory, release: tuple[int, int] = (9, 0)) -> list[Ne
     if inv.notifications.pve_targets:
         rows.append(Needed("PVE", "/mapping/notifications", "Mapping.Audit", "audit: notification targets"))
     return rows
+
+
+def scratch_pool_privileges(release: tuple[int, int] = (9, 0), pool: str = "POOL") -> list[Needed]:
+    """The scratch guests' privileges on the drill pool; qemu-server before 9.0.3 (PVE 8) has no
+    VM.GuestAgent.* and checks every agent command with VM.Monitor."""
+    agent = "VM.GuestAgent.Unrestricted" if release >= (9, 0) else "VM.Monitor"
+    return [Needed("PVE", f"/pool/{pool}", priv, "restore: the scratch guest") for priv in (*GUEST_PRIVS, agent)]
 
 
 def pbs_privileges(inv: Inventory) -> list[Needed]:
