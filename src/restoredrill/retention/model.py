@@ -429,7 +429,7 @@ class Prepared:
         Python compares two times of one non-fixed tzinfo by wall clock, so only then
         does the timestamp order agree with sorting, min and max of the times."""
         if self._zones is None:
-            self._zones = {point.time.tzinfo for point in self.points}
+            self._zones = set(map(bulk.TZINFO, map(bulk.TIME, self.points)))
         return all(isinstance(zone, timezone) for zone in self._zones)
 
     def until(self, cutoff: datetime) -> Prepared | None:
