@@ -65,6 +65,14 @@ def run_scope(mode: str | None, selection: str) -> str:
     return f"{mode} run (not --mode scheduled)" if mode else "manual run (not --mode scheduled)"
 
 
+# pytest's own plugins no drill run uses (the command line offers no --pdb, doctests or unittest
+# cases): each is imported and configured every run, `debugging` imports pdb (0.03 s), and
+# `unraisableexception` runs gc.collect twice at the end (0.045 s; an exception in a __del__
+# is then printed by Python itself, "Exception ignored in ..."). Issue 26: the fixed cost of a run.
+UNUSED_PYTEST_PLUGINS = ("-p", "no:debugging", "-p", "no:doctest", "-p", "no:unittest", "-p", "no:pastebin",
+                         "-p", "no:unraisableexception")
+
+
 def pytest_args(request: RunRequest) -> list[str]:
     base = drills_dir()
     files = [str(path) for kind in request.kinds for path in sorted(base.glob(KIND_FILES[kind]))]
@@ -72,7 +80,8 @@ def pytest_args(request: RunRequest) -> list[str]:
     args = [*files, "-c", str(ini), f"--rootdir={base.parent}", f"--inventory={request.inventory}",
             "-o", "junit_family=xunit1", "-o", "console_output_style=classic", "-rfE", "--tb=short",
             "-p", "no:benchmark", "-p", "no:hypothesispytest",
-            "-p", "no:pytest11.testinfra"]   # its plugin (fixture `host`) imports testinfra: the drills build their own
+            "-p", "no:pytest11.testinfra",   # its plugin (fixture `host`) imports testinfra: the drills build their own
+            *UNUSED_PYTEST_PLUGINS]
     junit = request.junit or (request.out_dir / "junit.xml" if request.out_dir else None)
     if junit:
         args.append(f"--junitxml={junit}")
@@ -90,6 +99,8 @@ def pytest_args(request: RunRequest) -> list[str]:
     if request.workers > 1:
         # every case of one restore target on one worker (restoredrill.grouping): restored once
         args += ["-n", str(request.workers), "--dist", "loadgroup"]
+    else:   # one process: pytest-xdist's plugin would only import execnet (about 0.07 s a run, issue 26)
+        args += ["-p", "no:xdist", "-p", "no:xdist.looponfail"]
     if request.preflight_file:
         args += ["-p", "restoredrill.preflight.blocking", f"--preflight-blocked={request.preflight_file}"]
     return args + request.extra_args

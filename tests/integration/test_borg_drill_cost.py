@@ -31,6 +31,9 @@ pytestmark = pytest.mark.integration
 
 CASE = "test_restore[site-repo-extract]"
 OTHER_CLIENTS = ("boto3", "botocore", "paramiko", "testinfra", "requests", "urllib3", "proxmoxer")
+# what a one-process run without a heartbeat never needs (issue 26): pytest-xdist and its
+# execnet, pdb (pytest's debugging plugin), unittest, the heartbeat's HTTP modules
+NOT_NEEDED = ("execnet", "xdist", "pdb", "unittest", "http.client", "urllib.request")
 PADDING_MIB = 96
 
 
@@ -100,6 +103,8 @@ def test_extract_drill_starts_borg_twice_and_loads_no_other_client(site, tmp_pat
     assert started == ["list", "extract"], started
     loaded = [name for name in OTHER_CLIENTS if name in modules]
     assert not loaded, f"a Borg-only run imported {loaded}"
+    unused = [name for name in NOT_NEEDED if name in modules]
+    assert not unused, f"a one-process run without a heartbeat imported {unused}"
 
 
 def test_first_extract_stopped_when_scratch_fills_then_refused_up_front(site, tmp_path):

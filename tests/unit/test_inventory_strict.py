@@ -226,3 +226,23 @@ def test_example_inventory_is_valid_apart_from_this_hosts_secret_files():
     assert info.value.problems and all("secret file /etc/restoredrill/" in p and "does not exist" in p
                                        for p in info.value.problems)
     assert load_inventory(EXAMPLE, check_files=False).model.monitoring.uptime_kuma.listen_port is None
+
+
+def test_a_second_load_reuses_the_checked_text_but_checks_the_secret_files_again(tmp_path, monkeypatch):
+    """One run loads its inventory four times (issue 26): the schema runs once per text,
+    the secret files' checks every time (a file made readable by others in between is caught)."""
+    from restoredrill.inventory import loader
+    secret = tmp_path / "borg.pass"
+    secret.write_text("hunter2-value\n")
+    secret.chmod(0o600)
+    path = secret_inventory(tmp_path, str(secret))
+    first = load_inventory(path)
+    calls = []
+    monkeypatch.setattr(loader, "_check_text", lambda *a: calls.append(a) or pytest.fail("checked again"))
+    assert load_inventory(path).model == first.model and not calls
+    secret.chmod(0o644)
+    with pytest.raises(InventoryError, match="has mode 0644"):
+        load_inventory(path)
+    monkeypatch.undo()
+    path.write_text(path.read_text().replace("name: a", "name: b"))
+    assert load_inventory(path, check_files=False).model.borg.repositories[0].name == "b"

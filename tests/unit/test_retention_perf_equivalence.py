@@ -387,3 +387,44 @@ def test_period_bounds_hold_exactly_the_period(period):
         assert start <= local < end
         assert key(start) == key(local) == key(end - 1) != key(end)
         assert key(start - 1) != key(local)
+
+
+@pytest.mark.parametrize("seed", range(60))
+def test_random_histories_plan_pbs_like_the_reference(seed):
+    """The PBS rules work on runs of one period at once (issue 26): the same kept snapshots,
+    rules and ranks as the per-snapshot loop, with protected and unfinished snapshots inside
+    runs, shuffled input, equal times and DST zones."""
+    from restoredrill.retention.pbs import plan_pbs
+    rng = random.Random(1000 + seed)
+    policy = rng.choice(PBS_POLICIES)
+    now = datetime(2026, 10, 25, rng.randrange(24), tzinfo=rng.choice([UTC, BERLIN]))
+    points = random_history(rng, "pbs", ZONE_SETS[seed % len(ZONE_SETS)], now)
+    tz = rng.choice(["UTC", "Europe/Berlin", "America/New_York", "Australia/Lord_Howe"])
+    assert plan_pbs(points, policy, tz) == reference_plan_pbs(points, policy, tz)
+
+
+def test_bulk_runs_split_at_every_change():
+    from restoredrill.retention.bulk import runs
+    assert runs([]) == []
+    assert runs([7]) == [(0, 1)]
+    assert runs([3, 3, 2, 2, 2, 3, 1]) == [(0, 2), (2, 5), (5, 6), (6, 7)]
+
+
+def test_promoting_young_objects_keeps_a_programs_own_freeze():
+    """After a million Decisions the collector's young generation is moved, not scanned;
+    objects a program froze itself (gc.freeze before forking) stay frozen."""
+    import gc
+    from restoredrill.retention.model import promote_young_objects
+    gc.freeze()
+    try:
+        frozen = gc.get_freeze_count()
+        junk = [[index] for index in range(1000)]
+        promote_young_objects()
+        assert gc.get_freeze_count() == frozen
+    finally:
+        gc.unfreeze()
+    junk = [[index] for index in range(1000)]
+    young = gc.get_count()[0]
+    promote_young_objects()
+    assert gc.get_freeze_count() == 0 and gc.get_count()[0] <= young
+    assert junk[999] == [999]

@@ -154,3 +154,12 @@ def test_the_run_summary_shows_the_failure_not_the_xdist_worker_header():
     report = SimpleNamespace(longreprtext="[gw1] linux -- Python 3.11.7 /venv/bin/python3\n"
                                           "guest app-ct: restore into a scratch guest: HTTP 500")
     assert _first_line(report) == "guest app-ct: restore into a scratch guest: HTTP 500"
+
+
+def test_a_one_process_run_leaves_xdist_out_and_a_run_with_workers_keeps_it(tmp_path):
+    """pytest-xdist's plugin imports execnet (0.07 s a run, issue 26): only runs with workers load it."""
+    from restoredrill.runner import RunRequest, pytest_args
+    one = pytest_args(RunRequest(inventory=tmp_path / "inventory.yaml", kinds=["borg"]))
+    two = pytest_args(RunRequest(inventory=tmp_path / "inventory.yaml", kinds=["borg"], workers=2))
+    assert "no:xdist" in one and "no:debugging" in one
+    assert "no:xdist" not in two and two[two.index("-n"):two.index("-n") + 4] == ["-n", "2", "--dist", "loadgroup"]

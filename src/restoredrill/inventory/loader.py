@@ -64,7 +64,33 @@ def load_inventory(path: str | Path, *, check_files: bool = True) -> LoadedInven
     return parse_inventory(text, path, check_files=check_files)
 
 
+# The checked inventories of this process by (text, resolved path): one `restoredrill run` loads
+# its inventory in the command, the listing started ahead, the preflight and the drills'
+# plugin, 13 ms each (two YAML parses and the schema; issue 26). A text whose schema fails is
+# not kept; the file checks (secret files' existence and mode: they may change) run every load.
+_CHECKED: dict[tuple[str, str], tuple[Inventory, dict, list[str]]] = {}
+
+
 def parse_inventory(text: str, path: Path, *, check_files: bool = False) -> LoadedInventory:
+    resolved = path.resolve()
+    checked = _CHECKED.get((text, str(resolved)))
+    if checked is None:
+        checked = _check_text(text, path)
+        if len(_CHECKED) >= 8:
+            _CHECKED.clear()
+        _CHECKED[text, str(resolved)] = checked
+    model, lines, problems = checked
+    if check_files:
+        problems = problems + [format_problem(path.name, lines, loc, msg)
+                               for loc, msg in host_file_errors(model, resolved.parent)]
+    if problems:
+        raise InventoryError(path, problems)
+    return LoadedInventory(model, resolved)
+
+
+def _check_text(text: str, path: Path) -> tuple[Inventory, dict, list[str]]:
+    """The YAML, schema and cross-reference checks of one inventory text: its model, the line
+    of each key and the problems found; an InventoryError when the text has no model."""
     name = path.name
     try:
         root = yaml.compose(text, Loader=yaml.SafeLoader)
@@ -83,13 +109,7 @@ def parse_inventory(text: str, path: Path, *, check_files: bool = False) -> Load
         errors = one_union_member(exc.errors(), lines)
         raise InventoryError(path, duplicates + [format_problem(name, lines, tuple(err["loc"]), _message(err, lines))
                                                  for err in errors]) from None
-    problems = duplicates + [format_problem(name, lines, loc, msg) for loc, msg in find_reference_errors(model)]
-    if check_files:
-        problems += [format_problem(name, lines, loc, msg)
-                     for loc, msg in host_file_errors(model, path.resolve().parent)]
-    if problems:
-        raise InventoryError(path, problems)
-    return LoadedInventory(model, path.resolve())
+    return model, lines, duplicates + [format_problem(name, lines, loc, msg) for loc, msg in find_reference_errors(model)]
 
 
 def duplicate_keys(node: yaml.Node | None, loc: Loc = ()) -> list[tuple[Loc, int, str]]:

@@ -12,8 +12,8 @@ from __future__ import annotations
 import zoneinfo
 from dataclasses import fields
 from datetime import datetime, timezone
-from itertools import repeat
-from operator import add, attrgetter, contains, floordiv, lt
+from itertools import compress, repeat
+from operator import add, attrgetter, contains, floordiv, lt, ne
 
 TIME = attrgetter("time")
 TZINFO = attrgetter("tzinfo")
@@ -77,6 +77,15 @@ def period_keys(period: str, locals_: list[int], key_of_day) -> list[int]:
         return list(map(floordiv, map(add, days, repeat(3)), repeat(7)))
     table = {day: key_of_day(day) for day in dict.fromkeys(days)}
     return list(map(table.__getitem__, days))
+
+
+def runs(keys: list[int]) -> list[tuple[int, int]]:
+    """(start, stop) of each run of equal neighbouring keys, in order: the positions where a
+    key differs from the one before are found by a C-level map, not a loop per key."""
+    if not keys:
+        return []
+    starts = [0, *compress(range(1, len(keys)), map(ne, keys[1:], keys))]
+    return list(zip(starts, [*starts[1:], len(keys)]))
 
 
 def make_points(point_class: type, times: list[datetime], names: list[str]) -> list:

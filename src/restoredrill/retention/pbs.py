@@ -10,7 +10,10 @@ unmarked are removed.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from itertools import compress, repeat
+from operator import is_
 
+from . import bulk
 from .model import (
     BORG_ONLY_OPTIONS,
     Decision,
@@ -125,20 +128,52 @@ def mark_selections(
     """
     already = {newest_first.key_of(period, index) for index in kept}
     included: set[int] = set()
-    for index, key in newest_first.keyed(period):
-        if marks[index] is not None:
-            continue
-        if index in protected:
-            marks[index] = "protected"
-            continue
-        if key in already:
-            continue
-        if key in included:
-            marks[index] = REMOVE
-            continue
-        if len(included) >= count:
-            break
-        included.add(key)
-        marks[index] = rule
-        ranks[index] = len(included)
-        kept.append(index)
+    if period == "point":       # keep-last: every key its own run
+        for index in newest_first.order:
+            if not select_one(index, index, protected, marks, ranks, kept, rule, count, already, included):
+                return
+        return
+    for indices, keys in newest_first.keyed_chunks(period):
+        for start, stop in bulk.runs(keys):
+            run, key = indices[start:stop], keys[start]
+            if any(map(marks.__getitem__, run)):    # marked snapshots are skipped: leave them out
+                run = list(compress(run, map(is_, map(marks.__getitem__, run), repeat(None))))
+            if protected.isdisjoint(run):
+                # the unmarked snapshots of one period, none protected (the usual case): the
+                # per-point steps of select_one, for the whole run at once (issue 26)
+                if not run or key in already:
+                    continue
+                if key not in included:
+                    if len(included) >= count:
+                        return
+                    included.add(key)
+                    marks[run[0]], ranks[run[0]] = rule, len(included)
+                    kept.append(run[0])
+                    run = run[1:]
+                any(map(marks.__setitem__, run, repeat(REMOVE)))
+                continue
+            for index in run:
+                if not select_one(index, key, protected, marks, ranks, kept, rule, count, already, included):
+                    return
+
+
+def select_one(index: int, key: int, protected: set[int], marks: list[str | None], ranks: list[int | None],
+               kept: list[int], rule: str, count: int, already: set[int], included: set[int]) -> bool:
+    """One snapshot under a PBS rule (`mark_selections`); False when the rule is done."""
+    if marks[index] is not None:
+        return True
+    if index in protected:
+        marks[index] = "protected"
+        return True
+    if key in already:
+        return True
+    if key in included:
+        marks[index] = REMOVE
+        return True
+    if len(included) >= count:
+        return False
+    included.add(key)
+    marks[index] = rule
+    ranks[index] = len(included)
+    kept.append(index)
+    return True

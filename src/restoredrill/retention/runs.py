@@ -14,7 +14,8 @@ from __future__ import annotations
 import zoneinfo
 from collections.abc import Sequence
 from datetime import datetime, timedelta, timezone
-from itertools import accumulate, islice, repeat
+from itertools import accumulate, compress, islice, repeat
+from operator import le, sub, truediv
 
 from .borg import check_borg_policy, plan_prepared_borg
 from .model import LOCAL_EPOCH, Point, Policy, Prepared, Zone
@@ -171,8 +172,10 @@ class IdealDayPoints(Sequence):
         offsets = list(map(zone.utcoffset, walls))
         offset_micros = {offset: offset // MICROSECOND for offset in set(offsets)}
         start, step = (wall - LOCAL_EPOCH) // MICROSECOND, schedule // MICROSECOND
-        micros = [start + number * step - offset_micros[offset] for number, offset in enumerate(offsets)]
-        return cls([micro for micro in micros if micro <= limit])
+        # start + number * step - offset, and the filter, as C-level maps (issue 26: 0.2 s at 1 M)
+        numbered = range(start, start + step * len(offsets), step) if step else repeat(start, len(offsets))
+        micros = list(map(sub, numbered, map(offset_micros.__getitem__, offsets)))
+        return cls(list(compress(micros, map(le, micros, repeat(limit)))))
 
     def __len__(self) -> int:
         return len(self.micros)
@@ -183,7 +186,7 @@ class IdealDayPoints(Sequence):
         return Point(UNIX_EPOCH + timedelta(microseconds=self.micros[index]))
 
     def epochs(self) -> list[float]:
-        return [micro / 1_000_000 for micro in self.micros]
+        return list(map(truediv, self.micros, repeat(1_000_000)))
 
 
 
