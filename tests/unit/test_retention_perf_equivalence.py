@@ -420,7 +420,9 @@ def test_promoting_young_objects_keeps_a_programs_own_freeze():
         frozen = gc.get_freeze_count()
         junk = [[index] for index in range(1000)]
         promote_young_objects()
-        assert gc.get_freeze_count() == frozen
+        # frozen objects may die meanwhile (other tests' threads drop references: CI saw 9 go),
+        # so the count can only fall a little; unfreezing would empty it, freezing again raise it
+        assert frozen // 2 < gc.get_freeze_count() <= frozen
     finally:
         gc.unfreeze()
     junk = [[index] for index in range(1000)]
