@@ -29,6 +29,9 @@ def test_backup_times_and_newest_day():
     assert backup_time(NEWEST, ct) == NEWEST.replace(hour=1, minute=1, second=3)
     assert newest_backup_day(NEWEST.replace(hour=0, minute=30)) == NEWEST - timedelta(days=1)
     assert newest_backup_day(NEWEST.replace(hour=6)) == NEWEST
+    # the retired CT's lookalike is taken at 01:30: at 01:10 the day's run is not done
+    assert newest_backup_day(NEWEST.replace(hour=1, minute=10)) == NEWEST - timedelta(days=1)
+    assert newest_backup_day(NEWEST.replace(hour=1, minute=35)) == NEWEST
 
 
 def test_next_run_of_simple_calendar_events():

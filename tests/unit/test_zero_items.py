@@ -191,6 +191,19 @@ def test_a_cross_copy_with_every_snapshot_pending_is_skipped_with_the_reason():
     assert nothing_compared(result, where="S3 target t", empty_ok=True)[0] == "skip"     # not empty: pending
 
 
+def test_a_snapshot_inside_the_window_already_offsite_is_compared_not_pending():
+    """Local keep-last 2, a nightly backup, a 28 h window: for hours after each backup both
+    local snapshots are inside the window; the copies the sync already made are compared."""
+    local = {"vm/1/a": listing(1), "vm/1/b": listing(25)}
+    same = compare_copies(local, dict(local), NOW, timedelta(hours=28))
+    assert same.compared == 2 and same.pending == 0 and not same.problems
+    assert nothing_compared(same, where="w") is None
+    differs = compare_copies(local, {"vm/1/a": CopyListing(NOW - timedelta(hours=1), {"index.json.blob": "cd"})},
+                             NOW, timedelta(hours=28))
+    assert differs.problems == ["vm/1/a/index.json.blob: csum differs: local ab, offsite cd"]
+    assert differs.pending == 1 and differs.compared == 1
+
+
 def test_a_cross_copy_that_compared_or_found_problems_is_left_alone():
     same = {"vm/1/a": listing(30)}
     assert nothing_compared(compare_copies(same, same, NOW, timedelta(hours=28)), where="w") is None

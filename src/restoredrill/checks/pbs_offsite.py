@@ -655,18 +655,21 @@ def compare_copies(local: Mapping[str, CopyListing], offsite: Mapping[str, CopyL
                    tz: str | None = None) -> CopyComparison:
     """Local snapshots older than the sync window must be offsite with the same csums.
 
-    Keys are snapshot paths (``vm/100/2024-05-01T02:00:03Z``). Snapshots newer than
-    ``now - sync_window`` are pending (the next sync copies them). With ``policy``
+    Keys are snapshot paths (``vm/100/2024-05-01T02:00:03Z``). A snapshot newer than
+    ``now - sync_window`` that is not offsite yet is pending (the next sync copies it); one
+    that is offsite already is compared like any other (a copy that is there must match).
+    Without that, a site that keeps only the last two local snapshots compares nothing for
+    hours every night, between its backup and the end of the window. With ``policy``
     (the offsite store's retention) a local snapshot the offsite prune removes is not
     expected there. Offsite-only snapshots are normal (the offsite store keeps more).
     """
     result = CopyComparison()
     pruned = offsite_prunes(local, offsite, policy, tz) if policy is not None else set()
     for path, mine in sorted(local.items()):
-        if mine.backup_time > now - sync_window:
+        theirs = offsite.get(path)
+        if theirs is None and mine.backup_time > now - sync_window:
             result.pending += 1
             continue
-        theirs = offsite.get(path)
         if theirs is None:
             if path in pruned:
                 result.pruned_offsite += 1

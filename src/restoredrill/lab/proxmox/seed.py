@@ -297,7 +297,10 @@ def check_history(offsite: PbsStore, kept_days: list[datetime], ns: str | None =
 
 
 def newest_backup_day(now: datetime | None = None) -> datetime:
-    """Today 00:00 UTC if today's 01:00 run is done, else yesterday."""
+    """Today 00:00 UTC if today's 01:00 run is done, else yesterday. Done means every seeded
+    snapshot of the day (the latest, ``RETIRED_CT``'s, at 01:30) lies in the past: a lab
+    built at 01:10 must not list a backup from 20 minutes in the future."""
     now = now or datetime.now(timezone.utc)
     day = now.replace(hour=0, minute=0, second=0, microsecond=0)
-    return day if now >= day.replace(hour=1, minute=5) else day - timedelta(days=1)
+    last = max(g.minute for g in (*SEED_GUESTS, RETIRED_CT))
+    return day if now >= day.replace(hour=1, minute=last + 5) else day - timedelta(days=1)
