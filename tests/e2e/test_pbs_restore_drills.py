@@ -88,6 +88,27 @@ def test_failing_restore_or_start_fails_the_drill_and_leaves_nothing(drill, lab_
     only_these_failed(run, *guest_cases(run, "app-vm"))     # no guest: each of its checks fails with it
 
 
+def test_access_none_proves_the_restore_and_the_boot_and_still_fails_a_guest_that_does_not_start(
+        drill, lab_inventory, lab):
+    """A container at access none (what init drafts: a container has no guest agent): no check runs
+    inside; PVE's status is the evidence of the boot. A start that fails still fails the case."""
+    inventory = only_guest(lab_inventory, "app-ct")
+    ct = next(g for g in inventory["guests"] if g["name"] == "app-ct")
+    ct["access"], ct["health"] = "none", []
+    run = drill(inventory, *SELECT)
+    assert run.code == 0, run.stdout[-4000:]
+    facts = case(run, "test_restore[app-ct]")["properties"]
+    assert facts["access"] == "none" and facts["boot_proven_by"].startswith("PVE status running")
+    assert not [n for n in run.cases if n.startswith("test_health[app-ct")]
+    handle = lab.double.faults.fail_start(None)
+    try:
+        failed = drill(inventory, *SELECT)
+    finally:
+        handle.clear()
+    assert failed.code == 1 and "start failed" in case(failed, "test_restore[app-ct]")["message"]
+    assert scratch_guests(lab) == []
+
+
 def test_silent_agent_fails_within_the_boot_timeout(drill, lab_inventory, lab):
     inventory = only_guest(lab_inventory, "app-vm")
     inventory["scratch"]["boot_timeout"] = "4s"

@@ -31,7 +31,7 @@ def site_inventory(double, folder: Path) -> Path:
         "guests": [
             {"name": "opnsense", "vmid": 100, "type": "qemu", "strategy": "none", "exception": "config export"},
             {"name": "app-vm", "vmid": 110, "type": "qemu", "strategy": "pbs"},
-            {"name": "app-ct", "vmid": 120, "type": "lxc", "strategy": "pbs"}],
+            {"name": "app-ct", "vmid": 120, "type": "lxc", "strategy": "pbs", "access": "none"}],
         "notifications": {"pve_targets": ["mail-to-root"]},    # the audit reads them: Mapping.Audit granted
     }
     path = folder / "inventory.yaml"

@@ -68,7 +68,7 @@ proxmox:
 guests:
   - {{name: fw, vmid: 100, type: qemu, strategy: config-export, exception: freezes the network,
      config_export: fw-config}}
-  - {{name: photos, vmid: 110, type: lxc, strategy: pbs, depends_on: [fw]}}
+  - {{name: photos, vmid: 110, type: lxc, strategy: pbs, access: none, depends_on: [fw]}}
 borg:
   repositories:
     - name: photos

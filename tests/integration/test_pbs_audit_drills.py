@@ -102,7 +102,7 @@ def healthy(double, audit_token, media_repo) -> dict:
              "exception": "a snapshot freezes the firewall and with it the network",
              "config_export": "opnsense-config"},
             {"name": "app-vm", "vmid": 110, "type": "qemu", "strategy": "pbs", "rpo": "daily"},
-            {"name": "app-ct", "vmid": 120, "type": "lxc", "strategy": "pbs", "rpo": "daily",
+            {"name": "app-ct", "vmid": 120, "type": "lxc", "strategy": "pbs", "rpo": "daily", "access": "none",
              "pre_backup_borg": "media", "sequencing_window": "2h"}],
         "borg": {"repositories": [{"name": "media", "location": media_repo.location,
                                    "passphrase": f"file:{media_repo.passphrase_file}"}]},
@@ -246,7 +246,7 @@ def test_inventory_and_cluster_mismatches_fail_naming_the_guests(healthy, double
     guests = inventory["guests"]
     guests[0] = {"name": "opnsense", "vmid": 100, "type": "qemu", "strategy": "pbs"}   # exception dropped
     guests[:] = [g for g in guests if g["vmid"] != 120]                                  # app-ct forgotten
-    guests.append({"name": "old-nas", "vmid": 130, "type": "lxc", "strategy": "pbs"})  # gone from the cluster
+    guests.append({"name": "old-nas", "vmid": 130, "type": "lxc", "strategy": "pbs", "access": "none"})  # gone from the cluster
     pbs = inventory["proxmox"]["pbs"]
     pbs["token_id"], pbs["token_secret"] = double.pbs_drill_token.token_id, f"file:{double.pbs_drill_token.secret_file}"
     run = run_audit(inventory, tmp_path)

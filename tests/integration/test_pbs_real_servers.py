@@ -204,7 +204,7 @@ def test_the_audit_drills_on_pbs_31_pass_or_are_not_run(old_double, tmp_path):
                          "namespace": LAB_NS, "retention": "offsite", "rpo": "offsite-sync",
                          "sync_job": "offsite-pull", "sync_max_age": "28h", **store}]}},
         "guests": [{"name": "app-vm", "vmid": 110, "type": "qemu", "strategy": "pbs", "rpo": "daily"},
-                   {"name": "app-ct", "vmid": 120, "type": "lxc", "strategy": "pbs", "rpo": "daily"},
+                   {"name": "app-ct", "vmid": 120, "type": "lxc", "strategy": "pbs", "rpo": "daily", "access": "none"},
                    {"name": "opnsense", "vmid": 100, "type": "qemu", "strategy": "none",
                     "exception": "firewall"}],
         "notifications": {"pve_targets": ["mail-admin"]},

@@ -116,7 +116,7 @@ proxmox:
     token_secret: env:T
     datastores: [{name: local, role: local, retention: daily}]
 guests:
-  - {name: kuma, vmid: 100, type: lxc, strategy: pbs, node: pve7}
+  - {name: kuma, vmid: 100, type: lxc, strategy: pbs, node: pve7, access: none}
   - {name: web, vmid: 101, type: qemu, strategy: pbs, depends_on: [kumma], pre_backup_borg: photo}
 borg:
   repositories: [{name: photos, location: /r, passphrase: env:P}]
@@ -148,6 +148,26 @@ def test_every_name_reference_gets_a_did_you_mean():
         assert mine and "is not defined under" in mine[0], (start, found)
         assert hint is None or hint in mine[0], mine
     assert len(found) == len(expected), found
+
+
+def test_a_container_needs_an_access_that_reaches_it():
+    """Before, a container left at the default access agent passed check-inventory and failed only
+    after its restore ("access agent needs a VM"); init drafted containers that way."""
+    text = ("site: {name: x}\nguests:\n  - {name: ct, vmid: 100, type: lxc, strategy: pbs}\n"
+            "  - {name: old, vmid: 102, type: lxc, strategy: none, exception: retired}\n"
+            "  - {name: bare, vmid: 101, type: lxc, strategy: pbs, access: none, health: [\n"
+            "      {name: up, kind: service, target: nginx},\n"
+            "      {name: port, kind: port, target: '80'}]}\n")
+    found = problems(text)
+    assert len(found) == 2, found
+    assert found[0].startswith("inventory.yaml:3 guests[0].access: guest ct: a container has no QEMU guest agent")
+    assert "access: pct" in found[0] and "none" in found[0]
+    assert found[1].startswith("inventory.yaml:5 guests[2].health: guest bare: access none runs nothing inside")
+    assert "2 health check(s) must: up, port;" in found[1]
+    fixed = text.replace("strategy: pbs}", "strategy: pbs, access: none}").replace(
+        "health: [\n      {name: up, kind: service, target: nginx},\n      {name: port, kind: port, target: '80'}]}",
+        "health: []}")
+    assert [g.access for g in parse_inventory(fixed, Path("inventory.yaml")).model.guests] == ["none", "agent", "none"]
 
 
 def test_access_pct_needs_node_ssh_and_a_container():
@@ -204,7 +224,7 @@ def test_secret_file_that_is_a_folder_is_refused(tmp_path):
 
 def kuma_inventory(url: str, listen_port: int | None, check_port: int):
     port = f", listen_port: {listen_port}" if listen_port else ""
-    text = (f"site: {{name: x}}\nguests:\n  - name: kuma\n    vmid: 100\n    type: lxc\n    strategy: pbs\n"
+    text = (f"site: {{name: x}}\nguests:\n  - name: kuma\n    vmid: 100\n    type: qemu\n    strategy: pbs\n"
             f"    health: [{{name: ui, kind: http, target: 'http://127.0.0.1:{check_port}/api/entry-page'}}]\n"
             f"monitoring:\n  uptime_kuma: {{url: '{url}', username: u, password: env:K, runs_in: kuma{port}}}\n")
     return parse_inventory(text, Path("i.yaml")).model

@@ -229,7 +229,11 @@ class Guest(Strict):
         "rotate", description="Which copy a restore drill restores from: local, offsite (the disaster copy) or "
         "rotate (the copy whose last passing restore is oldest, so every copy is restore-tested in turn).")
     rpo: str | None = Field(None, description="Name of an RPO policy.")
-    access: Literal["agent", "ssh", "pct"] = Field("agent", description="How checks reach the scratch guest.")
+    access: Literal["agent", "ssh", "pct", "none"] = Field(
+        "agent", description="How checks reach the scratch guest: agent (the QEMU guest agent: VMs), pct "
+        "(`pct exec` over the node's SSH: containers), ssh (by address from the runner), or none (no check "
+        "inside the guest: the drill proves the restore and that PVE reports the guest running; health may "
+        "hold only from_runner http checks).")
     address: str | None = Field(None, description="The guest's address on the drill bridge (ssh access and "
                                 "http checks from the runner); a VM keeps the one its own OS configures.")
     health: list[HealthCheck] = Field(default_factory=list, description="Checks run in the scratch guest.")

@@ -37,6 +37,7 @@ def _nodes_and_pct(inv: Inventory) -> Iterator[Problem]:
         loc = ("guests", i)
         if guest.node and nodes and guest.node not in nodes:
             yield (*loc, "node"), unknown_name("node", guest.node, nodes, "proxmox.pve.nodes")
+        yield from _access_reaches(guest, loc)
         if guest.access != "pct":
             continue
         if guest.type != "lxc":
@@ -46,6 +47,25 @@ def _nodes_and_pct(inv: Inventory) -> Iterator[Problem]:
             yield (*loc, "access"), (f"guest {guest.name}: access pct runs `pct exec` over SSH on the node that "
                                      f"holds the scratch container, but proxmox.pve.node_ssh is not set: add it "
                                      f"(one endpoint, or one per node), or use access agent")
+
+
+def _access_reaches(guest, loc) -> Iterator[Problem]:
+    """A restore drill whose checks could never reach the scratch guest is refused here, before a
+    restore is spent on it: a container has no QEMU guest agent (PVE's agent calls answer for VMs
+    only, qemu-server ``PVE/API2/Qemu/Agent.pm``), and ``access: none`` runs nothing inside."""
+    if guest.strategy != "pbs":
+        return
+    if guest.access == "agent" and guest.type == "lxc":
+        yield (*loc, "access"), (f"guest {guest.name}: a container has no QEMU guest agent, so access agent (the "
+                                 f"default) cannot reach its scratch copy: set access: pct (checks run with `pct "
+                                 f"exec` over proxmox.pve.node_ssh), ssh (scratch.guest_ssh and the guest's "
+                                 f"address), or none (no check inside: the drill proves the restore and the boot)")
+    if guest.access == "none":
+        inside = [check.name for check in guest.health if not (check.kind == "http" and check.from_runner)]
+        if inside:
+            yield (*loc, "health"), (f"guest {guest.name}: access none runs nothing inside the guest, but "
+                                     f"{len(inside)} health check(s) must: {', '.join(inside[:5])}; set access "
+                                     f"pct, agent or ssh, or keep only http checks with from_runner: true")
 
 
 def _monitoring(inv: Inventory) -> Iterator[Problem]:

@@ -86,8 +86,9 @@ def proxmox_inventory(double, offsite_target: str | None = None) -> dict:
             {"name": "app-ct", "vmid": 120, "type": "lxc", "node": GUEST_NODES[120], "strategy": "pbs",
              "snapshot": "latest", "rpo": "daily", "address": "10.199.0.120/24",
              # pct needs the node's SSH (check-inventory refuses it without); a double without real
-             # guests has none, and its drills never reach a guest
-             "access": "pct" if endpoints.get("node_ssh") else "agent",
-             "health": ct_checks},
+             # guests has none, and its drills never reach a guest: none (a container has no agent)
+             "access": "pct" if endpoints.get("node_ssh") else "none",
+             "health": ct_checks if endpoints.get("node_ssh") else
+             [check for check in ct_checks if check["kind"] == "http" and check.get("from_runner")]},
         ],
     }

@@ -229,8 +229,12 @@ def _guests(draft: Draft, site: Site) -> None:
         if vmid in covered and not guest.get("template"):
             entry["strategy"] = "pbs"
             draft.todo((*loc, "health"), f"checks that prove {entry['name']} works after a restore (service, "
-                                         f"port, http, sql, canary){'; ' + facts if facts else ''}; a "
-                                         f"container needs access: pct and proxmox.pve.node_ssh")
+                                         f"port, http, sql, canary){'; ' + facts if facts else ''}")
+            if kind == "lxc":       # no guest agent in a container: checks inside need pct (or ssh)
+                entry["access"] = "none"
+                draft.todo((*loc, "access"), f"{entry['name']} is a container: none proves only the restore "
+                                             f"and the boot; for checks inside set pct and add "
+                                             f"proxmox.pve.node_ssh (or ssh with scratch.guest_ssh)")
             entry["health"] = []
         else:
             entry["strategy"] = "none"
