@@ -69,7 +69,11 @@ def test_a_partial_run_pings_nothing_and_leaves_the_metrics_file(site):
     done = run(site, "--select", "lint", "--out", str(folder / "out"))
     assert done.returncode == 1, done.stdout[-3000:]           # the example's key proofs fail: still a run
     assert receiver.pings == [] and untouched(folder)
-    assert "heartbeat      not sent, partial run (--select lint); --notify sends it" in done.stdout
+    assert ("signals        none sent, partial run (--select lint): heartbeat, mail and metrics file untouched; "
+            "--notify sends them") in done.stdout
+    assert "\nheartbeat " not in done.stdout            # once, on the signals line, not again per channel
+    report = (folder / "out" / "drill-report.xml").read_text()
+    assert "not sent, partial run (--select lint); --notify sends it" in report     # the report keeps each
     assert "restoredrill_drill_success" in (folder / "out" / "metrics.prom").read_text()
     summary = (folder / "out" / "summary.json").read_text()
     assert '"scope": "partial run (--select lint)"' in summary and '"production_signals": false' in summary

@@ -200,7 +200,8 @@ class ReportCollector(Deliveries, CaseNamer):
             self.write_reports(self.render(statuses, calendars, matrix), folder)
         run.outputs["report time"] = f"{time.monotonic() - begun:.2f} s"
         run.outputs["signals"] = ("heartbeat, mail and metrics file speak for the site" if self.signals else
-                                  f"none sent, {self.not_signalling}: heartbeat, mail and metrics file untouched")
+                                  f"none sent, {self.not_signalling}: heartbeat, mail and metrics file untouched; "
+                                  f"--notify sends them")
         for notice in run.notices:
             print(terminal(f"restoredrill: NOTE {notice.topic}: {notice.text}"), file=sys.stderr)
 
@@ -216,8 +217,10 @@ class ReportCollector(Deliveries, CaseNamer):
             if not finding.ok:
                 terminalreporter.write_line(terminal(f"FAILED history {finding.name}: {finding.message}",
                                                      one_line=True))
+        quiet = f"not sent, {self.not_signalling}; --notify sends it" if not self.signals else None
         for channel, what in run.deliveries.items():
-            terminalreporter.write_line(terminal(f"{channel:<14} {what}", one_line=True))
+            if what != quiet:       # the signals line said it once for every channel (the reports keep each)
+                terminalreporter.write_line(terminal(f"{channel:<14} {what}", one_line=True))
         if run.notices:
             terminalreporter.write_line(f"{len(run.notices)} notice(s): see stderr and the drill report "
                                         f"(suite restoredrill); they do not change the exit code")
