@@ -139,7 +139,7 @@ def test_only_the_scheduled_run_touches_the_heartbeat_and_the_metrics_file(signa
 
     gate = run(inventory, tmp_path, "--mode", "gate", env=env, out="gate")
     assert gate.code == 0, gate.stdout[-3000:]
-    assert "not sent, gate run (not --mode scheduled)" in gate.stdout
+    assert "none sent, gate run (not --mode scheduled)" in gate.stdout
 
     assert (metrics.read_bytes(), metrics.stat().st_mtime_ns, len(receiver.pings)) == left
 
