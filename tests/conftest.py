@@ -17,6 +17,39 @@ import pytest
 import yaml
 
 
+def device_state() -> dict[str, str]:
+    """Mode and kind of the host's shared device nodes: the lab's guests bind-mount them, and
+    the tests run as root, so a bug that changed one would break every later process."""
+    import os
+    import stat as st
+    state = {}
+    for name in ("null", "zero", "urandom"):
+        info = os.stat(f"/dev/{name}")
+        state[name] = (f"{'char device' if st.S_ISCHR(info.st_mode) else 'not a char device'} "
+                       f"mode {st.S_IMODE(info.st_mode):04o}")
+    return state
+
+
+HEALTHY_DEVICES = {name: "char device mode 0666" for name in ("null", "zero", "urandom")}
+
+
+def pytest_sessionstart(session):
+    broken = {k: v for k, v in device_state().items() if v != HEALTHY_DEVICES[k]}
+    if broken:      # every sandboxed process would fail with "cannot create /dev/null" instead
+        pytest.exit(f"this machine's device nodes are damaged before any test ran: {broken}; every test "
+                    f"that starts a process would fail. Fix: `chmod 666 /dev/null /dev/zero /dev/urandom` "
+                    f"(as root), then run the tests again", returncode=3)
+
+
+def pytest_sessionfinish(session, exitstatus):
+    if hasattr(session.config, "workerinput"):
+        return
+    broken = {k: v for k, v in device_state().items() if v != HEALTHY_DEVICES[k]}
+    if broken:      # the suite itself changed a host device: the worst bug a test can find
+        print(f"\nERROR: the test session changed this machine's device nodes: {broken}", file=sys.stderr)
+        session.exitstatus = 1
+
+
 @pytest.fixture(scope="session")
 def lab(tmp_path_factory):
     from restoredrill.lab.site import Lab
