@@ -4,6 +4,7 @@ leaving no scratch guest behind."""
 from __future__ import annotations
 
 import json
+import re
 import signal
 import sqlite3
 import subprocess
@@ -100,6 +101,8 @@ def test_access_none_proves_the_restore_and_the_boot_and_still_fails_a_guest_tha
     facts = case(run, "test_restore[app-ct]")["properties"]
     assert facts["access"] == "none" and facts["boot_proven_by"].startswith("PVE status running")
     assert not [n for n in run.cases if n.startswith("test_health[app-ct")]
+    assert re.search(r"PASS  guest:app-ct +1/1 checks  \(restore and boot only: access none, no check inside\)",
+                     run.stdout), run.stdout[-2000:]
     handle = lab.double.faults.fail_start(None)
     try:
         failed = drill(inventory, *SELECT)

@@ -168,6 +168,17 @@ def test_a_restore_naming_the_offsite_copy_proves_that_cell():
     assert cell(matrix, "guest:app-ct", "pbs:local").state == "late"      # never restore-tested from local
 
 
+def test_a_restore_without_a_health_check_is_not_called_healthy():
+    """access none (or health: []): the guest was restored and booted, nothing checked it inside,
+    so the cell stops one rung below "restored, booted and healthy"."""
+    cases = [c for c in green_cases() if not (c.drill == "guest:app-ct" and c.check == "webapp-running")]
+    matrix, _ = matrix_of(cases)
+    ct = cell(matrix, "guest:app-ct", "pbs:local")
+    assert (ct.proof, ct.state) == (C.EXTRACTED, "ok") and ct.rto["boot"] == 0.899
+    assert "restored into scratch guest 9900 and booted; no health check ran" in ct.proof_how
+    assert cell(matrix, "guest:app-vm", "pbs:local").proof == C.RESTORED
+
+
 def test_a_lost_chunk_of_one_guest_turns_exactly_that_cell_red():
     lost = case("offsite:lab-s3", "chunks-present", FAILED,
                 "S3 target lab-s3: expected every referenced chunk; found 1 missing: offsite/.chunks/ab12/ab12cd: "

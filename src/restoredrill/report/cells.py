@@ -4,8 +4,8 @@ Proof ladder (strongest wins; a failing case still colours the cell red):
 listed (a fresh check saw the point) < verified (PBS's verify state ok, or ``borg check``) <
 read back offsite (the S3 copy read without PBS: manifests, chunks present, chunk sample,
 cross-copy) < extracted and checked (Borg extract and its data checks; a config export
-decrypted and parsed) < restored, booted and healthy (a guest restored from that copy,
-started, every health check passed).
+decrypted and parsed; a guest restored and booted with no health check) < restored, booted
+and healthy (a guest restored from that copy, started, every health check passed: at least one).
 
 Which copy a guest restore proves: the ``copy`` evidence when a drill records one (a
 datastore name, or ``local`` / ``offsite`` by role), else the PVE storage of the restored
@@ -178,9 +178,14 @@ def restores(ctx: Context, cell: Cell, guest, store) -> None:
         oks = [cell.take(c) for c in [restore, *health]]
         when = parse_time(restore.properties.get("snapshot_time"))
         cell.see(str(restore.properties.get("snapshot") or "").split(":", 1)[-1].removeprefix("backup/"), when)
-        if all(oks):
-            cell.reach(RESTORED, ctx.started, f"restored into scratch guest {restore.properties.get('scratch_vmid', '?')}"
-                       f", booted, {len(health)} health check(s) passed")
+        scratch = restore.properties.get('scratch_vmid', '?')
+        if all(oks) and health:
+            cell.reach(RESTORED, ctx.started, f"restored into scratch guest {scratch}, booted, {len(health)} health "
+                       f"check(s) passed")
+            cell.restored_point = when
+        elif all(oks):      # no health check ran (health: [], access none): restored and booted, not healthy
+            cell.reach(EXTRACTED, ctx.started, f"restored into scratch guest {scratch} and booted; no health check "
+                       f"ran, so not proven healthy")
             cell.restored_point = when
     stores: dict[tuple[str, str], object] = {}
 

@@ -58,6 +58,8 @@ def _headline(items) -> str:
         parts.append(f"age {merged['age_hours']} h")
     if "bytes_restored" in merged:
         parts.append(f"{int(float(merged['bytes_restored'])):,} bytes restored")
+    if merged.get("access") == "none" and "boot_proven_by" in merged:
+        parts.append("restore and boot only: access none, no check inside")
     return ("  (" + ", ".join(parts) + ")") if parts else ""
 
 
