@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import signal
 import subprocess
 import time
@@ -95,6 +96,31 @@ def output_tail(stdout: str, stderr: str, secrets: Iterable[str] = (), lines: in
     return mask("\n".join(combined.splitlines()[-lines:]), secrets)
 
 
+_TRACEBACK_START = ("Traceback (most recent call last):", "Exception ignored in")
+_EXCEPTION_LINE = re.compile(r"^[A-Za-z_][\w.]*(:|$)")
+
+
+def without_tracebacks(text: str) -> str:
+    """``text`` without the Python tracebacks a program prints while we stop it (borg's
+    ``Repository.__del__`` on SIGTERM): noise, never the cause, which our message names. A
+    line says how many lines were left out."""
+    lines, out, removed, i = text.splitlines(), [], 0, 0
+    while i < len(lines):
+        if not lines[i].startswith(_TRACEBACK_START):
+            out.append(lines[i])
+            i += 1
+            continue
+        j = i + 1
+        while j < len(lines) and (lines[j].startswith((" ", "\t")) or lines[j].startswith(_TRACEBACK_START)):
+            j += 1
+        if j < len(lines) and _EXCEPTION_LINE.match(lines[j]):
+            j += 1                  # the exception line that ends the traceback ("AssertionError: ...")
+        removed, i = removed + j - i, j
+    if removed:
+        out.append(f"({removed} line(s) of the program's own Python traceback while it was stopped, left out)")
+    return "\n".join(out)
+
+
 def run(argv: Sequence[str], *, timeout: float, env: Mapping[str, str] | None = None,
         extra_env: Mapping[str, str] | None = None, cwd: str | os.PathLike | None = None,
         input: str | bytes | None = None, pass_fds: Sequence[int] = (),
@@ -133,12 +159,12 @@ def run(argv: Sequence[str], *, timeout: float, env: Mapping[str, str] | None = 
         out, err = _communicate(proc, input, timeout, watch, watch_every)
     except _Watched as watched:
         how, out, err = _stop(proc, stop)
-        tail = output_tail(_text(out), _text(err), secrets)
+        tail = without_tracebacks(output_tail(_text(out), _text(err), secrets))
         raise CommandError(f"{prefix}{shown} was stopped ({how}): {watched.reason}; last output:\n{tail}",
                            argv=argv, returncode=proc.returncode, tail=tail, watched=watched.reason) from None
     except subprocess.TimeoutExpired:
         how, out, err = _stop(proc, stop)
-        tail = output_tail(_text(out), _text(err), secrets)
+        tail = without_tracebacks(output_tail(_text(out), _text(err), secrets))
         raise CommandError(f"{prefix}{shown} did not finish within {timeout:g} s and was stopped ({how}); "
                            f"last output:\n{tail}", argv=argv, returncode=proc.returncode, tail=tail,
                            stopped=how) from None

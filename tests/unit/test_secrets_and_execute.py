@@ -2,11 +2,12 @@
 from __future__ import annotations
 
 import os
+import signal
 import sys
 
 import pytest
 
-from restoredrill.execute import CommandError, run
+from restoredrill.execute import CommandError, Stop, run, without_tracebacks
 from restoredrill.secrets import SecretError, SecretRef, write_private
 
 
@@ -92,3 +93,36 @@ def test_watch_honours_the_timeout():
     with pytest.raises(CommandError) as caught:
         run(["sleep", "5"], timeout=0.3, watch=lambda: None)
     assert caught.value.timed_out and not caught.value.watched
+
+
+def test_a_stopped_programs_own_traceback_is_left_out_of_the_tail():
+    """borg 1.4 prints Repository.__del__'s traceback when SIGTERM stops it (seen in CI under the
+    free-space watch): noise in a message that already names why it was stopped."""
+    dying = ("borgbackup version 1.4.5\n"
+             "Exception ignored in: <function Repository.__del__ at 0x7fea0d26c360>\n"
+             "Traceback (most recent call last):\n"
+             '  File "/venv/lib/python3.11/site-packages/borg/repository.py", line 207, in __del__\n'
+             '    assert False, "cleanup happened in Repository.__del__"\n'
+             "AssertionError: cleanup happened in Repository.__del__\n"
+             "Received SIGTERM")
+    assert without_tracebacks(dying) == ("borgbackup version 1.4.5\nReceived SIGTERM\n(5 line(s) of the program's "
+                                         "own Python traceback while it was stopped, left out)")
+    assert without_tracebacks("Received SIGTERM\nrc 143") == "Received SIGTERM\nrc 143"
+
+
+def test_a_watched_stop_names_the_reason_without_the_programs_traceback(tmp_path):
+    script = tmp_path / "dies.py"
+    script.write_text("import signal, sys, time\n"
+                      "def bye(*_):\n"
+                      "    print('Traceback (most recent call last):\\n  File \"x.py\", line 1\\nKeyError: 1',"
+                      " file=sys.stderr, flush=True)\n"
+                      "    sys.exit(143)\n"
+                      "signal.signal(signal.SIGTERM, bye)\n"
+                      "print('working', flush=True)\n"
+                      "time.sleep(30)\n")
+    with pytest.raises(CommandError) as info:
+        run([sys.executable, str(script)], timeout=20, stop=Stop(signal.SIGTERM, 5),
+            watch=lambda: "the disk is full", watch_every=0.3)
+    message = str(info.value)
+    assert "the disk is full" in message and "working" in message
+    assert "Traceback" not in message and "KeyError" not in message and "left out" in message
