@@ -56,9 +56,8 @@ def _access_reaches(guest, loc) -> Iterator[Problem]:
     if guest.strategy != "pbs":
         return
     if guest.access == "agent" and guest.type == "lxc":
-        default = "" if "access" in guest.model_fields_set else " (the default)"
-        yield (*loc, "access"), (f"guest {guest.name}: a container has no QEMU guest agent, so access agent{default} "
-                                 f"cannot reach its scratch copy: set access: pct (checks run with `pct "
+        yield (*loc, "access"), (f"guest {guest.name}: a container has no QEMU guest agent, so access agent (the "
+                                 f"default) cannot reach its scratch copy: set access: pct (checks run with `pct "
                                  f"exec` over proxmox.pve.node_ssh), ssh (scratch.guest_ssh and the guest's "
                                  f"address), or none (no check inside: the drill proves the restore and the boot)")
     if guest.access == "none":
